@@ -1,0 +1,1 @@
+"""Subcommands of the ``inhibitron`` CLI; each module exposes ``register(subparsers)``."""
