@@ -1,0 +1,722 @@
+"""Integer formats and the quantization record of an inhibitor-attention layer.
+
+This module is the single source of truth for *what the numbers are*; the
+contract they obey is ``docs/numerics.md``. Everything here is a typed,
+validated, frozen dataclass, numpy only (no torch):
+
+* :class:`IntFormat` -- a two's-complement (or unsigned) integer format with
+  its full code range and symmetric float quantize/dequantize helpers.
+* :class:`AttentionFormats` -- the three user-chosen widths of the attention
+  core (``qk_bits``, ``v_bits``, ``out_bits``) and, via
+  :meth:`AttentionFormats.widths`, every derived internal width
+  (:class:`DatapathWidths`) so that nothing can overflow.
+* :class:`HeadQuant` -- the folded constants of one head: scales ``s_qk``,
+  ``s_v``, ``s_h`` (floats, the float meaning of the codes) and the integers
+  the hardware sees (``theta``, ``v_shift`` a, ``z_shift`` b, ``out_shift`` r).
+* :class:`LayerQuant` -- one attention layer: formats, head dimension and one
+  :class:`HeadQuant` per head; serializable with :meth:`LayerQuant.to_dict` /
+  :meth:`LayerQuant.from_dict` (plain JSON types, no pickles).
+
+Float meaning of one head (``docs/numerics.md``, section "Scales")::
+
+    Q = s_qk * q,  K = s_qk * k,  V = s_v * v,  H ~= s_h * h
+    s_z = gamma * s_qk / sqrt(d)               score LSB (gamma/sqrt(d) folded)
+    s_w = s_v * 2**-a = s_z * 2**-b            working unit of the mixing stage
+    s_h = eta * s_w * 2**r                     output LSB (eta folded, may be < 0)
+    theta = round(delta / s_z)                 threshold in score LSBs
+
+The record stores the independent quantities (``s_qk``, ``s_v``, ``s_h``,
+``theta`` and the shifts) and *derives* ``s_z``, ``s_w`` and the folded
+``gamma``/``eta``/``delta``, so it cannot be internally inconsistent.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+__all__ = [
+    "MAX_DATAPATH_BITS",
+    "AttentionFormats",
+    "DatapathWidths",
+    "HeadQuant",
+    "IntFormat",
+    "LayerQuant",
+    "signed_bits",
+    "unsigned_bits",
+]
+
+#: Widest internal value the golden model (numpy int64) and the contract allow.
+#: Checked by :meth:`AttentionFormats.widths`; 62 leaves one bit of headroom
+#: for the rounding adder of the output stage.
+MAX_DATAPATH_BITS = 62
+
+#: Version of :meth:`LayerQuant.to_dict`'s layout (bump on incompatible change).
+LAYER_QUANT_VERSION = 1
+
+
+def _check_int(name: str, value, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, not {value!r}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, not {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, not {value}")
+    return value
+
+
+def _check_float(name: str, value, *, positive: bool = False, nonzero: bool = False) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, not {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, not {value!r}")
+    if positive and not value > 0:
+        raise ValueError(f"{name} must be > 0, not {value!r}")
+    if nonzero and value == 0:
+        raise ValueError(f"{name} must be nonzero, not {value!r}")
+    return value
+
+
+def unsigned_bits(max_value: int) -> int:
+    """Bits of an unsigned register that holds every integer in ``[0, max_value]``.
+
+    >>> [unsigned_bits(v) for v in (0, 1, 2, 255, 256)]
+    [1, 1, 2, 8, 9]
+    """
+    max_value = _check_int("max_value", max_value, minimum=0)
+    return max(1, max_value.bit_length())
+
+
+def signed_bits(min_value: int, max_value: int) -> int:
+    """Bits of a two's-complement register that holds every integer in ``[min_value, max_value]``.
+
+    >>> [signed_bits(-128, 127), signed_bits(-129, 0), signed_bits(0, 128), signed_bits(0, 0)]
+    [8, 9, 9, 1]
+    """
+    min_value = _check_int("min_value", min_value)
+    max_value = _check_int("max_value", max_value)
+    if min_value > max_value:
+        raise ValueError(f"min_value {min_value} > max_value {max_value}")
+    need_neg = (-min_value - 1).bit_length() + 1 if min_value < 0 else 1
+    need_pos = max_value.bit_length() + 1 if max_value > 0 else 1
+    return max(need_neg, need_pos)
+
+
+def _ceil_log2(x: int) -> int:
+    return (int(x) - 1).bit_length() if x > 1 else 0
+
+
+# ---------------------------------------------------------------------------
+# IntFormat
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IntFormat:
+    """An integer format: ``bits`` wide, two's complement when ``signed``.
+
+    Full range: signed ``[-2**(bits-1), 2**(bits-1) - 1]``, unsigned
+    ``[0, 2**bits - 1]`` (no code is reserved; symmetric float quantization
+    simply never produces ``qmin`` of a signed format unless it saturates).
+
+    Parameters
+    ----------
+    bits : int
+        Width in bits, 1..62 (2..62 when signed).
+    signed : bool
+        Two's complement (default) or unsigned.
+
+    Examples
+    --------
+    >>> f = IntFormat(8)
+    >>> f.qmin, f.qmax
+    (-128, 127)
+    >>> f.quantize([0.5, 1.5, -2.5, 300.0], scale=1.0).tolist()   # rint: half to even, saturate
+    [0, 2, -2, 127]
+    >>> f.dequantize([2, -2], scale=0.25).tolist()
+    [0.5, -0.5]
+    """
+
+    bits: int  # width in bits
+    signed: bool = True  # two's complement when True
+
+    def __post_init__(self):
+        if not isinstance(self.signed, (bool, np.bool_)):
+            raise TypeError(f"signed must be a bool, not {self.signed!r}")
+        object.__setattr__(self, "signed", bool(self.signed))
+        lo = 2 if self.signed else 1
+        object.__setattr__(self, "bits", _check_int("bits", self.bits, minimum=lo, maximum=MAX_DATAPATH_BITS))
+
+    @property
+    def qmin(self) -> int:
+        """Smallest code."""
+        return -(1 << (self.bits - 1)) if self.signed else 0
+
+    @property
+    def qmax(self) -> int:
+        """Largest code."""
+        return (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Smallest numpy integer dtype that holds every code (for storage)."""
+        width = next(w for w in (8, 16, 32, 64) if self.bits <= w)
+        return np.dtype(f"int{width}" if self.signed else f"uint{width}")
+
+    def __str__(self) -> str:
+        return f"{'s' if self.signed else 'u'}{self.bits}"
+
+    def contains(self, codes) -> np.ndarray:
+        """Elementwise: is each code inside ``[qmin, qmax]``? (bool array)"""
+        codes = np.asarray(codes)
+        return (codes >= self.qmin) & (codes <= self.qmax)
+
+    def check(self, name: str, codes) -> np.ndarray:
+        """Return ``codes`` as int64 after checking they are integers inside the format.
+
+        Raises
+        ------
+        TypeError
+            ``codes`` is not an integer array.
+        ValueError
+            A code is out of range; the message names ``name``, the first bad
+            index, its value and the format's range.
+        """
+        arr = np.asarray(codes)
+        if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+            raise TypeError(f"{name} must be an integer array of {self} codes, got dtype {arr.dtype}")
+        if arr.dtype == np.uint64 and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
+            bad = np.argwhere(arr > np.iinfo(np.int64).max)[0]
+            raise ValueError(
+                f"{name} has code {int(arr[tuple(bad)])} at index {tuple(int(i) for i in bad)}, "
+                f"outside the {self} range [{self.qmin}, {self.qmax}]"
+            )
+        arr = arr.astype(np.int64, copy=False)
+        ok = self.contains(arr)
+        if not ok.all():
+            bad = tuple(int(i) for i in np.argwhere(~ok)[0])
+            raise ValueError(
+                f"{name} has code {int(arr[bad])} at index {bad}, "
+                f"outside the {self} range [{self.qmin}, {self.qmax}]"
+            )
+        return arr
+
+    def quantize(self, x, scale) -> np.ndarray:
+        """Float to codes: ``clip(rint(x / scale), qmin, qmax)`` as int64.
+
+        Rounding is numpy ``rint``: round half to even (the only float-to-int
+        rounding of the project, see ``docs/numerics.md``). Saturates.
+
+        Parameters
+        ----------
+        x : array_like, float
+            Values; must be finite.
+        scale : float or array_like broadcastable to ``x``
+            Positive float LSB size(s).
+        """
+        x = np.asarray(x, dtype=np.float64)
+        scale = np.asarray(scale, dtype=np.float64)
+        if not np.all(np.isfinite(x)):
+            raise ValueError("quantize: x contains NaN or Inf")
+        if not np.all(np.isfinite(scale)) or not np.all(scale > 0):
+            raise ValueError(f"quantize: scale must be finite and > 0, got {scale!r}")
+        return np.clip(np.rint(x / scale), self.qmin, self.qmax).astype(np.int64)
+
+    def dequantize(self, codes, scale) -> np.ndarray:
+        """Codes to float64: ``codes * scale``."""
+        return np.asarray(codes, dtype=np.float64) * np.asarray(scale, dtype=np.float64)
+
+
+# ---------------------------------------------------------------------------
+# AttentionFormats and derived widths
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatapathWidths:
+    """Every internal width of the attention core for one configuration.
+
+    Derived by :meth:`AttentionFormats.widths` from the exact value range of
+    each quantity (so each is tight for power-of-two ``d`` and ``n``); the
+    closed-form upper bounds are given per member. ``D = ceil(log2 d)``,
+    ``N = ceil(log2 n)``, ``a``/``b``/``r`` the shifts.
+
+    Members
+    -------
+    z_bits : int
+        Unsigned score ``z = sum_k |q - k|`` in ``[0, d*(2**qk_bits - 1)]``;
+        ``<= qk_bits + D``. (The difference ``q - k`` is signed ``qk_bits + 1``,
+        its absolute value unsigned ``qk_bits``.)
+    sum_bits : int
+        Unsigned row sum ``S`` of up to ``n`` scores; ``<= z_bits + N``.
+    divider_bits : int
+        Unsigned numerator ``2*S + L`` of the rounded mean; ``<= sum_bits + 2``.
+    mean_bits : int
+        Unsigned mean ``m`` in ``[0, z_max]``; ``= z_bits``.
+    theta_bits : int
+        Signed threshold constant ``theta`` in ``[-2**z_bits, 2**z_bits - 1]``;
+        ``= z_bits + 1``.
+    threshold_bits : int
+        Signed ``t = m + theta``; ``<= z_bits + 2``.
+    zb_bits : int
+        Unsigned ``zb = max(z - t, 0)`` before clipping; ``<= z_bits + 2``.
+    zb_clip : int
+        The value-identical clip of ``zb << b`` before the mixing PEs:
+        ``2**(v_bits - 1 + a)`` (every summand is 0 beyond it).
+    mix_bits : int
+        Signed mixing operands ``v << a``, ``min(zb << b, zb_clip)`` and the
+        soft-threshold result; ``= v_bits + a + 1`` for the clipped ``zb``
+        (it reaches ``+2**(v_bits-1+a)``), the summand itself fits ``v_bits + a``.
+    acc_bits : int
+        Signed accumulator of ``n`` summands; ``<= v_bits + a + N``.
+    round_bits : int
+        Signed ``acc + 2**(r-1)`` of the output rounding; ``<= acc_bits + 1``.
+    """
+
+    z_bits: int
+    sum_bits: int
+    divider_bits: int
+    mean_bits: int
+    theta_bits: int
+    threshold_bits: int
+    zb_bits: int
+    zb_clip: int
+    mix_bits: int
+    acc_bits: int
+    round_bits: int
+
+    @property
+    def theta_min(self) -> int:
+        """Smallest allowed ``theta``."""
+        return -(1 << (self.theta_bits - 1))
+
+    @property
+    def theta_max(self) -> int:
+        """Largest allowed ``theta``."""
+        return (1 << (self.theta_bits - 1)) - 1
+
+
+@dataclass(frozen=True)
+class AttentionFormats:
+    """The user-chosen widths of an inhibitor-attention core.
+
+    Parameters
+    ----------
+    qk_bits : int
+        Signed width of the query and key codes (shared scale per head), 2..32.
+    v_bits : int
+        Signed width of the value codes, 2..32.
+    out_bits : int
+        Signed width of the output codes ``h`` (saturating), 2..32.
+
+    Examples
+    --------
+    >>> f = AttentionFormats(qk_bits=8, v_bits=8, out_bits=8)
+    >>> w = f.widths(head_dim=32, seq_len=128)
+    >>> w.z_bits, w.sum_bits, w.acc_bits
+    (13, 20, 15)
+    >>> f.q.qmin, f.v.qmax, f.out.qmax
+    (-128, 127, 127)
+    """
+
+    qk_bits: int = 8  # signed width of q and k
+    v_bits: int = 8  # signed width of v
+    out_bits: int = 8  # signed width of h
+
+    def __post_init__(self):
+        for name in ("qk_bits", "v_bits", "out_bits"):
+            object.__setattr__(self, name, _check_int(name, getattr(self, name), minimum=2, maximum=32))
+
+    @property
+    def q(self) -> IntFormat:
+        """Format of ``q`` and ``k``."""
+        return IntFormat(self.qk_bits)
+
+    @property
+    def k(self) -> IntFormat:
+        """Format of ``k`` (same as ``q``)."""
+        return IntFormat(self.qk_bits)
+
+    @property
+    def v(self) -> IntFormat:
+        """Format of ``v``."""
+        return IntFormat(self.v_bits)
+
+    @property
+    def out(self) -> IntFormat:
+        """Format of ``h``."""
+        return IntFormat(self.out_bits)
+
+    def z_max(self, head_dim: int) -> int:
+        """Largest score ``z``: ``head_dim * (2**qk_bits - 1)``."""
+        head_dim = _check_int("head_dim", head_dim, minimum=1)
+        return head_dim * ((1 << self.qk_bits) - 1)
+
+    def theta_range(self, head_dim: int) -> tuple[int, int]:
+        """Allowed ``theta``: ``[-2**z_bits, 2**z_bits - 1]`` (signed ``z_bits + 1``)."""
+        zb = unsigned_bits(self.z_max(head_dim))
+        return -(1 << zb), (1 << zb) - 1
+
+    def widths(self, *, head_dim: int, seq_len: int, v_shift: int = 0, z_shift: int = 0,
+               out_shift: int = 0) -> DatapathWidths:
+        """Derive every internal width (see :class:`DatapathWidths`).
+
+        Parameters
+        ----------
+        head_dim : int
+            ``d``, >= 1.
+        seq_len : int
+            ``n``, the number of keys (and queries) of the core, >= 1.
+        v_shift, z_shift, out_shift : int
+            ``a``, ``b``, ``r`` >= 0 (the largest over the heads served).
+
+        Raises
+        ------
+        ValueError
+            A parameter is out of range, or a width exceeds
+            :data:`MAX_DATAPATH_BITS` (the message names it and suggests
+            smaller shifts or formats).
+        """
+        d = _check_int("head_dim", head_dim, minimum=1)
+        n = _check_int("seq_len", seq_len, minimum=1)
+        a = _check_int("v_shift", v_shift, minimum=0)
+        b = _check_int("z_shift", z_shift, minimum=0)
+        r = _check_int("out_shift", out_shift, minimum=0)
+        z_max = self.z_max(d)
+        z_bits = unsigned_bits(z_max)
+        sum_bits = unsigned_bits(n * z_max)
+        divider_bits = unsigned_bits(2 * n * z_max + n)
+        theta_min, theta_max = -(1 << z_bits), (1 << z_bits) - 1
+        threshold_bits = signed_bits(theta_min, z_max + theta_max)
+        zb_bits = unsigned_bits(z_max - theta_min)
+        zb_clip = 1 << (self.v_bits - 1 + a)
+        v_lo, v_hi = -(1 << (self.v_bits - 1 + a)), ((1 << (self.v_bits - 1)) - 1) << a
+        mix_bits = signed_bits(-zb_clip, zb_clip)
+        acc_lo, acc_hi = n * v_lo, n * (v_hi - 0)
+        acc_bits = signed_bits(acc_lo, acc_hi)
+        half = (1 << (r - 1)) if r > 0 else 0
+        round_bits = signed_bits(acc_lo, acc_hi + half)
+        widths = DatapathWidths(
+            z_bits=z_bits, sum_bits=sum_bits, divider_bits=divider_bits, mean_bits=z_bits,
+            theta_bits=z_bits + 1, threshold_bits=threshold_bits, zb_bits=zb_bits, zb_clip=zb_clip,
+            mix_bits=mix_bits, acc_bits=acc_bits, round_bits=round_bits,
+        )
+        # zb << b is clipped before it is shifted (min(zb, ceil(zb_clip / 2**b)) << b),
+        # so b does not widen the datapath; it only has to stay a sane shift.
+        too_wide = [(k, v) for k, v in vars(widths).items() if k != "zb_clip" and v > MAX_DATAPATH_BITS]
+        if b > MAX_DATAPATH_BITS:
+            too_wide.append(("z_shift", b))
+        if too_wide:
+            name, bits = too_wide[0]
+            raise ValueError(
+                f"{name} would be {bits} bits (qk_bits={self.qk_bits}, v_bits={self.v_bits}, "
+                f"d={d}, n={n}, a={a}, b={b}, r={r}); the contract allows at most "
+                f"{MAX_DATAPATH_BITS}: use narrower formats or smaller shifts"
+            )
+        return widths
+
+    def to_dict(self) -> dict[str, int]:
+        """Plain-JSON form."""
+        return {"qk_bits": self.qk_bits, "v_bits": self.v_bits, "out_bits": self.out_bits}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "AttentionFormats":
+        """Inverse of :meth:`to_dict`; unknown or missing keys are errors."""
+        _check_keys("AttentionFormats", data, {"qk_bits", "v_bits", "out_bits"})
+        return cls(**{k: data[k] for k in ("qk_bits", "v_bits", "out_bits")})
+
+
+def _check_keys(what: str, data: Mapping[str, Any], keys: set[str], optional: set[str] = frozenset()):
+    if not isinstance(data, Mapping):
+        raise TypeError(f"{what}: expected a mapping, got {type(data).__name__}")
+    missing = sorted(keys - set(data))
+    unknown = sorted(set(data) - keys - set(optional))
+    if missing:
+        raise ValueError(f"{what}: missing key(s) {missing}")
+    if unknown:
+        raise ValueError(f"{what}: unknown key(s) {unknown}")
+
+
+# ---------------------------------------------------------------------------
+# HeadQuant / LayerQuant
+# ---------------------------------------------------------------------------
+
+_HEAD_KEYS = ("s_qk", "s_v", "s_h", "theta", "v_shift", "z_shift", "out_shift")
+
+
+@dataclass(frozen=True)
+class HeadQuant:
+    """Folded quantization constants of one attention head.
+
+    Parameters
+    ----------
+    s_qk : float
+        Scale of the ``q`` and ``k`` codes (``Q = s_qk * q``), > 0.
+    s_v : float
+        Scale of the ``v`` codes (``V = s_v * v``), > 0.
+    s_h : float
+        Scale of the output codes (``H ~= s_h * h``), nonzero; carries the sign
+        of ``eta``: ``s_h = eta * s_w * 2**out_shift``.
+    theta : int
+        Integer threshold in score LSBs: ``theta = round(delta / s_z)``.
+    v_shift : int
+        ``a >= 0``: ``v`` is shifted left by ``a`` in the mixing stage.
+    z_shift : int
+        ``b >= 0``: ``zb`` is shifted left by ``b``. At most one of ``a``,
+        ``b`` is nonzero.
+    out_shift : int
+        ``r >= 0``: the accumulator is rounded (half up) right by ``r``.
+
+    Derived members (see :class:`LayerQuant` for those that need ``d``):
+    ``s_w = s_v * 2**-a`` (working unit), ``s_z = s_w * 2**b`` (score LSB),
+    ``eta = s_h / (s_w * 2**r)``, ``delta = theta * s_z`` (the folded delta).
+    """
+
+    s_qk: float
+    s_v: float
+    s_h: float
+    theta: int
+    v_shift: int = 0
+    z_shift: int = 0
+    out_shift: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "s_qk", _check_float("s_qk", self.s_qk, positive=True))
+        object.__setattr__(self, "s_v", _check_float("s_v", self.s_v, positive=True))
+        object.__setattr__(self, "s_h", _check_float("s_h", self.s_h, nonzero=True))
+        object.__setattr__(self, "theta", _check_int("theta", self.theta))
+        for name in ("v_shift", "z_shift", "out_shift"):
+            object.__setattr__(self, name, _check_int(name, getattr(self, name), minimum=0,
+                                                      maximum=MAX_DATAPATH_BITS))
+        if self.v_shift and self.z_shift:
+            raise ValueError(
+                f"at most one of v_shift and z_shift may be nonzero (the V/Z scale ratio is "
+                f"2**(z_shift - v_shift)), got v_shift={self.v_shift}, z_shift={self.z_shift}"
+            )
+
+    @property
+    def s_w(self) -> float:
+        """Working unit of the mixing stage: ``s_v * 2**-v_shift``."""
+        return math.ldexp(self.s_v, -self.v_shift)
+
+    @property
+    def s_z(self) -> float:
+        """Score LSB: ``s_w * 2**z_shift`` (= ``gamma * s_qk / sqrt(d)``)."""
+        return math.ldexp(self.s_w, self.z_shift)
+
+    @property
+    def eta(self) -> float:
+        """Folded output scale: ``s_h / (s_w * 2**out_shift)``."""
+        return self.s_h / math.ldexp(self.s_w, self.out_shift)
+
+    @property
+    def delta(self) -> float:
+        """Folded threshold shift: ``theta * s_z`` (the delta the integers implement)."""
+        return self.theta * self.s_z
+
+    def gamma(self, head_dim: int) -> float:
+        """Folded score scale: ``s_z * sqrt(d) / s_qk``."""
+        head_dim = _check_int("head_dim", head_dim, minimum=1)
+        return self.s_z * math.sqrt(head_dim) / self.s_qk
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form (floats are written exactly by ``json``'s ``repr``)."""
+        return {k: getattr(self, k) for k in _HEAD_KEYS}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "HeadQuant":
+        """Inverse of :meth:`to_dict`; unknown or missing keys are errors."""
+        _check_keys("HeadQuant", data, set(_HEAD_KEYS))
+        return cls(**{k: data[k] for k in _HEAD_KEYS})
+
+
+@dataclass(frozen=True)
+class LayerQuant:
+    """Quantization record of one inhibitor-attention layer.
+
+    The single source of truth that calibration produces
+    (:func:`inhibitron.quant.calibrate.fold_layer`), the golden model consumes
+    and the exporters serialize.
+
+    Parameters
+    ----------
+    formats : AttentionFormats
+        ``qk_bits``, ``v_bits``, ``out_bits``.
+    head_dim : int
+        ``d`` (also the value dimension ``d_v``).
+    heads : sequence of HeadQuant
+        One per head, in head order; converted to a tuple.
+    name : str
+        Free-form label used in error messages (e.g. ``"layer 3"``).
+
+    Each head's ``theta`` must lie in ``formats.theta_range(head_dim)``.
+
+    Members
+    -------
+    num_heads : int
+    shared_shifts : tuple[int, int, int] or None
+        ``(a, b, r)`` when every head uses the same shifts (then one generated
+        core with constant shifts serves the layer), else ``None``.
+    theta, v_shift, z_shift, out_shift : (num_heads,) int64 arrays
+        Per-head integers, ready for
+        :func:`inhibitron.quant.golden.inhibitor_attention_int`.
+    s_qk, s_v, s_h, s_z, s_w, gamma, eta, delta : (num_heads,) float64 arrays
+    """
+
+    formats: AttentionFormats
+    head_dim: int
+    heads: tuple[HeadQuant, ...]
+    name: str = field(default="layer")
+
+    def __post_init__(self):
+        if not isinstance(self.formats, AttentionFormats):
+            raise TypeError(f"formats must be an AttentionFormats, not {self.formats!r}")
+        object.__setattr__(self, "head_dim", _check_int("head_dim", self.head_dim, minimum=1))
+        if not isinstance(self.name, str):
+            raise TypeError(f"name must be a str, not {self.name!r}")
+        heads = tuple(self.heads) if isinstance(self.heads, Sequence) else self.heads
+        if not isinstance(heads, tuple) or not heads:
+            raise ValueError(f"{self.name}: heads must be a non-empty sequence of HeadQuant")
+        lo, hi = self.formats.theta_range(self.head_dim)
+        for h, head in enumerate(heads):
+            if not isinstance(head, HeadQuant):
+                raise TypeError(f"{self.name}: heads[{h}] must be a HeadQuant, not {head!r}")
+            if not lo <= head.theta <= hi:
+                raise ValueError(
+                    f"{self.name} head {h}: theta={head.theta} is outside the threshold range "
+                    f"[{lo}, {hi}] of qk_bits={self.formats.qk_bits}, d={self.head_dim}"
+                )
+        object.__setattr__(self, "heads", heads)
+
+    @property
+    def num_heads(self) -> int:
+        """Number of heads."""
+        return len(self.heads)
+
+    @property
+    def shared_shifts(self) -> tuple[int, int, int] | None:
+        """``(a, b, r)`` if all heads share them, else ``None``."""
+        shifts = {(h.v_shift, h.z_shift, h.out_shift) for h in self.heads}
+        return shifts.pop() if len(shifts) == 1 else None
+
+    def _ints(self, name: str) -> np.ndarray:
+        return np.array([getattr(h, name) for h in self.heads], dtype=np.int64)
+
+    def _floats(self, name: str) -> np.ndarray:
+        return np.array([getattr(h, name) for h in self.heads], dtype=np.float64)
+
+    @property
+    def theta(self) -> np.ndarray:
+        """(num_heads,) int64 thresholds."""
+        return self._ints("theta")
+
+    @property
+    def v_shift(self) -> np.ndarray:
+        """(num_heads,) int64 ``a``."""
+        return self._ints("v_shift")
+
+    @property
+    def z_shift(self) -> np.ndarray:
+        """(num_heads,) int64 ``b``."""
+        return self._ints("z_shift")
+
+    @property
+    def out_shift(self) -> np.ndarray:
+        """(num_heads,) int64 ``r``."""
+        return self._ints("out_shift")
+
+    @property
+    def s_qk(self) -> np.ndarray:
+        """(num_heads,) Q/K scales."""
+        return self._floats("s_qk")
+
+    @property
+    def s_v(self) -> np.ndarray:
+        """(num_heads,) V scales."""
+        return self._floats("s_v")
+
+    @property
+    def s_h(self) -> np.ndarray:
+        """(num_heads,) output scales (signed)."""
+        return self._floats("s_h")
+
+    @property
+    def s_z(self) -> np.ndarray:
+        """(num_heads,) score LSBs."""
+        return self._floats("s_z")
+
+    @property
+    def s_w(self) -> np.ndarray:
+        """(num_heads,) working units."""
+        return self._floats("s_w")
+
+    @property
+    def gamma(self) -> np.ndarray:
+        """(num_heads,) folded gamma ``s_z * sqrt(d) / s_qk``."""
+        return np.array([h.gamma(self.head_dim) for h in self.heads], dtype=np.float64)
+
+    @property
+    def eta(self) -> np.ndarray:
+        """(num_heads,) folded eta."""
+        return self._floats("eta")
+
+    @property
+    def delta(self) -> np.ndarray:
+        """(num_heads,) folded delta ``theta * s_z``."""
+        return self._floats("delta")
+
+    def widths(self, seq_len: int) -> DatapathWidths:
+        """Datapath widths of a core of ``seq_len`` keys serving every head of this layer."""
+        return self.formats.widths(
+            head_dim=self.head_dim, seq_len=seq_len, v_shift=int(self.v_shift.max()),
+            z_shift=int(self.z_shift.max()), out_shift=int(self.out_shift.max()),
+        )
+
+    def golden_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`inhibitron.quant.golden.inhibitor_attention_int`
+        for ``(..., num_heads, n, d)`` inputs (per-head arrays of shape ``(num_heads,)``)."""
+        return dict(
+            theta=self.theta, v_shift=self.v_shift, z_shift=self.z_shift, out_shift=self.out_shift,
+            qk_bits=self.formats.qk_bits, v_bits=self.formats.v_bits, out_bits=self.formats.out_bits,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form: ``{"version", "name", "formats", "head_dim", "heads": [...]}``."""
+        return {
+            "version": LAYER_QUANT_VERSION,
+            "name": self.name,
+            "formats": self.formats.to_dict(),
+            "head_dim": self.head_dim,
+            "heads": [h.to_dict() for h in self.heads],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "LayerQuant":
+        """Inverse of :meth:`to_dict`.
+
+        Raises
+        ------
+        ValueError
+            Unknown ``version``, missing/unknown keys, invalid values (the
+            message names the field).
+        """
+        _check_keys("LayerQuant", data, {"version", "name", "formats", "head_dim", "heads"})
+        if data["version"] != LAYER_QUANT_VERSION:
+            raise ValueError(
+                f"LayerQuant: unknown version {data['version']!r} (this code reads version "
+                f"{LAYER_QUANT_VERSION})"
+            )
+        heads = data["heads"]
+        if not isinstance(heads, (list, tuple)):
+            raise TypeError(f"LayerQuant: heads must be a list, not {type(heads).__name__}")
+        return cls(
+            formats=AttentionFormats.from_dict(data["formats"]),
+            head_dim=data["head_dim"],
+            heads=tuple(HeadQuant.from_dict(h) for h in heads),
+            name=data["name"],
+        )
