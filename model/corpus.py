@@ -112,9 +112,10 @@ def load_corpus(path: str | os.PathLike | None = None) -> list[str]:
         if not files:
             raise CorpusError(f"corpus folder {str(p)!r} contains no .txt files")
         texts = [f.read_text(encoding="utf-8", errors="replace") for f in files]
-    paras = [para for t in texts for para in _clean_paragraphs(t)]
-    if not paras:
-        paras = [t.strip() for t in texts if t.strip()]
+    # A user's corpus is taken as it is: every non-empty paragraph.
+    paras = [
+        " ".join(block.split()) for t in texts for block in re.split(r"\n\s*\n", t) if block.strip()
+    ]
     if not paras:
         raise CorpusError(f"corpus {str(p)!r} is empty")
     return paras
