@@ -174,7 +174,7 @@ def inhibitor_attention_int(
 
     >>> q = [[1, 2], [3, -4]]
     >>> inhibitor_attention_int(q, q, [[5, -6], [7, 8]], 1, theta=0, v_shift=0, z_shift=0,
-    ...                         out_shift=0, qk_bits=4, v_bits=4, out_bits=8).tolist()
+    ...                         out_shift=0, qk_bits=4, v_bits=5, out_bits=8).tolist()
     [[5, -6], [5, -6]]
     """
     formats = AttentionFormats(qk_bits=qk_bits, v_bits=v_bits, out_bits=out_bits)
