@@ -370,7 +370,7 @@ def fold_layer(
     *,
     head_dim: int | None = None,
     seq_len: int | None = None,
-    shared_shifts: bool = True,
+    shared_shifts: bool | str = True,
     min_levels: float = 4.0,
     name: str = "layer",
 ) -> LayerQuant:
@@ -408,9 +408,11 @@ def fold_layer(
         ``d``; default: the last dimension the observers saw.
     seq_len : int, optional
         ``n`` of the core; when given, the datapath widths are checked.
-    shared_shifts : bool
-        One ``(a, b, r)`` for all heads (default, one core with constant
-        shifts per layer) or per-head shifts.
+    shared_shifts : True, False or "ab"
+        ``True`` (default): one ``(a, b, r)`` for all heads, so one core with
+        constant shifts serves the layer. ``"ab"``: ``a`` and ``b`` shared
+        (constants inside the PE array), ``r`` per head (a run-time output
+        shift, like ``theta``). ``False``: every shift per head.
     min_levels : float
         Each head's calibrated range must span at least this many codes of
         each format after folding; otherwise :class:`FormatTooNarrowError`.
@@ -458,8 +460,11 @@ def fold_layer(
     if isinstance(head_dim, bool) or not isinstance(head_dim, (int, np.integer)) or head_dim < 1:
         raise ValueError(f"head_dim must be a positive integer, not {head_dim!r}")
     d = int(head_dim)
-    if not isinstance(shared_shifts, bool):
-        raise TypeError(f"shared_shifts must be a bool, not {shared_shifts!r}")
+    if shared_shifts not in (True, False, "ab") or isinstance(shared_shifts, (int, float)) and \
+            not isinstance(shared_shifts, bool):
+        raise ValueError(f"shared_shifts must be True, False or 'ab', not {shared_shifts!r}")
+    share_ab = shared_shifts is True or shared_shifts == "ab"
+    share_r = shared_shifts is True
     min_levels = float(min_levels)
     if not min_levels >= 0:
         raise ValueError(f"min_levels must be >= 0, not {min_levels!r}")
@@ -471,7 +476,7 @@ def fold_layer(
     s_z0 = gamma * s_qk0 / math.sqrt(d)
     with np.errstate(divide="ignore", invalid="ignore"):
         log_rho = np.log2(s_z0 / s_v0)
-    if shared_shifts:
+    if share_ab:
         exps = np.full(num_heads, choose_shared_exponent(log_rho), dtype=np.int64)
     else:
         exps = np.where(np.isfinite(log_rho), np.rint(np.nan_to_num(log_rho)), 0).astype(np.int64)
@@ -495,7 +500,7 @@ def fold_layer(
             raise ValueError(f"{name}: without an output range (h_obs) pass seq_len= to size the output shift")
         acc_bits = formats.widths(head_dim=d, seq_len=seq_len, v_shift=int(a.max())).acc_bits
         r = np.full(num_heads, max(0, acc_bits - out_fmt.bits), dtype=np.int64)
-    if shared_shifts:
+    if share_r:
         r = np.full(num_heads, int(r.max()), dtype=np.int64)
     s_h = eta * np.array([math.ldexp(s_w[h], int(r[h])) for h in range(num_heads)])
 
@@ -525,12 +530,13 @@ def fold_layer(
                 levels = amax[h] / scale[h]
                 if levels < min_levels:
                     extra = math.ceil(math.log2(min_levels / levels))
-                    why = (" because the layer shares its shifts (a, b, r)" if shared_shifts else "")
+                    shared = ("a, b, r" if share_r else "a, b") if share_ab else ""
+                    why = f" because the layer shares its shifts ({shared})" if shared else ""
                     raise FormatTooNarrowError(
                         f"{name} head {h}: {what} spans only {levels:.2f} of the {qmax} positive codes of "
                         f"{field_name}={bits}{why}; at least {min_levels:g} are needed: use "
                         f"{field_name}={bits + extra}"
-                        + (" or fold with shared_shifts=False" if shared_shifts else "")
+                        + (" or fold with shared_shifts=False" if shared else "")
                     )
 
     heads = tuple(
