@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from ..model.reference import inhibitor_attention
+from inhibitron.model.reference import inhibitor_attention
 from .golden import inhibitor_attention_int
 
 __all__ = ["bench_golden"]

@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..model.reference import inhibitor_attention
+from inhibitron.model.reference import inhibitor_attention
 from .calibrate import MinMaxObserver, fold_layer, observe_layer
 from .formats import AttentionFormats, LayerQuant
 from .golden import golden_from_float, valid_len_from_mask
