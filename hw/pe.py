@@ -215,9 +215,9 @@ class L1PE(ProcessingElement):
     width : int
         Operand width in bits (two's complement, ``qk_bits``).
     length : int
-        Longest reduction (head dim ``d``); the accumulator is
-        ``width + ceil(log2(length))`` bits unsigned, which cannot overflow:
-        ``length * (2**width - 1) < 2**(width + ceil(log2(length)))``.
+        Longest reduction (head dim ``d``); the accumulator is unsigned and
+        exactly wide enough for ``length * (2**width - 1)`` (at most
+        ``width + ceil(log2(length))`` bits), so it cannot overflow.
     pipelined : bool
         Register ``|a - b|`` (``term_latency`` 1) or not (0).
     tag_width : int
@@ -234,7 +234,7 @@ class L1PE(ProcessingElement):
         self._width = check_int("width", width, minimum=1)
         self._length = check_int("length", length, minimum=1)
         super().__init__(a_shape=signed(width), b_shape=signed(width),
-                         acc_shape=unsigned(width + _ceil_log2(length)),
+                         acc_shape=unsigned(max(1, (length * ((1 << width) - 1)).bit_length())),
                          term_shape=unsigned(width),
                          term_latency=1 if pipelined else 0, tag_width=tag_width)
 
@@ -274,9 +274,10 @@ class SoftThresholdPE(ProcessingElement):
     v_shift, z_shift : int
         Left shifts ``a`` and ``b`` of the contract (wiring only).
     length : int
-        Longest reduction (sequence length ``n``); the accumulator is
-        ``v_bits + v_shift + ceil(log2(length))`` bits signed: every
-        contribution lies in ``[-2**(v_bits-1+v_shift), 2**(v_bits-1+v_shift) - 1]``.
+        Longest reduction (sequence length ``n``); the accumulator is signed and
+        exactly wide enough for ``length`` contributions, each in
+        ``[-2**(v_bits-1+v_shift), 2**(v_bits-1+v_shift) - 1]`` (at most
+        ``v_bits + v_shift + ceil(log2(length))`` bits).
     tag_width : int
         Width of the user tag.
     """
@@ -290,8 +291,11 @@ class SoftThresholdPE(ProcessingElement):
         self._z_shift = check_int("z_shift", z_shift, minimum=0)
         self._length = check_int("length", length, minimum=1)
         term_bits = v_bits + v_shift
+        lo = -length * (1 << (term_bits - 1))          # every summand is in
+        hi = length * ((1 << (term_bits - 1)) - 1)     # [-2**(tb-1), 2**(tb-1) - 1]
+        acc_bits = max((-lo - 1).bit_length(), hi.bit_length()) + 1
         super().__init__(a_shape=unsigned(zb_bits), b_shape=signed(v_bits),
-                         acc_shape=signed(term_bits + _ceil_log2(length)),
+                         acc_shape=signed(acc_bits),
                          term_shape=signed(term_bits), term_latency=1, tag_width=tag_width)
 
     v_bits = property(lambda self: self._v_bits)

@@ -1,0 +1,279 @@
+"""Row statistics between the score and the mixing stage (Eq. 3, integer form).
+
+Steps 2-3 of the integer contract (``docs/numerics.md``) for one query row::
+
+    S = sum_{j<L} z[j]                        masked row sum (unsigned)
+    m = floor((2*S + L) / (2*L))              mean, rounded half up, exact
+    t = m + theta                             threshold (signed)
+    zb[j] = max(z[j] - t, 0)                  thresholded score
+
+* :class:`RoundedMeanDivider` — ``m`` by a sequential restoring
+  (shift-subtract) divider: one quotient bit per cycle, no multiplier and no
+  division by a non-power-of-two anywhere.
+* :class:`RowStatistics` — accumulates the masked sum of a row's scores as
+  they stream out of the score array (one per cycle at most), then divides and
+  adds ``theta``.
+* :class:`ThresholdClip` — ``zb`` from ``z`` and ``t`` with the value-identical
+  clip of the contract (``min(zb, ceil(2**(v_bits-1+a) / 2**b))``) and the
+  key-padding mask (padded keys get the clip value, so their soft-threshold
+  summands vanish).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .pe import check_int
+
+__all__ = ["RoundedMeanDivider", "RowStatistics", "ThresholdClip"]
+
+
+def _ubits(x: int) -> int:
+    return max(1, int(x).bit_length())
+
+
+class RoundedMeanDivider(wiring.Component):
+    """``mean = floor((2*sum + length) / (2*length))``, sequential, one bit per cycle.
+
+    A restoring divider of the numerator ``N = 2*sum + length`` by
+    ``D = 2*length``. Since the quotient is known to fit ``mean_width`` bits,
+    the partial remainder starts as ``N >> mean_width`` (< ``D``) and
+    ``mean_width`` subtract-and-compare steps of a ``bits(4*max_length)``-bit
+    subtractor produce the quotient MSB first.
+
+    Parameters
+    ----------
+    sum_width : int
+        Width of the unsigned ``sum`` input.
+    max_length : int
+        Largest ``length`` (``n``), >= 1.
+    mean_width : int
+        Width of the quotient; the caller guarantees
+        ``sum <= length * (2**mean_width - 1)`` (true when every summand fits
+        ``mean_width`` bits), so the quotient fits.
+
+    Members
+    -------
+    start : In(1)
+        Sample ``sum`` and ``length`` and start (ignored while busy).
+    sum : In(sum_width)
+        Row sum ``S``.
+    length : In(range(max_length + 1))
+        Valid length ``L``, 1..max_length (``L = 0`` gives all ones).
+    busy : Out(1)
+        A division is in progress.
+    done : Out(1)
+        ``mean`` is valid this cycle (one-cycle pulse; ``mean`` then holds
+        until the next start).
+    mean : Out(mean_width)
+        The rounded mean.
+
+    ``latency`` (``start`` to ``done``) is ``mean_width + 1`` cycles.
+    """
+
+    def __init__(self, *, sum_width: int, max_length: int, mean_width: int):
+        self._MustUse__silence = True
+        self._sum_width = check_int("sum_width", sum_width, minimum=1)
+        self._max_length = check_int("max_length", max_length, minimum=1)
+        self._mean_width = check_int("mean_width", mean_width, minimum=1)
+        super().__init__({
+            "start": In(1),
+            "sum": In(sum_width),
+            "length": In(range(max_length + 1)),
+            "busy": Out(1),
+            "done": Out(1),
+            "mean": Out(mean_width),
+        })
+        self._MustUse__silence = False
+
+    sum_width = property(lambda self: self._sum_width)
+    max_length = property(lambda self: self._max_length)
+    mean_width = property(lambda self: self._mean_width)
+
+    @property
+    def latency(self) -> int:
+        """Cycles from ``start`` to ``done``: ``mean_width + 1``."""
+        return self._mean_width + 1
+
+    def elaborate(self, platform):
+        m = Module()
+        qw = self._mean_width
+        dw = _ubits(2 * self._max_length)            # D = 2L
+        rw = _ubits(4 * self._max_length)            # partial remainder before a subtract
+        numer = Signal(self._sum_width + 2)          # N = 2S + L
+        m.d.comb += numer.eq((self.sum << 1) + self.length)
+
+        rem = Signal(rw, reset_less=True)
+        low = Signal(qw, reset_less=True)            # remaining numerator bits, MSB first
+        divisor = Signal(dw, reset_less=True)
+        quot = Signal(qw, reset_less=True)
+        count = Signal(range(qw + 1))
+
+        trial = Signal(rw)
+        step = Signal(rw)
+        m.d.comb += [step.eq(Cat(low[-1], rem[:rw - 1])), trial.eq(step - divisor)]
+        geq = Signal()
+        m.d.comb += geq.eq(step >= divisor)
+
+        m.d.sync += self.done.eq(0)
+        with m.If(self.busy):
+            m.d.sync += [
+                rem.eq(Mux(geq, trial, step)),
+                low.eq(low << 1),
+                quot.eq(Cat(geq, quot[:qw - 1]) if qw > 1 else geq),
+                count.eq(count - 1),
+            ]
+            with m.If(count == 1):
+                m.d.sync += [self.busy.eq(0), self.done.eq(1)]
+        with m.Elif(self.start):
+            m.d.sync += [
+                rem.eq(numer >> qw),
+                low.eq(numer[:qw]),
+                divisor.eq(self.length << 1),
+                count.eq(qw),
+                self.busy.eq(1),
+            ]
+        m.d.comb += self.mean.eq(quot)
+        return m
+
+
+class RowStatistics(wiring.Component):
+    """Masked row sum, rounded mean and threshold of one query row.
+
+    Scores arrive one per cycle at most (``valid``) with their key index; the
+    sum restarts at ``first`` and the division starts after ``last``. Keys
+    with ``index >= length`` are excluded (key-padding mask).
+
+    Parameters
+    ----------
+    z_width : int
+        Width of the unsigned scores.
+    max_length : int
+        ``n``, the number of keys (largest ``length``).
+    theta_width : int
+        Width of the signed ``theta`` input.
+    threshold_width : int
+        Width of the signed threshold output (holds ``2**z_width - 1 + theta``).
+
+    Members
+    -------
+    valid, first, last : In(1)
+        A score is presented; it is the row's first / last one.
+    z : In(z_width)
+        The score.
+    index : In(range(max_length_padded))
+        Its key index ``j`` (may exceed ``max_length`` in padded tiles).
+    length : In(range(max_length + 1))
+        ``L``; sampled with ``last``.
+    theta : In(signed(theta_width))
+        Threshold constant; sampled when the mean is ready.
+    done : Out(1)
+        ``threshold`` is valid this cycle (pulse; it then holds).
+    threshold : Out(signed(threshold_width))
+        ``t = m + theta``.
+
+    ``latency`` (from ``last`` to ``done``) is ``mean_width + 3``: one cycle to
+    finish the sum, the divider, one cycle to add ``theta``.
+    """
+
+    def __init__(self, *, z_width: int, max_length: int, theta_width: int, threshold_width: int,
+                 index_limit: int | None = None):
+        self._MustUse__silence = True
+        self._z_width = check_int("z_width", z_width, minimum=1)
+        self._max_length = check_int("max_length", max_length, minimum=1)
+        self._theta_width = check_int("theta_width", theta_width, minimum=1)
+        self._threshold_width = check_int("threshold_width", threshold_width, minimum=1)
+        if index_limit is None:
+            index_limit = max_length
+        self._index_limit = check_int("index_limit", index_limit, minimum=max_length)
+        self._sum_width = _ubits(max_length * ((1 << z_width) - 1))
+        super().__init__({
+            "valid": In(1), "first": In(1), "last": In(1),
+            "z": In(z_width),
+            "index": In(range(index_limit)),
+            "length": In(range(max_length + 1)),
+            "theta": In(signed(theta_width)),
+            "done": Out(1),
+            "threshold": Out(signed(threshold_width)),
+        })
+        self._MustUse__silence = False
+
+    @property
+    def latency(self) -> int:
+        """Cycles from the ``last`` score to ``done``: ``z_width + 3``."""
+        return self._z_width + 3
+
+    sum_width = property(lambda self: self._sum_width, doc="Width of the row-sum register.")
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.div = div = RoundedMeanDivider(
+            sum_width=self._sum_width, max_length=self._max_length, mean_width=self._z_width)
+        total = Signal(self._sum_width, reset_less=True)
+        keep = Signal()
+        m.d.comb += keep.eq(self.index < self.length)
+        addend = Mux(keep, self.z, 0)
+        with m.If(self.valid):
+            m.d.sync += total.eq(Mux(self.first, addend, total + addend))
+        start = Signal()
+        length = Signal(range(self._max_length + 1), reset_less=True)
+        m.d.sync += start.eq(self.valid & self.last)
+        with m.If(self.valid & self.last):
+            m.d.sync += length.eq(self.length)
+        m.d.comb += [div.start.eq(start), div.sum.eq(total), div.length.eq(length)]
+        m.d.sync += self.done.eq(div.done)
+        with m.If(div.done):
+            m.d.sync += self.threshold.eq(div.mean + self.theta)
+        return m
+
+
+class ThresholdClip(wiring.Component):
+    """``zb = min(max(z - t, 0), zb_max)``, or ``zb_max`` for a padded key; registered.
+
+    Parameters
+    ----------
+    z_width : int
+        Width of the unsigned score.
+    threshold_width : int
+        Width of the signed threshold.
+    zb_max : int
+        Clip value ``ceil(2**(v_bits-1+a) / 2**b)`` (>= 1): with ``y = zb << b``
+        every soft-threshold summand is 0 once ``zb >= zb_max``, so clipping
+        (and setting padded keys to it) is value-identical.
+
+    Members
+    -------
+    z : In(z_width)
+    threshold : In(signed(threshold_width))
+    pad : In(1)
+        The key is padding (``j >= L``).
+    zb : Out(bits(zb_max))
+        Registered result (latency 1).
+    """
+
+    def __init__(self, *, z_width: int, threshold_width: int, zb_max: int):
+        self._MustUse__silence = True
+        self._z_width = check_int("z_width", z_width, minimum=1)
+        self._threshold_width = check_int("threshold_width", threshold_width, minimum=1)
+        self._zb_max = check_int("zb_max", zb_max, minimum=1)
+        super().__init__({
+            "z": In(z_width),
+            "threshold": In(signed(threshold_width)),
+            "pad": In(1),
+            "zb": Out(_ubits(zb_max)),
+        })
+        self._MustUse__silence = False
+
+    latency = 1
+    zb_max = property(lambda self: self._zb_max)
+
+    def elaborate(self, platform):
+        m = Module()
+        diff = Signal(signed(max(self._z_width + 1, self._threshold_width) + 1))
+        m.d.comb += diff.eq(self.z - self.threshold)
+        top = Const(self._zb_max, _ubits(self._zb_max))
+        m.d.sync += self.zb.eq(Mux(self.pad | (diff >= self._zb_max), top,
+                                   Mux(diff[-1], 0, diff[:len(self.zb)])))
+        return m
