@@ -1,0 +1,217 @@
+"""``inhibitron distill``: run one of the paper's distillation recipes.
+
+Examples::
+
+    inhibitron distill --recipe layerwise --out runs/lw                 # embedded MiniLM + corpus
+    inhibitron distill --recipe layerwise --out runs/lw --resume        # continue after an interruption
+    inhibitron distill --recipe full --student runs/lw/student --out runs/full
+    inhibitron distill --recipe task --teacher my-sst2-bert --data glue/SST-2/train.tsv --out runs/task
+    inhibitron distill --recipe finetune --student runs/full/student --data aclImdb/train --out runs/ft
+    inhibitron distill --print-config layerwise                          # the paper's defaults as JSON
+    torchrun --nproc_per_node 2 -m inhibitron distill --recipe full ...  # data parallel
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..cli import UserError
+
+#: CLI flag -> DistillConfig field (type conversion by argparse).
+_OVERRIDES = {
+    "epochs": float, "batch_size": int, "grad_accum": int, "lr": float, "weight_decay": float,
+    "warmup_ratio": float, "schedule": str, "max_grad_norm": float, "max_steps": int, "seed": int,
+    "max_length": int, "layer_input": str, "temperature": float, "alpha_kd": float,
+    "alpha_hidden": float, "checkpoint_every": int, "keep_checkpoints": int,
+}
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "distill",
+        help="distil a BERT/DistilBERT teacher into an inhibitor student (the paper's recipes)",
+        description="Run a distillation recipe of InhibiDistilbert. Defaults are the paper's "
+        "hyperparameters (see docs/distillation.md); every flag below overrides one.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("Examples::", 1)[1],
+    )
+    p.add_argument("--recipe", choices=("layerwise", "full", "task", "finetune", "qat"), default="layerwise",
+                   help="layerwise (Exp. 1a), full (Exp. 1b), task (Exp. 2), finetune (Table 6), qat")
+    p.add_argument("--print-config", metavar="RECIPE", help="print the default configuration of RECIPE and exit")
+    p.add_argument("--out", help="run folder (metrics, checkpoints, final student)")
+    p.add_argument("--teacher", help="teacher folder (default: the embedded all-MiniLM-L6-v2; "
+                   "task: a fine-tuned *ForSequenceClassification folder)")
+    p.add_argument("--student", help="start from this student folder (e.g. <run>/student); default: "
+                   "convert the teacher")
+    p.add_argument("--variant", choices=("valid", "thesis"), default="valid",
+                   help="inhibitor semantics of a newly converted student")
+    p.add_argument("--corpus", help="unlabelled text: a .txt file, a folder of .txt, or a datasets folder "
+                   "(default: the embedded pydoc_data.topics prose)")
+    p.add_argument("--data", help="labelled task: a GLUE .tsv file or an IMDb folder (pos/, neg/)")
+    p.add_argument("--task", help="GLUE task of --data (sst2, cola, mrpc, ...; default: from its folder name)")
+    p.add_argument("--max-sequences", type=int, help="use at most this many training sequences")
+    p.add_argument("--heldout", type=float, default=0.1,
+                   help="fraction of corpus paragraphs kept out of training for --fidelity (default 0.1)")
+    p.add_argument("--fidelity", type=int, default=0, metavar="N",
+                   help="measure teacher-student fidelity on N held-out sentences before and after")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--resume-from", metavar="CHECKPOINT", help="continue from this checkpoint folder")
+    p.add_argument("--layers", help="layerwise: comma-separated layers to distil (default: all)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    for name, typ in _OVERRIDES.items():
+        p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, dest=name,
+                       help=argparse.SUPPRESS if name in ("max_grad_norm",) else None)
+    p.set_defaults(func=run)
+
+
+def _config(args):
+    from ..model.recipes import default_config
+
+    overrides = {k: getattr(args, k) for k in _OVERRIDES if getattr(args, k) is not None}
+    if args.layers:
+        try:
+            overrides["layers"] = tuple(int(x) for x in args.layers.split(","))
+        except ValueError:
+            raise UserError(f"--layers must be comma-separated integers, not {args.layers!r}") from None
+    return default_config(args.recipe, **overrides)
+
+
+def run(args) -> int:
+    if args.print_config:
+        from ..model.recipes import default_config
+
+        print(json.dumps(default_config(args.print_config).to_dict(), indent=1))
+        return 0
+    if not args.out:
+        raise UserError("--out is required (the run folder)")
+    import torch
+
+    from ..model import ddp
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = _config(args)
+    env = ddp.setup()
+    try:
+        return _run(args, config, env)
+    finally:
+        ddp.teardown()
+
+
+def _run(args, config, env) -> int:
+    from ..model import distill
+    from ..model.corpus import load_corpus
+    from ..model.data import (
+        heldout_sentences,
+        labelled_dataset,
+        load_labelled,
+        split_heldout,
+        text_dataset,
+    )
+    from ..model.quality import fidelity, fidelity_table
+    from ..model.surgery import load_student, load_teacher, to_inhibitor
+
+    resume = args.resume_from or args.resume
+    progress = not args.no_progress
+    run_info = {"teacher": args.teacher or "embedded all-MiniLM-L6-v2", "student_start": args.student,
+                "corpus": args.corpus or "embedded pydoc_data.topics", "data": args.data}
+    labelled = args.recipe in ("task", "finetune") or (args.recipe == "qat" and args.data)
+    if labelled and not args.data:
+        raise UserError(f"--recipe {args.recipe} needs --data (a GLUE .tsv file or an IMDb folder)")
+
+    # Models ---------------------------------------------------------------
+    if args.recipe in ("layerwise", "full") or (args.recipe == "qat" and not args.data):
+        teacher, tokenizer = load_teacher(args.teacher)
+        student = load_student(args.student) if args.student else to_inhibitor(teacher, variant=args.variant)
+        student.train()
+    else:
+        from transformers import AutoTokenizer
+
+        examples, num_labels = load_labelled(args.data, args.task)
+        if args.recipe == "task":
+            if not args.teacher:
+                raise UserError("--recipe task needs --teacher, a fine-tuned sequence-classifier folder")
+            teacher = distill.load_classifier(args.teacher, num_labels=num_labels)
+            tok_dir = args.teacher
+            source = args.student or teacher
+        else:
+            teacher = None
+            if args.student:
+                source, tok_dir = args.student, args.student
+            else:
+                base, _ = load_teacher(args.teacher, tokenizer=False)
+                source = base
+                from ..model.surgery import default_teacher_path
+
+                tok_dir = args.teacher or default_teacher_path()
+        tokenizer = AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
+        student = distill.classifier_student(source, num_labels=num_labels, variant=args.variant,
+                                             seed=config.seed)
+
+    # Data -----------------------------------------------------------------
+    held: list[str] = []
+    if labelled:
+        data = labelled_dataset(tokenizer, examples, max_length=config.max_length)
+    else:
+        paras = load_corpus(args.corpus)
+        train_paras, _ = split_heldout(paras, args.heldout)
+        data = text_dataset(tokenizer, train_paras, max_length=config.max_length)
+        if args.fidelity:
+            held = heldout_sentences(args.fidelity, seed=1, corpus=args.corpus, fraction=args.heldout)
+    if args.max_sequences:
+        data.input_ids = data.input_ids[: args.max_sequences]
+        if data.token_type_ids is not None:
+            data.token_type_ids = data.token_type_ids[: args.max_sequences]
+        if data.labels is not None:
+            data.labels = data.labels[: args.max_sequences]
+    n_batches, steps = distill.phase_steps(config, len(data))
+    if env.is_main:
+        print(f"distill {config.recipe}: {len(data)} sequences, {steps} optimizer steps per phase "
+              f"(batch {config.batch_size} x accum {config.grad_accum}, lr {config.lr:g}, "
+              f"{config.schedule}, {env.world_size} process(es))")
+
+    scores = {}
+    if held and env.is_main and not resume:
+        scores["before"] = fidelity(teacher, student, held, tokenizer, progress=progress)
+
+    common = dict(tokenizer=tokenizer, env=env, resume=resume, progress=progress, run_info=run_info)
+    if config.recipe == "layerwise":
+        history = distill.distill_layerwise(teacher, student, data, config, args.out, **common)
+    elif config.recipe == "full":
+        history = distill.distill_full(teacher, student, data, config, args.out, **common)
+    elif config.recipe == "task":
+        history = distill.distill_task(teacher, student, data, config, args.out, **common)
+    elif config.recipe == "finetune":
+        history = distill.finetune(student, data, config, args.out, **common)
+    else:
+        fake_quant = _fake_quant_from_quant(student, tokenizer, data)
+        history = distill.finetune_qat(student, data, config, args.out, fake_quant=fake_quant,
+                                       teacher=teacher, **common)
+
+    from pathlib import Path
+
+    out = Path(args.out)
+    if held and env.is_main:
+        scores["after"] = fidelity(teacher, student, held, tokenizer, progress=progress)
+        old = json.loads((out / "fidelity.json").read_text()) if (out / "fidelity.json").is_file() else {}
+        merged = {**old, **scores, "sentences": len(held), "heldout_fraction": args.heldout}
+        (out / "fidelity.json").write_text(json.dumps(merged, indent=1))
+        print(fidelity_table({k: v for k, v in merged.items() if isinstance(v, dict)}))
+    if env.is_main and history:
+        print(f"final loss {history[-1]['loss']:.5g} after {history[-1]['step']} steps; "
+              f"metrics {out / 'metrics.jsonl'}, plot {out / 'losses.png'}, student {out / 'student'}")
+    return 0
+
+
+def _fake_quant_from_quant(student, tokenizer, data):
+    """Integration point with ``inhibitron.quant.qat``: build the fake-quant swap."""
+    try:
+        from ..quant import qat
+    except ImportError as exc:
+        raise UserError(f"--recipe qat needs inhibitron.quant.qat ({exc})") from None
+    swap = getattr(qat, "fake_quantize_student", None) or getattr(qat, "apply_fake_quant", None)
+    if swap is None:
+        raise UserError("inhibitron.quant.qat has no fake_quantize_student(); QAT is not available yet")
+    return swap
