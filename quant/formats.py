@@ -275,7 +275,8 @@ class DatapathWidths:
     acc_bits : int
         Signed accumulator of ``n`` summands; ``<= v_bits + a + N``.
     round_bits : int
-        Signed ``acc + 2**(r-1)`` of the output rounding; ``<= acc_bits + 1``.
+        Signed ``acc + 2**(r-1)`` of the output rounding; ``<= max(acc_bits, r) + 1``
+        (``acc_bits + 1`` whenever ``r <= acc_bits``).
     """
 
     z_bits: int
