@@ -229,8 +229,8 @@ def baseline_attention_int(q, k, v, valid_len, *, score_mult, out_shift, qk_bits
     if not 0 <= M < (1 << cst.m_bits):
         raise ValueError(f"score_mult must be an unsigned {cst.m_bits}-bit integer, not {score_mult!r}")
     r = int(out_shift)
-    if not 0 <= r <= 40:
-        raise ValueError(f"out_shift must be in 0..40, not {out_shift!r}")
+    if not 0 <= r <= 63:
+        raise ValueError(f"out_shift must be in 0..63, not {out_shift!r}")
 
     s = q @ k.T  # (n_q, n_k)  int64, exact
     valid = np.arange(n) < L  # (n_k,)
