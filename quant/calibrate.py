@@ -16,6 +16,7 @@ numpy only; torch tensors are accepted duck-typed (``.detach().cpu().numpy()``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numpy as np
 
@@ -35,7 +36,15 @@ __all__ = [
 
 
 class FormatTooNarrowError(ValueError):
-    """A format cannot represent the calibrated data usefully (names the format, suggests a width)."""
+    """A format cannot represent the calibrated data usefully (names the format, suggests a width).
+
+    ``field`` is the offending :class:`AttentionFormats` field (``"qk_bits"``, ``"v_bits"``
+    or ``"out_bits"``).
+    """
+
+    def __init__(self, message: str, *, field: str | None = None):
+        super().__init__(message)
+        self.field = field if field is not None else message
 
 
 def _to_numpy(x) -> np.ndarray:
@@ -321,7 +330,7 @@ def _per_head_float(name: str, x, num_heads: int | None, layer: str) -> np.ndarr
             raise ValueError(f"{layer}: {name} has {arr.size} entries, expected one per head ({num_heads})")
     for h, val in enumerate(arr):
         if not math.isfinite(val):
-            raise ValueError(f"{layer} head {h}: {name} is {val!r}; it must be finite")
+            raise ValueError(f"{layer} head {h}: {name} is {float(val)!r}; it must be finite")
     return arr
 
 
@@ -334,7 +343,7 @@ def _amax_of(name: str, obs, layer: str) -> np.ndarray:
         raise ValueError(f"{layer}: the {name} range must be per head (1-D), got shape {amax.shape}")
     for h, val in enumerate(amax):
         if not (math.isfinite(val) and val >= 0):
-            raise ValueError(f"{layer} head {h}: the {name} range is {val!r}; it must be finite and >= 0")
+            raise ValueError(f"{layer} head {h}: the {name} range is {float(val)!r}; it must be finite and >= 0")
     return amax
 
 
@@ -373,6 +382,7 @@ def fold_layer(
     shared_shifts: bool | str = True,
     min_levels: float = 4.0,
     name: str = "layer",
+    _suggesting: bool = False,
 ) -> LayerQuant:
     """Fold per-head ``gamma``, ``eta``, ``delta`` and calibrated ranges into a LayerQuant.
 
@@ -446,7 +456,7 @@ def fold_layer(
     for h in range(num_heads):
         if not gamma[h] > 0:
             raise ValueError(
-                f"{name} head {h}: gamma = {gamma[h]!r}; quantization needs gamma > 0 (gamma/sqrt(d) "
+                f"{name} head {h}: gamma = {float(gamma[h])!r}; quantization needs gamma > 0 (gamma/sqrt(d) "
                 "is folded into the positive Q/K scale)"
             )
         if eta[h] == 0:
@@ -512,32 +522,50 @@ def fold_layer(
             theta[h] = hi  # value-identical: t >= m + z_max >= z, nothing is ever inhibited
         if theta[h] < lo:
             raise ValueError(
-                f"{name} head {h}: delta = {delta[h]!r} is {delta[h] / s_z[h]:.4g} score LSBs, below "
+                f"{name} head {h}: delta = {float(delta[h])!r} is {delta[h] / s_z[h]:.4g} score LSBs, below "
                 f"the threshold range [{lo}, {hi}] of qk_bits={formats.qk_bits}, d={d}: every key "
                 "would be inhibited far beyond any score; check the checkpoint's delta"
             )
 
-    # Usefulness of each format after folding.
+    # Usefulness of each format after folding: the worst head of each format.
     if min_levels > 0:
         checks = [("Q/K", "qk_bits", formats.qk_bits, amax_qk, s_qk, qk_fmt.qmax),
                   ("V", "v_bits", formats.v_bits, amax_v, s_v, v_fmt.qmax)]
         if amax_h is not None:
             checks.append(("H", "out_bits", formats.out_bits, amax_h, np.abs(s_h), out_fmt.qmax))
         for what, field_name, bits, amax, scale, qmax in checks:
-            for h in range(num_heads):
-                if amax[h] == 0:
-                    continue
-                levels = amax[h] / scale[h]
-                if levels < min_levels:
-                    extra = math.ceil(math.log2(min_levels / levels))
-                    shared = ("a, b, r" if share_r else "a, b") if share_ab else ""
-                    why = f" because the layer shares its shifts ({shared})" if shared else ""
-                    raise FormatTooNarrowError(
-                        f"{name} head {h}: {what} spans only {levels:.2f} of the {qmax} positive codes of "
-                        f"{field_name}={bits}{why}; at least {min_levels:g} are needed: use "
-                        f"{field_name}={bits + extra}"
-                        + (" or fold with shared_shifts=False" if shared else "")
-                    )
+            levels = np.where(amax > 0, amax / scale, np.inf)
+            h = int(np.argmin(levels))
+            if levels[h] >= min_levels:
+                continue
+            shared = ("a, b, r" if share_r else "a, b") if share_ab else ""
+            why = f" because the layer shares its shifts ({shared})" if shared else ""
+            if _suggesting:
+                raise FormatTooNarrowError(field_name)
+            # Suggest the smallest width of this format that passes (other formats unchanged).
+            fix = None
+            for width in range(bits + 1, 33):
+                try:
+                    fold_layer(gamma, eta, delta, amax_q, amax_k, amax_v, amax_h,
+                               dataclasses.replace(formats, **{field_name: width}), head_dim=d, seq_len=seq_len,
+                               shared_shifts=shared_shifts, min_levels=min_levels, name=name,
+                               _suggesting=True)
+                except FormatTooNarrowError as exc:
+                    if exc.field == field_name:
+                        continue
+                fix = width
+                break
+            advice = [f"use {field_name}={fix}"] if fix is not None else []
+            if field_name == "out_bits" and share_r:
+                advice.append("fold with shared_shifts='ab' (per-head output shifts)")
+            elif field_name != "out_bits" and share_ab:
+                advice.append("fold with shared_shifts=False")
+            raise FormatTooNarrowError(
+                f"{name} head {h}: {what} spans only {levels[h]:.2f} of the {qmax} positive codes of "
+                f"{field_name}={bits}{why}; at least {min_levels:g} are needed: "
+                + (" or ".join(advice) if advice else "no width up to 32 bits suffices; check the ranges"),
+                field=field_name,
+            )
 
     heads = tuple(
         HeadQuant(s_qk=float(s_qk[h]), s_v=float(s_v[h]), s_h=float(s_h[h]), theta=int(theta[h]),
