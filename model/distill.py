@@ -119,6 +119,9 @@ class Phase:
     layer: int | None  # the layer trained (layer-wise), else None
     trainable: list[str]  # parameter names of the student that train
     loss: Callable[[dict[str, torch.Tensor]], dict[str, LossTerm]]  # batch -> terms
+    setup: Callable[[list[dict[str, torch.Tensor]], "ddp.DistEnv"], dict] | None = None
+    # ``setup(batches, env) -> info``: runs once when the phase starts fresh (not on resume),
+    # before its optimizer exists, on the local shards of the phase's first optimizer step.
 
 
 # ---------------------------------------------------------------------------
@@ -255,29 +258,58 @@ def _layer_map(n_student: int, n_teacher: int) -> list[int]:
 # ---------------------------------------------------------------------------
 
 
+def _layer_contexts(teacher, student, layer: int, layer_input: str, batch):
+    """(teacher context, student context) of ``layer`` on ``batch``, each (B, n, H*d)."""
+    with torch.no_grad():
+        t_ctx, t_in = _capture_context(teacher, layer, batch, capture_input=(layer_input == "teacher"))
+    if layer_input == "student":
+        s_ctx, _ = _capture_context(student, layer, batch)
+    else:
+        mod = attention_modules(student)[layer][2]
+        site, where = _context_site(mod)
+        if where == "output":
+            s_ctx = mod(*t_in[0], **t_in[1])[0]
+        else:
+            got = {}
+            h = site.register_forward_pre_hook(lambda m, a: got.__setitem__("ctx", a[0]))
+            try:
+                mod(*t_in[0], **t_in[1])
+            finally:
+                h.remove()
+            s_ctx = got["ctx"]
+    return t_ctx, s_ctx
+
+
 def _layerwise_loss(teacher, student, layer: int, layer_input: str):
     def loss(batch):
-        mask = batch["attention_mask"]
-        with torch.no_grad():
-            t_ctx, t_in = _capture_context(teacher, layer, batch, capture_input=(layer_input == "teacher"))
-        if layer_input == "student":
-            s_ctx, _ = _capture_context(student, layer, batch)
-        else:
-            mod = attention_modules(student)[layer][2]
-            site, where = _context_site(mod)
-            if where == "output":
-                s_ctx = mod(*t_in[0], **t_in[1])[0]
-            else:
-                got = {}
-                h = site.register_forward_pre_hook(lambda m, a: got.__setitem__("ctx", a[0]))
-                try:
-                    mod(*t_in[0], **t_in[1])
-                finally:
-                    h.remove()
-                s_ctx = got["ctx"]
-        return {"context_mse": LossTerm(_masked_sq_sum(s_ctx, t_ctx, mask), "tokens")}
+        t_ctx, s_ctx = _layer_contexts(teacher, student, layer, layer_input, batch)
+        return {"context_mse": LossTerm(_masked_sq_sum(s_ctx, t_ctx, batch["attention_mask"]), "tokens")}
 
     return loss
+
+
+def _fit_eta(teacher, student, layer: int, layer_input: str):
+    """Phase setup: least-squares eta per head of ``layer`` (the context is linear in eta)."""
+    inhib = attention_modules(student)[layer][2].inhibitor
+
+    @torch.no_grad()
+    def setup(batches, env):
+        H = inhib.num_heads
+        acc = torch.zeros(2, H, dtype=torch.float64)
+        for batch in batches:
+            t_ctx, s_ctx = _layer_contexts(teacher, student, layer, layer_input, batch)
+            m = batch["attention_mask"].to(torch.float64)[..., None, None]  # (B, n, 1, 1)
+            t = t_ctx.double().unflatten(-1, (H, -1)) * m  # (B, n, H, d)
+            s = s_ctx.double().unflatten(-1, (H, -1)) * m
+            acc[0] += (t * s).sum(dim=(0, 1, 3))
+            acc[1] += (s * s).sum(dim=(0, 1, 3))
+        acc = ddp.all_reduce_sum(acc, env)
+        ratio = torch.where(acc[1] > 0, acc[0] / acc[1].clamp_min(1e-300), torch.ones_like(acc[0]))
+        old = inhib.eta.detach().clone()
+        inhib.eta.mul_(ratio.to(inhib.eta.dtype))
+        return {"eta_before": old.tolist(), "eta_after": inhib.eta.detach().tolist()}
+
+    return setup
 
 
 def _hidden_terms(t_hidden, s_hidden, mask, *, average: bool) -> torch.Tensor:
@@ -684,6 +716,14 @@ def train(
             for n, p in all_params.items():
                 p.requires_grad_(n in set(phase.trainable))
             params = [all_params[n] for n in phase.trainable]
+            fresh = meta is None or p_idx != start_phase
+            if fresh and phase.setup is not None:
+                batches = [{k: v.to(env.device) for k, v in data.collate(idx[env.rank :: env.world_size]).items()}
+                           for idx in _step_indices(data, config, p_idx, 0, n_batches)]
+                info = phase.setup(batches, env)
+                if env.is_main and info:
+                    with (out_dir / "phases.jsonl").open("a") as fh:
+                        fh.write(json.dumps({"phase": phase.name, **info}) + "\n")
             optimizer = _optimizer(student, phase.trainable, config)
             scheduler = torch.optim.lr_scheduler.LambdaLR(
                 optimizer, lambda s: lr_factor(s, steps_per_phase, config.warmup_ratio, config.schedule))
@@ -733,17 +773,23 @@ def train(
     return history
 
 
-def _train_step(student, phase: Phase, params, optimizer, scheduler, data: TokenDataset,
-                config: DistillConfig, env: ddp.DistEnv, p_idx: int, step: int, n_batches: int) -> dict:
-    """One optimizer step over ``grad_accum`` global micro-batches."""
+def _step_indices(data, config, p_idx: int, step: int, n_batches: int) -> list[list[int]]:
+    """Example indices of the global micro-batches of optimizer step ``step`` of phase ``p_idx``."""
     B, A = config.batch_size, config.grad_accum
-    micro = []
-    perms: dict[int, torch.Tensor] = {}
+    out, perms = [], {}
     for m in range(step * A, (step + 1) * A):
         epoch, pos = divmod(m, n_batches)
         if epoch not in perms:
             perms[epoch] = epoch_permutation(len(data), seed=config.seed, phase=p_idx, epoch=epoch)
-        micro.append((epoch, perms[epoch][pos * B : (pos + 1) * B].tolist()))
+        out.append(perms[epoch][pos * B : (pos + 1) * B].tolist())
+    return out
+
+
+def _train_step(student, phase: Phase, params, optimizer, scheduler, data: TokenDataset,
+                config: DistillConfig, env: ddp.DistEnv, p_idx: int, step: int, n_batches: int) -> dict:
+    """One optimizer step over ``grad_accum`` global micro-batches."""
+    B, A = config.batch_size, config.grad_accum
+    micro = [(None, idx) for idx in _step_indices(data, config, p_idx, step, n_batches)]
     counts = {"tokens": float(sum(data.lengths(idx) for _, idx in micro)), "sequences": float(B * A)}
     optimizer.zero_grad(set_to_none=True)
     term_sums: dict[str, float] = {}
@@ -839,7 +885,9 @@ def distill_layerwise(teacher, student, data: TokenDataset, config: DistillConfi
     if layers[-1] >= n_layers:
         raise ValueError(f"config.layers names layer {layers[-1]}; the model has {n_layers} (0..{n_layers - 1})")
     phases = [Phase(f"layer {i}", i, layer_trainable_names(student, i),
-                    _layerwise_loss(teacher, student, i, config.layer_input)) for i in layers]
+                    _layerwise_loss(teacher, student, i, config.layer_input),
+                    _fit_eta(teacher, student, i, config.layer_input) if config.fit_eta else None)
+              for i in layers]
     history = train(student, phases, data, config, out_dir, env=env, resume=resume,
                     stop_after_steps=stop_after_steps, progress=progress, run_info=run_info)
     if _finished(history, phases, config, data):

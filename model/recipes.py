@@ -89,6 +89,13 @@ class DistillConfig:
         (the teacher's hidden state: decoupled layers).
     layers : tuple of int or None
         ``layerwise`` only: the layers to distil, bottom-up; None = all.
+    fit_eta : bool
+        ``layerwise`` only: before a layer trains, set each head's output
+        scale eta to its least-squares fit to the teacher's context on the
+        phase's first optimizer step of data (closed form; an addition of
+        ours: the inhibitor sums over keys where softmax averages, so eta=1
+        starts about ``n`` times too large and AdamW at 5e-4 needs thousands
+        of steps to shrink it). False reproduces the thesis.
     temperature : float
         ``task`` only: softmax temperature of the soft targets.
     alpha_kd, alpha_hidden : float
@@ -118,6 +125,7 @@ class DistillConfig:
     max_length: int = 128  # tokens per window
     layer_input: str = "student"  # layerwise: input of the trained layer
     layers: tuple[int, ...] | None = None  # layerwise: which layers (None = all)
+    fit_eta: bool = True  # layerwise: least-squares eta before each layer trains
     temperature: float = 4.0  # task: soft-target temperature
     alpha_kd: float = 0.5  # task: weight of the KL term
     alpha_hidden: float = 0.5  # task: weight of the hidden-state MSE
@@ -160,6 +168,8 @@ class DistillConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not (0.0 <= v < 1.0):
                 bad(name, "a number in [0, 1)")
+        if not isinstance(self.fit_eta, bool):
+            bad("fit_eta", "a bool")
         if self.layers is not None:
             layers = tuple(self.layers)
             if not layers or any(not isinstance(i, int) or i < 0 for i in layers):
