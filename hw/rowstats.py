@@ -168,7 +168,7 @@ class RowStatistics(wiring.Component):
     length : In(range(max_length + 1))
         ``L``; sampled with ``last``.
     theta : In(signed(theta_width))
-        Threshold constant; sampled when the mean is ready.
+        Threshold constant; sampled with ``last``.
     done : Out(1)
         ``threshold`` is valid this cycle (pulse; it then holds).
     threshold : Out(signed(threshold_width))
@@ -219,13 +219,14 @@ class RowStatistics(wiring.Component):
             m.d.sync += total.eq(Mux(self.first, addend, total + addend))
         start = Signal()
         length = Signal(range(self._max_length + 1), reset_less=True)
+        theta = Signal(signed(self._theta_width), reset_less=True)
         m.d.sync += start.eq(self.valid & self.last)
         with m.If(self.valid & self.last):
-            m.d.sync += length.eq(self.length)
+            m.d.sync += [length.eq(self.length), theta.eq(self.theta)]
         m.d.comb += [div.start.eq(start), div.sum.eq(total), div.length.eq(length)]
         m.d.sync += self.done.eq(div.done)
         with m.If(div.done):
-            m.d.sync += self.threshold.eq(div.mean + self.theta)
+            m.d.sync += self.threshold.eq(div.mean + theta)
         return m
 
 

@@ -1,0 +1,722 @@
+"""The inhibitor-attention core: two systolic arrays, row statistics, stream I/O.
+
+Implements the integer contract of ``docs/numerics.md`` (Eq. 1-3 of the
+paper, folded to integers) for one head at a time, heads back to back; the
+architecture, latency and cycle formulas are in ``docs/hardware.md``.
+
+Per head the core takes ``n`` rows of Q, K and V (one row of ``d`` codes per
+beat), a descriptor (valid length ``L``, threshold constant ``theta``) and
+returns ``n`` rows of H (one row of ``d`` codes per beat, ``last`` on row
+``n - 1``). The work is split into row blocks of ``R`` queries; each block
+goes through
+
+1. the **score stage** (an ``R x C`` array of :class:`~inhibitron.hw.pe.L1PE`):
+   ``ceil(n/C)`` tiles of ``d`` steps produce ``z`` for the block's rows,
+   written into a double-buffered score memory while the
+   :class:`~inhibitron.hw.rowstats.RowStatistics` units sum them;
+2. the row statistics: rounded mean and threshold per row;
+3. the **mixing stage** (an ``R x C`` array of
+   :class:`~inhibitron.hw.pe.SoftThresholdPE`): ``ceil(d/C)`` tiles of ``n``
+   steps over the thresholded scores and V, rounded and saturated into a
+   double-buffered output block, which is streamed out.
+
+The two stages work on consecutive row blocks at the same time; input and
+output memories are double-buffered per head, so loading head ``h + 1``
+overlaps computing head ``h``. Nothing multiplies: every address is a
+concatenation or an incrementing counter, the mean uses a shift-subtract
+divider.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, fields
+from typing import Any, Mapping
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..quant.formats import AttentionFormats, DatapathWidths
+from .pe import L1PE, SoftThresholdPE
+from .rowstats import RowStatistics, ThresholdClip
+from .systolic import SystolicArray
+
+__all__ = ["CoreConfig", "InhibitorAttentionCore", "MANIFEST_VERSIONS"]
+
+#: Manifest layout versions :meth:`CoreConfig.from_manifest` understands.
+MANIFEST_VERSIONS = (1,)
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _ubits(x: int) -> int:
+    return max(1, int(x).bit_length())
+
+
+def _pow2_bits(x: int) -> int:
+    """Address bits for ``x`` entries (at least 1)."""
+    return max(1, (int(x) - 1).bit_length())
+
+
+def _addr(offset, bits: int, slot):
+    """``slot * 2**bits + offset`` as a concatenation (``offset < 2**bits``)."""
+    offset = offset[:bits]
+    if len(offset) < bits:
+        offset = Cat(offset, Const(0, bits - len(offset)))
+    return Cat(offset, slot)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CoreConfig:
+    """Typed, validated configuration of an :class:`InhibitorAttentionCore`.
+
+    All fields are keyword-only; every derived width comes from
+    :meth:`inhibitron.quant.formats.AttentionFormats.widths`.
+
+    Parameters
+    ----------
+    rows, cols : int
+        Shape ``R x C`` of both systolic arrays. ``R <= seq_len``,
+        ``C <= min(seq_len, head_dim)``.
+    seq_len : int
+        ``n``: queries = keys per head (any value >= 1, not only powers of two).
+    head_dim : int
+        ``d``: width of Q, K, V and H rows.
+    qk_bits, v_bits, out_bits : int
+        Signed formats of q/k, v and h (2..32 bits).
+    v_shift, z_shift, out_shift : int
+        The per-layer shifts ``a``, ``b``, ``r`` of the contract (at most one of
+        ``a``, ``b`` nonzero).
+    name : str
+        Verilog module name (an identifier).
+    """
+
+    rows: int = 8              # R, PE rows of both arrays
+    cols: int = 8              # C, PE columns of both arrays
+    seq_len: int = 128         # n, queries = keys per head
+    head_dim: int = 64         # d
+    qk_bits: int = 8           # signed q/k code width
+    v_bits: int = 8            # signed v code width
+    out_bits: int = 8          # signed h code width
+    v_shift: int = 0           # a: v << a before the soft-threshold
+    z_shift: int = 0           # b: zb << b before the soft-threshold
+    out_shift: int = 0         # r: h = sat((acc + 2**(r-1)) >> r)
+    name: str = "inhibitor_attention_core"
+
+    def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "name":
+                if not isinstance(value, str) or not _IDENT.match(value):
+                    raise ValueError(f"name must be a Verilog identifier ([A-Za-z_][A-Za-z0-9_]*), "
+                                     f"not {value!r}")
+                continue
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{f.name} must be an integer, not {value!r}")
+            minimum = 0 if f.name.endswith("_shift") else 1
+            if value < minimum:
+                kind = "non-negative" if minimum == 0 else "positive"
+                raise ValueError(f"{f.name} must be a {kind} integer, not {value!r}")
+        for name in ("qk_bits", "v_bits", "out_bits"):
+            if not 2 <= getattr(self, name) <= 32:
+                raise ValueError(f"{name} must be in 2..32 (a signed format), not {getattr(self, name)}")
+        if self.v_shift and self.z_shift:
+            raise ValueError(f"at most one of v_shift and z_shift may be nonzero, got "
+                             f"v_shift={self.v_shift} and z_shift={self.z_shift}")
+        if self.rows > self.seq_len:
+            raise ValueError(f"array rows={self.rows} is larger than the sequence allows: "
+                             f"rows must be <= seq_len={self.seq_len}")
+        if self.cols > self.seq_len:
+            raise ValueError(f"array cols={self.cols} is larger than the sequence allows: "
+                             f"cols must be <= seq_len={self.seq_len} (a mixing reduction is "
+                             f"seq_len steps and a PE row emits one result per cycle)")
+        if self.cols > self.head_dim:
+            raise ValueError(f"array cols={self.cols} must be <= head_dim={self.head_dim} "
+                             f"(a score reduction is head_dim steps and a PE row emits one "
+                             f"result per cycle)")
+        if self.rows * self.cols > 4096:
+            raise ValueError(f"array of {self.rows}x{self.cols} PEs is unreasonably large "
+                             f"(at most 4096 PEs)")
+        # Raises a ValueError naming the width if anything exceeds the contract's limit.
+        self.widths  # noqa: B018
+
+    # -- derived quantities -------------------------------------------------
+
+    @property
+    def formats(self) -> AttentionFormats:
+        return AttentionFormats(qk_bits=self.qk_bits, v_bits=self.v_bits, out_bits=self.out_bits)
+
+    @property
+    def widths(self) -> DatapathWidths:
+        """Every internal width (:class:`~inhibitron.quant.formats.DatapathWidths`)."""
+        return self.formats.widths(head_dim=self.head_dim, seq_len=self.seq_len,
+                                   v_shift=self.v_shift, z_shift=self.z_shift,
+                                   out_shift=self.out_shift)
+
+    @property
+    def row_blocks(self) -> int:
+        """``ceil(n / R)``: row blocks per head."""
+        return _ceil_div(self.seq_len, self.rows)
+
+    @property
+    def key_tiles(self) -> int:
+        """``ceil(n / C)``: score tiles per row block."""
+        return _ceil_div(self.seq_len, self.cols)
+
+    @property
+    def dim_tiles(self) -> int:
+        """``ceil(d / C)``: mixing tiles per row block."""
+        return _ceil_div(self.head_dim, self.cols)
+
+    @property
+    def zb_max(self) -> int:
+        """Clip of ``zb`` before the mixing PEs: ``ceil(2**(v_bits-1+a) / 2**b)``."""
+        clip = 1 << (self.v_bits - 1 + self.v_shift)
+        return _ceil_div(clip, 1 << self.z_shift)
+
+    @property
+    def score_job_cycles(self) -> int:
+        """Cycles the score array spends on one row block: ``ceil(n/C) * d``."""
+        return self.key_tiles * self.head_dim
+
+    @property
+    def mix_job_cycles(self) -> int:
+        """Cycles the mixing array spends on one row block: ``ceil(d/C) * n``."""
+        return self.dim_tiles * self.seq_len
+
+    @property
+    def min_score_job_cycles(self) -> int:
+        """Shortest score job the row-statistics divider keeps up with."""
+        return self.widths.z_bits + 4
+
+    @property
+    def block_period(self) -> int:
+        """Steady-state cycles per row block (compute-bound, see docs/hardware.md)."""
+        s = max(self.score_job_cycles, self.min_score_job_cycles) + 1
+        mix = self.mix_job_cycles + 1
+        return max(s, mix)
+
+    @property
+    def cycles_per_head(self) -> int:
+        """Steady-state cycles per head when inputs keep up: ``ceil(n/R) * block_period``.
+
+        The input loaders take ``n*d`` cycles per head for Q and K (one code per
+        cycle and stream) and ``n*ceil(d/C)`` for V; when ``n*d`` exceeds this
+        figure the core is input-bound (small ``n``) and a head takes ``n*d``.
+        """
+        return max(self.row_blocks * self.block_period, self.seq_len * self.head_dim)
+
+    @property
+    def useful_pe_cycles_per_head(self) -> int:
+        """PE-cycles that do useful work per head: ``2 * n * n * d``."""
+        return 2 * self.seq_len * self.seq_len * self.head_dim
+
+    @property
+    def ideal_utilization(self) -> float:
+        """Useful PE-cycles / (2 arrays * R * C * cycles_per_head)."""
+        return self.useful_pe_cycles_per_head / (2 * self.rows * self.cols * self.cycles_per_head)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "CoreConfig":
+        """Build from a plain mapping (e.g. a JSON config file); unknown keys are errors."""
+        if not isinstance(data, Mapping):
+            raise TypeError(f"core config must be a mapping, not {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown core config key(s) {unknown}; known: {sorted(known)}")
+        return cls(**dict(data))
+
+    @classmethod
+    def from_json(cls, path) -> "CoreConfig":
+        """Read a JSON config file (see :meth:`to_dict` for the keys)."""
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"core config file {path!r} does not exist")
+        with open(path, encoding="utf-8") as fh:
+            try:
+                obj = json.load(fh)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"core config file {path!r} is not valid JSON: {exc}") from None
+        return cls.from_dict(obj)
+
+    @classmethod
+    def from_manifest(cls, manifest, *, layer: int, rows: int = 8, cols: int = 8,
+                      seq_len: int | None = None, name: str | None = None) -> "CoreConfig":
+        """Configuration for one layer of an exported quantized checkpoint.
+
+        Parameters
+        ----------
+        manifest : path or mapping
+            A checkpoint directory, its ``manifest.json`` or the parsed manifest.
+        layer : int
+            Layer index.
+        rows, cols : int
+            Array shape.
+        seq_len : int, optional
+            ``n``; default: the manifest's ``max_seq_len``.
+        name : str, optional
+            Module name; default ``inhibitor_attention_layer<layer>``.
+
+        Raises
+        ------
+        ValueError
+            Unknown manifest version, missing layer, inconsistent shifts.
+        FileNotFoundError
+            No manifest at ``manifest``.
+        """
+        from ._manifest import layer_core_params
+        params = layer_core_params(manifest, layer=layer, seq_len=seq_len)
+        return cls(rows=rows, cols=cols, name=name or f"inhibitor_attention_layer{layer}",
+                   **params)
+
+
+def _stream_in(shape):
+    return In(stream.Signature(shape))
+
+
+class InhibitorAttentionCore(wiring.Component):
+    """Systolic inhibitor-attention core for one head at a time (see module docstring).
+
+    Parameters
+    ----------
+    config : CoreConfig
+        Sizes, formats and shifts.
+
+    Members
+    -------
+    q, k : In(stream.Signature(ArrayLayout(signed(qk_bits), d)))
+        One row of Q / K per beat, rows ``0..n-1`` of a head in order.
+    v : In(stream.Signature(ArrayLayout(signed(v_bits), d)))
+        One row of V per beat.
+    desc : In(stream.Signature(StructLayout({"length": range(n + 1), "theta": signed(theta_bits)})))
+        One descriptor per head: valid length ``L`` (1..n, keys ``j >= L`` are
+        padding) and ``theta``.
+    h : Out(stream.Signature(StructLayout({"data": ArrayLayout(signed(out_bits), d), "last": 1})))
+        One row of H per beat, ``last`` on row ``n - 1`` of each head.
+
+    The four inputs are independent streams; the core buffers two heads of
+    each, so a producer may send them in any interleaving.
+    """
+
+    def __init__(self, config: CoreConfig):
+        self._MustUse__silence = True
+        if not isinstance(config, CoreConfig):
+            raise TypeError(f"config must be a CoreConfig, not {config!r}")
+        self._config = cfg = config
+        w = cfg.widths
+        d, n = cfg.head_dim, cfg.seq_len
+        self.desc_layout = data.StructLayout({
+            "length": range(n + 1), "theta": signed(w.theta_bits)})
+        self.h_layout = data.StructLayout({
+            "data": data.ArrayLayout(signed(cfg.out_bits), d), "last": 1})
+        super().__init__({
+            "q": _stream_in(data.ArrayLayout(signed(cfg.qk_bits), d)),
+            "k": _stream_in(data.ArrayLayout(signed(cfg.qk_bits), d)),
+            "v": _stream_in(data.ArrayLayout(signed(cfg.v_bits), d)),
+            "desc": _stream_in(self.desc_layout),
+            "h": Out(stream.Signature(self.h_layout)),
+        })
+        self._MustUse__silence = False
+
+    config = property(lambda self: self._config)
+
+    # ------------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _flag_pair(m, name):
+        """Two-slot flag register with set/clear pulses per slot."""
+        flags = Signal(2, name=name)
+        set_ = Signal(2, name=f"{name}_set")
+        clr = Signal(2, name=f"{name}_clr")
+        m.d.sync += flags.eq((flags | set_) & ~clr)
+        return flags, set_, clr
+
+    # ---------------------------------------------------------------- elaborate
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        w = cfg.widths
+        R, C, n, d = cfg.rows, cfg.cols, cfg.seq_len, cfg.head_dim
+        nI, nJ, nL = cfg.row_blocks, cfg.key_tiles, cfg.dim_tiles
+        zw = w.z_bits
+        thw = w.theta_bits
+        tw = w.threshold_bits
+
+        # ------------------------------------------------------------ memories
+        q_half = _pow2_bits(nI * d)          # address bits inside one head slot
+        k_half = _pow2_bits(nJ * d)
+        v_half = _pow2_bits(nL * n)
+        z_half = _pow2_bits(nJ * C)
+        qmem = [Memory(shape=signed(cfg.qk_bits), depth=2 << q_half, init=[]) for _ in range(R)]
+        kmem = [Memory(shape=signed(cfg.qk_bits), depth=2 << k_half, init=[]) for _ in range(C)]
+        vmem = [Memory(shape=signed(cfg.v_bits), depth=2 << v_half, init=[]) for _ in range(C)]
+        zmem = [Memory(shape=unsigned(zw), depth=2 << z_half, init=[]) for _ in range(R)]
+        omem = Memory(shape=data.ArrayLayout(signed(cfg.out_bits), nL * C),
+                      depth=2 << _pow2_bits(R), init=[])
+        for i, mem in enumerate(qmem):
+            m.submodules[f"qmem{i}"] = mem
+        for i, mem in enumerate(kmem):
+            m.submodules[f"kmem{i}"] = mem
+        for i, mem in enumerate(vmem):
+            m.submodules[f"vmem{i}"] = mem
+        for i, mem in enumerate(zmem):
+            m.submodules[f"zmem{i}"] = mem
+        m.submodules.omem = omem
+
+        qfull, qfull_set, qfull_clr = self._flag_pair(m, "qfull")
+        kfull, kfull_set, kfull_clr = self._flag_pair(m, "kfull")
+        vfull, vfull_set, vfull_clr = self._flag_pair(m, "vfull")
+        dfull, dfull_set, dfull_clr = self._flag_pair(m, "dfull")
+        zbusy, zbusy_set, zbusy_clr = self._flag_pair(m, "zbusy")   # claimed by a score job
+        zfull, zfull_set, zfull_clr = self._flag_pair(m, "zfull")   # stats done, mix may read
+        obusy, obusy_set, obusy_clr = self._flag_pair(m, "obusy")   # claimed by a mix job
+        ofull, ofull_set, ofull_clr = self._flag_pair(m, "ofull")   # block complete, emit
+
+        # ------------------------------------------------- Q and K loaders
+        # A beat (one row of d codes) is shifted out one code per cycle into the
+        # bank of its row: Q row i -> bank i mod R at (slot, (i div R)*d + k);
+        # K row j -> bank j mod C at (slot, (j div C)*d + k).
+        def qk_loader(prefix, port, mems, nbanks, half_bits, full, full_set):
+            wports = [mem.write_port() for mem in mems]
+            buf = Signal(data.ArrayLayout(signed(cfg.qk_bits), d), name=f"{prefix}_buf")
+            busy = Signal(name=f"{prefix}_busy")
+            kk = Signal(range(d), name=f"{prefix}_k")
+            bank = Signal(range(nbanks), name=f"{prefix}_bank")     # of the row being written
+            base = Signal(half_bits + 1, name=f"{prefix}_base")     # (row div banks) * d
+            slot = Signal(name=f"{prefix}_slot")
+            last_row = Signal(name=f"{prefix}_last_row")
+            # next row to accept
+            nbank = Signal(range(nbanks), name=f"{prefix}_nbank")
+            nbase = Signal(half_bits + 1, name=f"{prefix}_nbase")
+            nrow = Signal(range(n), name=f"{prefix}_nrow")
+            nslot = Signal(name=f"{prefix}_nslot")
+            finishing = busy & (kk == d - 1)
+            m.d.comb += port.ready.eq((~busy | finishing) & ~full.bit_select(nslot, 1))
+            for b, wp in enumerate(wports):
+                m.d.comb += [wp.addr.eq(_addr(base + kk, half_bits, slot)),
+                             wp.data.eq(buf[0]), wp.en.eq(busy & (bank == b))]
+            with m.If(busy):
+                m.d.sync += [buf.as_value().eq(buf.as_value() >> cfg.qk_bits), kk.eq(kk + 1)]
+            with m.If(finishing):
+                m.d.sync += busy.eq(0)
+                with m.If(last_row):
+                    m.d.comb += full_set.bit_select(slot, 1).eq(1)
+            with m.If(port.valid & port.ready):
+                m.d.sync += [buf.eq(port.payload), busy.eq(1), kk.eq(0), bank.eq(nbank),
+                             base.eq(nbase), slot.eq(nslot), last_row.eq(nrow == n - 1)]
+                with m.If(nrow == n - 1):
+                    m.d.sync += [nrow.eq(0), nbank.eq(0), nbase.eq(0), nslot.eq(~nslot)]
+                with m.Else():
+                    m.d.sync += nrow.eq(nrow + 1)
+                    with m.If(nbank == nbanks - 1):
+                        m.d.sync += [nbank.eq(0), nbase.eq(nbase + d)]
+                    with m.Else():
+                        m.d.sync += nbank.eq(nbank + 1)
+
+        qk_loader("qld", self.q, qmem, R, q_half, qfull, qfull_set)
+        qk_loader("kld", self.k, kmem, C, k_half, kfull, kfull_set)
+
+        # ------------------------------------------------------------ V loader
+        # Row j, code l -> bank l mod C at (slot, (l div C)*n + j); C codes per cycle.
+        vw = [mem.write_port() for mem in vmem]
+        vbuf = Signal(data.ArrayLayout(signed(cfg.v_bits), nL * C))
+        vbusy = Signal()
+        vt = Signal(range(nL))                 # dim tile being written
+        vaddr = Signal(v_half + 1)             # (vt * n + row) inside the slot
+        vslot = Signal()
+        vlast_row = Signal()
+        vrow = Signal(range(n))                # next row to accept
+        vnslot = Signal()
+        vfinishing = vbusy & (vt == nL - 1)
+        m.d.comb += self.v.ready.eq((~vbusy | vfinishing) & ~vfull.bit_select(vnslot, 1))
+        for c, wp in enumerate(vw):
+            m.d.comb += [wp.addr.eq(_addr(vaddr, v_half, vslot)), wp.data.eq(vbuf[c]),
+                         wp.en.eq(vbusy)]
+        with m.If(vbusy):
+            m.d.sync += [vbuf.as_value().eq(vbuf.as_value() >> (C * cfg.v_bits)),
+                         vt.eq(vt + 1), vaddr.eq(vaddr + n)]
+        with m.If(vfinishing):
+            m.d.sync += vbusy.eq(0)
+            with m.If(vlast_row):
+                m.d.comb += vfull_set.bit_select(vslot, 1).eq(1)
+        with m.If(self.v.valid & self.v.ready):
+            m.d.sync += [vbuf.as_value().eq(self.v.payload.as_value()), vbusy.eq(1), vt.eq(0),
+                         vaddr.eq(vrow), vslot.eq(vnslot), vlast_row.eq(vrow == n - 1)]
+            with m.If(vrow == n - 1):
+                m.d.sync += [vrow.eq(0), vnslot.eq(~vnslot)]
+            with m.Else():
+                m.d.sync += vrow.eq(vrow + 1)
+
+        # ---------------------------------------------------- descriptor loader
+        d_len = [Signal(range(n + 1), name=f"desc_len{i}") for i in range(2)]
+        d_theta = [Signal(signed(thw), name=f"desc_theta{i}") for i in range(2)]
+        dslot = Signal()
+        m.d.comb += self.desc.ready.eq(~dfull.bit_select(dslot, 1))
+        with m.If(self.desc.valid & self.desc.ready):
+            m.d.sync += dslot.eq(~dslot)
+            for i in range(2):
+                with m.If(dslot == i):
+                    m.d.sync += [d_len[i].eq(self.desc.payload.length),
+                                 d_theta[i].eq(self.desc.payload.theta)]
+            m.d.comb += dfull_set.bit_select(dslot, 1).eq(1)
+
+        # -------------------------------------------------------- score stage
+        jb_bits = _ubits(nJ * C)
+        stag = data.StructLayout({"zslot": 1, "first": 1, "last": 1})
+        m.submodules.score = score = SystolicArray(
+            pe=functools.partial(L1PE, width=cfg.qk_bits, length=d, tag_width=stag.size),
+            rows=R, cols=C)
+        q_rd = [mem.read_port() for mem in qmem]
+        k_rd = [mem.read_port() for mem in kmem]
+
+        s_run = Signal()
+        s_hp = Signal()                        # head slot of the job
+        s_blk = Signal(range(nI))              # row block I
+        s_qbase = Signal(q_half + 1)           # I * d
+        s_kbase = Signal(k_half + 1)           # J * d
+        s_tile = Signal(range(nJ))
+        s_k = Signal(range(d))
+        s_zs = Signal()                        # z slot of the job
+        s_gap = Signal(range(cfg.min_score_job_cycles + 2))
+        z_hp = [Signal(name=f"zinfo_hp{i}") for i in range(2)]
+        z_lastblk = [Signal(name=f"zinfo_last{i}") for i in range(2)]
+
+        s_can = Signal()
+        m.d.comb += s_can.eq(~s_run & (s_gap == 0) & qfull.bit_select(s_hp, 1)
+                             & kfull.bit_select(s_hp, 1) & dfull.bit_select(s_hp, 1)
+                             & ~zbusy.bit_select(s_zs, 1))
+        with m.If(s_gap != 0):
+            m.d.sync += s_gap.eq(s_gap - 1)
+        with m.If(s_can):
+            m.d.sync += [s_run.eq(1), s_tile.eq(0), s_k.eq(0), s_kbase.eq(0)]
+            m.d.comb += zbusy_set.bit_select(s_zs, 1).eq(1)
+            for i in range(2):
+                with m.If(s_zs == i):
+                    m.d.sync += [z_hp[i].eq(s_hp), z_lastblk[i].eq(s_blk == nI - 1)]
+        s_tile_end = Signal()
+        s_job_end = Signal()
+        m.d.comb += [s_tile_end.eq(s_run & (s_k == d - 1)),
+                     s_job_end.eq(s_tile_end & (s_tile == nJ - 1))]
+        with m.If(s_run):
+            m.d.sync += s_k.eq(s_k + 1)
+            with m.If(s_tile_end):
+                m.d.sync += [s_k.eq(0), s_tile.eq(s_tile + 1), s_kbase.eq(s_kbase + d)]
+            with m.If(s_job_end):
+                extra = max(0, cfg.min_score_job_cycles - cfg.score_job_cycles)
+                m.d.sync += [s_run.eq(0), s_zs.eq(~s_zs), s_gap.eq(extra)]
+                with m.If(s_blk == nI - 1):
+                    m.d.sync += [s_blk.eq(0), s_qbase.eq(0), s_hp.eq(~s_hp)]
+                    m.d.comb += [qfull_clr.bit_select(s_hp, 1).eq(1),
+                                 kfull_clr.bit_select(s_hp, 1).eq(1)]
+                with m.Else():
+                    m.d.sync += [s_blk.eq(s_blk + 1), s_qbase.eq(s_qbase + d)]
+        for p in q_rd:
+            m.d.comb += p.addr.eq(_addr(s_qbase + s_k, q_half, s_hp))
+        for p in k_rd:
+            m.d.comb += p.addr.eq(_addr(s_kbase + s_k, k_half, s_hp))
+        # Control aligned with the read data (one cycle).
+        s_tag = Signal(stag)
+        s_valid, s_first, s_last = Signal(), Signal(), Signal()
+        m.d.sync += [s_valid.eq(s_run), s_first.eq(s_k == 0), s_last.eq(s_k == d - 1),
+                     s_tag.zslot.eq(s_zs), s_tag.first.eq(s_tile == 0),
+                     s_tag.last.eq(s_tile == nJ - 1)]
+        for r in range(R):
+            m.d.comb += score.a[r].eq(q_rd[r].data)
+        for c in range(C):
+            m.d.comb += score.b[c].eq(k_rd[c].data)
+        m.d.comb += [score.valid.eq(s_valid), score.first.eq(s_first), score.last.eq(s_last),
+                     score.tag.eq(s_tag)]
+
+        # ----------------------------------------- score back end: z memory + stats
+        thr = [[Signal(signed(tw), name=f"thr{s}_{r}") for r in range(R)] for s in range(2)]
+        z_wr = [mem.write_port() for mem in zmem]
+        stats_slot = [Signal(name=f"stats_slot{r}") for r in range(R)]
+        stats = []
+        for r in range(R):
+            st = RowStatistics(z_width=zw, max_length=n, theta_width=thw, threshold_width=tw,
+                               index_limit=1 << jb_bits)
+            m.submodules[f"rowstats{r}"] = st
+            stats.append(st)
+            tag = data.View(stag, score.out_tag[r])
+            # Key index of the result: the row's results come in key order.
+            j = Signal(jb_bits, name=f"score_j{r}")
+            j_next = Signal(jb_bits, name=f"score_jnext{r}")
+            restart = tag.first & (score.out_col[r] == 0)
+            m.d.comb += j.eq(Mux(restart, 0, j_next))
+            with m.If(score.out_valid[r]):
+                m.d.sync += j_next.eq(j + 1)
+            hp = Mux(tag.zslot, z_hp[1], z_hp[0])
+            m.d.comb += [
+                st.valid.eq(score.out_valid[r]),
+                st.first.eq(restart),
+                st.last.eq(tag.last & (score.out_col[r] == C - 1)),
+                st.z.eq(score.out_data[r]),
+                st.index.eq(j),
+                st.length.eq(Mux(hp, d_len[1], d_len[0])),
+                st.theta.eq(Mux(hp, d_theta[1], d_theta[0])),
+                z_wr[r].addr.eq(_addr(j, z_half, tag.zslot)),
+                z_wr[r].data.eq(score.out_data[r]),
+                z_wr[r].en.eq(score.out_valid[r]),
+            ]
+            with m.If(st.valid & st.last):
+                m.d.sync += stats_slot[r].eq(tag.zslot)
+            with m.If(st.done):
+                for s in range(2):
+                    with m.If(stats_slot[r] == s):
+                        m.d.sync += thr[s][r].eq(st.threshold)
+        with m.If(stats[R - 1].done):
+            m.d.comb += zfull_set.bit_select(stats_slot[R - 1], 1).eq(1)
+
+        # -------------------------------------------------------- mixing stage
+        mtag = data.StructLayout({"tile": range(nL), "oslot": 1, "last": 1})
+        m.submodules.mix = mix = SystolicArray(
+            pe=functools.partial(SoftThresholdPE, v_bits=cfg.v_bits, zb_bits=_ubits(cfg.zb_max),
+                                 v_shift=cfg.v_shift, z_shift=cfg.z_shift, length=n,
+                                 tag_width=mtag.size),
+            rows=R, cols=C)
+        z_rd = [mem.read_port() for mem in zmem]
+        v_rd = [mem.read_port() for mem in vmem]
+        m_run = Signal()
+        m_zs = Signal()                        # z slot being mixed
+        m_os = Signal()                        # output slot being filled
+        m_tile = Signal(range(nL))
+        m_vbase = Signal(v_half + 1)           # tile * n
+        m_j = Signal(range(n))
+        o_last = [Signal(name=f"oinfo_last{i}") for i in range(2)]
+        m_hp = Mux(m_zs, z_hp[1], z_hp[0])
+        m_lastblk = Mux(m_zs, z_lastblk[1], z_lastblk[0])
+        m_can = Signal()
+        m.d.comb += m_can.eq(~m_run & zfull.bit_select(m_zs, 1) & vfull.bit_select(m_hp, 1)
+                             & ~obusy.bit_select(m_os, 1))
+        with m.If(m_can):
+            m.d.sync += [m_run.eq(1), m_tile.eq(0), m_vbase.eq(0), m_j.eq(0)]
+            m.d.comb += obusy_set.bit_select(m_os, 1).eq(1)
+            for i in range(2):
+                with m.If(m_os == i):
+                    m.d.sync += o_last[i].eq(m_lastblk)
+        m_tile_end = Signal()
+        m_job_end = Signal()
+        m.d.comb += [m_tile_end.eq(m_run & (m_j == n - 1)),
+                     m_job_end.eq(m_tile_end & (m_tile == nL - 1))]
+        with m.If(m_run):
+            m.d.sync += m_j.eq(m_j + 1)
+            with m.If(m_tile_end):
+                m.d.sync += [m_j.eq(0), m_tile.eq(m_tile + 1), m_vbase.eq(m_vbase + n)]
+            with m.If(m_job_end):
+                m.d.sync += [m_run.eq(0), m_zs.eq(~m_zs), m_os.eq(~m_os)]
+                m.d.comb += [zfull_clr.bit_select(m_zs, 1).eq(1),
+                             zbusy_clr.bit_select(m_zs, 1).eq(1)]
+                with m.If(m_lastblk):
+                    m.d.comb += [vfull_clr.bit_select(m_hp, 1).eq(1),
+                                 dfull_clr.bit_select(m_hp, 1).eq(1)]
+        for p in z_rd:
+            m.d.comb += p.addr.eq(_addr(m_j, z_half, m_zs))
+        for p in v_rd:
+            m.d.comb += p.addr.eq(_addr(m_vbase + m_j, v_half, m_hp))
+        # Stage 1 (read data valid): threshold + clip per row; V delayed to match.
+        m1_valid, m1_first, m1_last = Signal(), Signal(), Signal()
+        m1_pad = Signal()
+        m1_zs = Signal()
+        m1_tag = Signal(mtag)
+        m.d.sync += [m1_valid.eq(m_run), m1_first.eq(m_j == 0), m1_last.eq(m_j == n - 1),
+                     m1_pad.eq(m_j >= Mux(m_hp, d_len[1], d_len[0])), m1_zs.eq(m_zs),
+                     m1_tag.tile.eq(m_tile), m1_tag.oslot.eq(m_os),
+                     m1_tag.last.eq(m_tile == nL - 1)]
+        m2_valid, m2_first, m2_last = Signal(), Signal(), Signal()
+        m2_tag = Signal(mtag)
+        m.d.sync += [m2_valid.eq(m1_valid), m2_first.eq(m1_first), m2_last.eq(m1_last),
+                     m2_tag.eq(m1_tag)]
+        for r in range(R):
+            tc = ThresholdClip(z_width=zw, threshold_width=tw, zb_max=cfg.zb_max)
+            m.submodules[f"thrclip{r}"] = tc
+            m.d.comb += [tc.z.eq(z_rd[r].data), tc.pad.eq(m1_pad),
+                         tc.threshold.eq(Mux(m1_zs, thr[1][r], thr[0][r])),
+                         mix.a[r].eq(tc.zb)]
+        for c in range(C):
+            vd = Signal(signed(cfg.v_bits), name=f"v_d{c}", reset_less=True)
+            m.d.sync += vd.eq(v_rd[c].data)
+            m.d.comb += mix.b[c].eq(vd)
+        m.d.comb += [mix.valid.eq(m2_valid), mix.first.eq(m2_first), mix.last.eq(m2_last),
+                     mix.tag.eq(m2_tag)]
+
+        # -------------------------------- mixing back end: round, collect, write block
+        o_wr = omem.write_port(granularity=C)
+        r_shift = cfg.out_shift
+        half = (1 << (r_shift - 1)) if r_shift > 0 else 0
+        omin, omax = -(1 << (cfg.out_bits - 1)), (1 << (cfg.out_bits - 1)) - 1
+        wr_data = 0
+        wr_addr = 0
+        wr_en = 0
+        wr_any = []
+        for r in range(R):
+            tag = data.View(mtag, mix.out_tag[r])
+            acc = mix.out_data[r]
+            rounded = Signal(signed(w.round_bits + 1), name=f"round{r}")
+            m.d.comb += rounded.eq((acc + half) >> r_shift)
+            h_val = Signal(signed(cfg.out_bits), name=f"hval{r}", reset_less=True)
+            h_ok = Signal(name=f"hval_ok{r}")
+            h_col = Signal(range(C), name=f"hval_col{r}", reset_less=True)
+            h_tag = Signal(mtag, name=f"hval_tag{r}", reset_less=True)
+            m.d.sync += [
+                h_val.eq(Mux(rounded > omax, omax, Mux(rounded < omin, omin, rounded))),
+                h_ok.eq(mix.out_valid[r]), h_col.eq(mix.out_col[r]), h_tag.eq(tag),
+            ]
+            coll = Signal(data.ArrayLayout(signed(cfg.out_bits), C), name=f"collect{r}",
+                          reset_less=True)
+            if C > 1:
+                with m.If(h_ok):
+                    m.d.sync += coll.as_value().eq(Cat(coll.as_value()[cfg.out_bits:], h_val))
+            row_data = Cat(coll.as_value()[cfg.out_bits:], h_val)
+            req = Signal(name=f"owr_req{r}")
+            m.d.comb += req.eq(h_ok & (h_col == C - 1))
+            wr_any.append(req)
+            wr_data = wr_data | Mux(req, row_data, 0)
+            wr_addr = wr_addr | Mux(req, Cat(Const(r, _pow2_bits(R)), h_tag.oslot), 0)
+            wr_en = wr_en | Mux(req, (Const(1, nL) << h_tag.tile)[:nL], 0)
+            if r == R - 1:
+                with m.If(req & h_tag.last):
+                    m.d.comb += ofull_set.bit_select(h_tag.oslot, 1).eq(1)
+        slice_data = Signal(C * cfg.out_bits)
+        m.d.comb += [o_wr.addr.eq(wr_addr), o_wr.en.eq(wr_en), slice_data.eq(wr_data)]
+        # Every slice gets the same data; the enabled one (the tile) keeps it.
+        m.d.comb += o_wr.data.as_value().eq(Cat(*[slice_data for _ in range(nL)]))
+
+        # ---------------------------------------------------------- output stream
+        o_rd = omem.read_port()
+        oc = Signal()                          # slot being emitted
+        orow = Signal(_pow2_bits(R))
+        h_last = Signal()
+        last_rows = n - (nI - 1) * R           # rows of the last block
+        o_is_last = Mux(oc, o_last[1], o_last[0])
+        o_rows_m1 = Mux(o_is_last, last_rows - 1, R - 1)
+        advance = ~self.h.valid | self.h.ready
+        m.d.comb += [o_rd.en.eq(advance), o_rd.addr.eq(Cat(orow, oc))]
+        with m.If(advance):
+            with m.If(ofull.bit_select(oc, 1)):
+                m.d.sync += [self.h.valid.eq(1), h_last.eq(o_is_last & (orow == o_rows_m1))]
+                with m.If(orow == o_rows_m1):
+                    m.d.sync += [orow.eq(0), oc.eq(~oc)]
+                    m.d.comb += [ofull_clr.bit_select(oc, 1).eq(1),
+                                 obusy_clr.bit_select(oc, 1).eq(1)]
+                with m.Else():
+                    m.d.sync += orow.eq(orow + 1)
+            with m.Else():
+                m.d.sync += self.h.valid.eq(0)
+        m.d.comb += [self.h.payload.data.as_value().eq(o_rd.data.as_value()[:d * cfg.out_bits]),
+                     self.h.payload.last.eq(h_last)]
+        return m
