@@ -1,0 +1,137 @@
+"""``inhibitron export``: calibrate a student on real text and write its quantized checkpoint.
+
+The checkpoint directory holds ``manifest.json``, integer tensors in
+safetensors, ONNX graphs (float and QDQ) of every layer's attention and
+``$readmemh`` memory images (see ``docs/export.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+HELP = "calibrate on real text and write a quantized checkpoint (safetensors + ONNX + memory images)"
+
+_SHIFTS = {"layer": True, "ab": "ab", "head": False}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _bits(text: str) -> int:
+    value = _positive_int(text)
+    if not 2 <= value <= 16:
+        raise argparse.ArgumentTypeError(f"bits must be in 2..16, got {value}")
+    return value
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "export", help=HELP, description=HELP + ".",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model", default=None, metavar="PATH",
+                   help="student folder (save_student) or Hugging Face BERT/DistilBERT folder (converted "
+                        "with default gamma/eta/delta); default: the embedded all-MiniLM-L6-v2")
+    p.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory to create")
+    p.add_argument("--bits", type=_bits, default=8,
+                   help="width of q/k, v, h codes, of the projection weights and of their input activations")
+    p.add_argument("--force", action="store_true", help="replace DIR if it exists")
+    p.add_argument("--calib-sentences", type=_positive_int, default=32, metavar="N",
+                   help="sentences of the embedded corpus to calibrate on")
+    p.add_argument("--max-length", type=_positive_int, default=128, metavar="N",
+                   help="longest tokenized sentence; also the sequence length n the core is sized for")
+    p.add_argument("--observer", choices=("minmax", "percentile", "mse"), default="minmax",
+                   help="range observer of Q, K, V")
+    p.add_argument("--shifts", choices=tuple(_SHIFTS), default="layer",
+                   help="shift policy: one (a, b, r) per layer, per-head r ('ab' shared), or all per head")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sentence sample")
+    p.add_argument("--no-onnx", action="store_true", help="do not write the ONNX graphs")
+    p.add_argument("--no-memimages", action="store_true", help="do not write $readmemh memory images")
+    p.set_defaults(func=run)
+
+
+def _load_student(path):
+    """(student, tokenizer, description) from a student folder, a HF folder or the embedded teacher."""
+    import json
+    from pathlib import Path
+
+    from inhibitron.model.surgery import (
+        INHIBITOR_CONFIG_KEY,
+        default_teacher_path,
+        load_student,
+        load_teacher,
+        to_inhibitor,
+    )
+
+    folder = Path(path) if path is not None else default_teacher_path()
+    is_student = False
+    try:
+        is_student = INHIBITOR_CONFIG_KEY in json.loads((folder / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        pass  # load_teacher below names the problem
+    if is_student:
+        from transformers import AutoTokenizer
+
+        student = load_student(folder)
+        try:
+            tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        except (OSError, ValueError):
+            tok = None
+        return student, tok, "student"
+    teacher, tok = load_teacher(folder)
+    return to_inhibitor(teacher), tok, "teacher (converted; inhibitor parameters at their initial values)"
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from inhibitron.cli import UserError
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise UserError(f"output directory {str(out)!r} already exists; pass --force to replace it")
+
+    import torch
+
+    from inhibitron.model.capture import tokenize
+    from inhibitron.model.corpus import embedded_sentences
+    from inhibitron.quant.calibrate import FormatTooNarrowError
+    from inhibitron.quant.export import export_student
+    from inhibitron.quant.formats import AttentionFormats
+
+    student, tok, kind = _load_student(args.model)
+    if tok is None:
+        raise UserError(f"model folder {args.model!r} has no tokenizer; calibration needs one")
+    student.eval()
+    sentences = embedded_sentences(args.calib_sentences, seed=args.seed)
+    input_ids, attention_mask = tokenize(tok, sentences, max_length=args.max_length)
+    formats = AttentionFormats(qk_bits=args.bits, v_bits=args.bits, out_bits=args.bits)
+    print(f"inhibitron export: {kind}, {len(sentences)} calibration sentences "
+          f"({int(attention_mask.sum())} tokens), {args.bits}-bit formats")
+    try:
+        with torch.no_grad():
+            path, cal = export_student(
+                student, out, input_ids=input_ids, attention_mask=attention_mask, formats=formats,
+                weight_bits=args.bits, act_bits=args.bits, seq_len=args.max_length, observer=args.observer,
+                shared_shifts=_SHIFTS[args.shifts], onnx=not args.no_onnx,
+                memory_images=not args.no_memimages, force=args.force, progress=True,
+                calibration_notes={"corpus": "embedded (pydoc_data.topics)", "seed": args.seed,
+                                   "model": str(args.model) if args.model else "embedded all-MiniLM-L6-v2"},
+            )
+    except FormatTooNarrowError as exc:
+        raise UserError(f"{exc} (pass --bits or --shifts)") from None
+    print("layer  SQNR of the integer attention core vs float (dB)")
+    for i, s in enumerate(cal["sqnr_db"]):
+        print(f"{i:5d}  {s:8.2f}" if math.isfinite(s) else f"{i:5d}  exact (QAT record)")
+    for note in cal["notes"]:
+        print(f"note: {note}")
+    print(f"wrote {path}")
+    return 0
