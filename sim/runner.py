@@ -1,0 +1,135 @@
+"""Build the generated core and run the cocotb testbench (:mod:`inhibitron.sim.tb_core`).
+
+Wraps ``cocotb_tools.runner.get_runner("verilator")`` (or ``"icarus"``):
+one build directory per configuration, ``build(..., always=True)``, then one
+``test(...)`` per stimulus set with its parameters passed through a JSON file
+named by the environment variable ``INHIBITRON_TB_PARAMS``.
+
+Only the top-level wrapper's signals are made public to VPI: the runner's
+default ``--public-flat-rw`` (every signal of the design public, several
+times slower on large designs) is removed from the Verilator command and a
+control file marks just the top module (``public_flat_rw -module <top>``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .stimulus import Head
+
+__all__ = ["CosimBuild", "build_core", "run_cosim", "cosimulate"]
+
+
+@dataclass
+class CosimBuild:
+    """A built simulation model of one configuration."""
+
+    config: object
+    build_dir: Path
+    simulator: str
+    runner: object
+    verilog: Path
+
+
+def _lean_verilator(runner):
+    """Drop ``--public-flat-rw`` from the runner's Verilator build command."""
+    base = runner._build_command
+
+    def build_command():
+        cmds = base()
+        cmds[0] = [arg for arg in cmds[0] if arg != "--public-flat-rw"]
+        return cmds
+
+    runner._build_command = build_command
+    return runner
+
+
+def build_core(config, build_dir, *, simulator: str = "verilator") -> CosimBuild:
+    """Generate the Verilog of ``config`` and build a simulation model in ``build_dir``.
+
+    Raises
+    ------
+    inhibitron.sim.toolchain.ToolchainError
+        The simulator (or cocotb) is not installed; the message says what to install.
+    ValueError
+        Unknown simulator.
+    """
+    from inhibitron.hw.generate import WAIVERS, generate
+
+    from .toolchain import require_cocotb, require_icarus, setup_verilator
+
+    if simulator not in ("verilator", "icarus"):
+        raise ValueError(f"simulator must be 'verilator' or 'icarus', not {simulator!r}")
+    require_cocotb()
+    if simulator == "verilator":
+        setup_verilator()
+    else:
+        require_icarus()
+    from cocotb_tools.runner import get_runner
+
+    build_dir = Path(build_dir).resolve()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    gen = generate(config, build_dir / "rtl")
+    runner = get_runner(simulator)
+    top = config.name
+    if simulator == "verilator":
+        public = build_dir / "rtl" / "public.vlt"
+        public.write_text("`verilator_config\n"
+                          f"public_flat_rw -module \"{top}\" -var \"*\"\n", encoding="utf-8")
+        _lean_verilator(runner)
+        runner.build(sources=[gen.verilog, WAIVERS, public], hdl_toplevel=top,
+                     build_dir=build_dir / "sim", always=True,
+                     build_args=["-O3", "--x-assign", "fast", "--x-initial", "fast"])
+    else:
+        runner.build(sources=[gen.verilog], hdl_toplevel=top, build_dir=build_dir / "sim",
+                     always=True, timescale=("1ns", "1ps"))
+    return CosimBuild(config, build_dir, simulator, runner, gen.verilog)
+
+
+def run_cosim(build: CosimBuild, heads: list[Head], *, name: str = "run", idle_prob: float = 0.0,
+              stall_prob: float = 0.0, seed: int = 0, max_report: int = 20) -> dict:
+    """Run the testbench on ``heads``; return its result dict (see :mod:`.tb_core`).
+
+    The result holds ``elements_compared``, ``mismatches``, ``first_mismatches``
+    (head, row, col, got, expected), ``cycles_per_head`` and speed figures.
+    It is returned even when the testbench failed, with ``"passed": False``.
+    """
+    from .tb_core import PARAMS_ENV, save_heads
+
+    work = build.build_dir / name
+    work.mkdir(parents=True, exist_ok=True)
+    stim = work / "heads.npz"
+    save_heads(stim, heads)
+    result_path = work / "result.json"
+    if result_path.exists():
+        result_path.unlink()
+    params = {"config": build.config.to_dict(), "stimulus": str(stim), "result": str(result_path),
+              "idle_prob": idle_prob, "stall_prob": stall_prob, "seed": seed,
+              "max_report": max_report}
+    params_path = work / "params.json"
+    params_path.write_text(json.dumps(params, indent=1), encoding="utf-8")
+    xml = build.runner.test(test_module="inhibitron.sim.tb_core", hdl_toplevel=build.config.name,
+                            hdl_toplevel_lang="verilog",
+                            build_dir=build.build_dir / "sim", test_dir=work,
+                            extra_env={PARAMS_ENV: str(params_path)},
+                            results_xml=str(work / "results.xml"),
+                            timescale=("1ns", "1ps") if build.simulator == "icarus" else None)
+    if not result_path.exists():
+        return {"passed": False, "error": f"testbench wrote no result (see {work})",
+                "mismatches": None, "elements_compared": 0}
+    result = json.loads(result_path.read_text(encoding="utf-8"))
+    from cocotb_tools.runner import get_results
+    tests, fails = get_results(xml)
+    result["passed"] = fails == 0 and result["mismatches"] == 0 and not result["timed_out"]
+    result["simulator"] = build.simulator
+    return result
+
+
+def cosimulate(config, heads: list[Head], build_dir, *, simulator: str = "verilator",
+               runs=({"name": "full-rate"},)) -> list[dict]:
+    """Build once, run each of ``runs`` (dicts of :func:`run_cosim` keywords); return results."""
+    build = build_core(config, build_dir, simulator=simulator)
+    return [run_cosim(build, heads, **run) for run in runs]
