@@ -18,6 +18,8 @@ from . import __version__
 #: Subcommand modules, in the order ``--help`` lists them.
 COMMAND_MODULES = (
     "inhibitron.commands.demo",
+    "inhibitron.commands.distill",
+    "inhibitron.commands.export",
     "inhibitron.commands.synth",
     "inhibitron.commands.bench",
 )
