@@ -250,3 +250,37 @@ def format_sqnr_table(rows: Sequence[SqnrRow]) -> str:
             cells += ["-", "-"] if r is None else [f"{r.sqnr_db:.1f} ({r.min_head_sqnr_db:.1f})", r.shifts]
         lines.append(f"| {layer} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - needs torch and the teacher
+    """``python -m inhibitron.quant.sqnr``: the SQNR table of docs/numerics.md on the MiniLM teacher."""
+    import argparse
+
+    from inhibitron.model.capture import capture_qkv, tokenize
+    from inhibitron.model.corpus import embedded_sentences
+    from inhibitron.model.surgery import load_teacher
+
+    parser = argparse.ArgumentParser(prog="python -m inhibitron.quant.sqnr", description=main.__doc__)
+    parser.add_argument("--sentences", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bits", type=int, nargs="+", default=[8, 16])
+    parser.add_argument("--observer", default="minmax", choices=("minmax", "percentile", "mse"))
+    parser.add_argument("--shared-shifts", default="true", choices=("true", "ab", "false"))
+    args = parser.parse_args(argv)
+    model, tokenizer = load_teacher()
+    ids, attention_mask = tokenize(tokenizer, embedded_sentences(args.sentences, seed=args.seed),
+                                   max_length=args.max_tokens)
+    layers = [{key: rec[key].double().numpy() if key != "mask" else rec[key].numpy() for key in rec}
+              for rec in capture_qkv(model, ids, attention_mask)]
+    shared = {"true": True, "ab": "ab", "false": False}[args.shared_shifts]
+    rows = sqnr_report(layers, [AttentionFormats(b, b, b) for b in args.bits], observer=args.observer,
+                       shared_shifts=shared, progress=True)
+    print(f"all-MiniLM-L6-v2, {args.sentences} sentences (seed {args.seed}), {tuple(ids.shape)} tokens, "
+          f"observer {args.observer}, shared_shifts={args.shared_shifts}, gamma=1 eta=1 delta=-0.5")
+    print(format_sqnr_table(rows))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

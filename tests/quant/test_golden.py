@@ -320,3 +320,12 @@ def test_valid_len_from_mask():
         G.valid_len_from_mask([[True, False], [False, False]])
     with pytest.raises(ValueError, match="mask must be boolean"):
         G.valid_len_from_mask([[2, 0]])
+
+
+def test_numerics_doc_examples():
+    """The examples of docs/numerics.md run as doctests (they are part of the contract)."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "docs" / "numerics.md"
+    result = doctest.testfile(str(path), module_relative=False, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0 and result.attempted >= 15
