@@ -9,14 +9,11 @@ they are exact for every int64 input whose intermediate stays inside int64
 
 Right shifts by ``r`` (division by ``2**r``):
 
-==========================  ======================================  =========================
-function                    result                                  hardware
-==========================  ======================================  =========================
-:func:`floor_shift`         ``floor(x / 2**r)``                     arithmetic shift ``>>>``
-:func:`trunc_shift`         ``trunc(x / 2**r)`` (toward zero)       sign-magnitude shift
-:func:`round_half_up_shift` ``floor(x / 2**r + 1/2)``               add ``2**(r-1)``, ``>>>``
-:func:`round_half_even_shift` nearest, ties to even                 add, ``>>>``, fix ties
-==========================  ======================================  =========================
+* :func:`floor_shift` -- ``floor(x / 2**r)``; hardware: arithmetic shift.
+* :func:`trunc_shift` -- ``trunc(x / 2**r)`` (toward zero); sign-magnitude shift.
+* :func:`round_half_up_shift` -- ``floor(x / 2**r + 1/2)``; add ``2**(r-1)``, then
+  arithmetic shift (the output rescale of the contract).
+* :func:`round_half_even_shift` -- nearest, ties to even.
 
 Division by a positive integer ``den`` (the masked row mean):
 :func:`div_round_half_up` ``= floor((2*num + den) / (2*den))``,

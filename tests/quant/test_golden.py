@@ -329,3 +329,13 @@ def test_numerics_doc_examples():
     path = Path(__file__).resolve().parents[2] / "docs" / "numerics.md"
     result = doctest.testfile(str(path), module_relative=False, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0 and result.attempted >= 15
+
+
+def test_golden_needs_numpy_only():
+    """quant.golden (and the formats/rounding it uses) never import torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, inhibitron.quant.golden, inhibitron.quant.rounding, inhibitron.quant.calibrate; "
+            "sys.exit('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
