@@ -59,6 +59,7 @@ __all__ = [
     "load_checkpoint",
     "build_checkpoint",
     "calibrate_student",
+    "check_finite_parameters",
     "export_student",
     "onnx_files",
     "quantize_linear",
@@ -110,7 +111,7 @@ def _finite_scales(name: str, x, *, positive: bool = True) -> np.ndarray:
     bad = ~np.isfinite(arr) | ((arr <= 0) if positive else False)
     if np.any(bad):
         i = tuple(int(j) for j in np.argwhere(bad)[0])
-        raise CheckpointError(f"{name} has the invalid scale {arr[i]!r} at index {i} (scales must be finite and > 0)")
+        raise CheckpointError(f"{name} has the invalid scale {float(arr[i])!r} at index {i} (scales must be finite and > 0)")
     return arr
 
 
@@ -470,7 +471,7 @@ def write_checkpoint(
         images: list[dict] = []
         for layer in checkpoint.layers:
             name = _layer_file(layer.index)
-            blob = st_save(layer.tensors(), metadata={"format": "inhibitron-quantized", "layer": str(layer.index)})
+            blob = st_save(layer.tensors(), metadata={"format": "inhibitron-quantized"})
             (tmp / name).write_bytes(blob)
             files[name] = tmp / name
             layers_json.append(_layer_manifest(layer, name))
@@ -797,6 +798,20 @@ def build_checkpoint(
                                calibration=dict(calibration or {}))
 
 
+def check_finite_parameters(model) -> None:
+    """Raise ``ValueError`` naming the first parameter (and index) with NaN or Inf."""
+    import torch
+
+    for name, param in model.named_parameters():
+        bad = ~torch.isfinite(param.detach())
+        if bool(bad.any()):
+            idx = tuple(int(i) for i in torch.nonzero(bad)[0])
+            raise ValueError(
+                f"parameter {name} contains NaN or Inf (first at index {idx}); refusing to quantize "
+                "and export a broken model"
+            )
+
+
 def sqnr_db(reference, approx) -> float:
     """Signal-to-quantization-noise ratio ``10 log10(sum ref^2 / sum (ref - approx)^2)`` in dB."""
     ref = np.asarray(reference, dtype=np.float64)
@@ -980,12 +995,15 @@ def export_student(
     ------
     CheckpointError
         ``out_dir`` exists without ``force`` (checked before any work).
+    ValueError
+        NaN/Inf in a parameter (named, checked before any work).
     FormatTooNarrowError, ValueError
         See :func:`calibrate_student`, :func:`build_checkpoint`.
     """
     out = Path(out_dir)
     if out.exists() and not force:
         raise CheckpointError(f"output directory {str(out)!r} already exists; pass --force (force=True) to replace it")
+    check_finite_parameters(model)
     cal = calibrate_student(model, input_ids, attention_mask, formats=formats, seq_len=seq_len, act_bits=act_bits,
                             observer=observer, shared_shifts=shared_shifts, progress=progress)
     notes: list[str] = []
