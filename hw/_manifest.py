@@ -1,0 +1,83 @@
+"""Read the core parameters of one layer from a quantized checkpoint's manifest.
+
+The checkpoint layout is :mod:`inhibitron.quant.export` (``manifest.json``
+with ``format_version`` and ``layers[i].attention`` = ``LayerQuant.to_dict()``,
+``layers[i].seq_len``). A directory or manifest path is loaded (and its file
+hashes verified) with :func:`inhibitron.quant.export.load_checkpoint`; a
+mapping is taken as the parsed manifest.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+__all__ = ["layer_core_params", "layer_quant"]
+
+
+def layer_quant(manifest, *, layer: int):
+    """``(LayerQuant, seq_len)`` of layer ``layer`` of a checkpoint or parsed manifest.
+
+    Raises
+    ------
+    ValueError
+        Unknown manifest version, missing or malformed layer entry.
+    FileNotFoundError
+        ``manifest`` is a path that does not exist.
+    """
+    from inhibitron.quant.export import FORMAT_VERSION, load_checkpoint
+    from inhibitron.quant.formats import LayerQuant
+
+    if not isinstance(layer, int) or isinstance(layer, bool) or layer < 0:
+        raise ValueError(f"layer must be a non-negative integer, not {layer!r}")
+    if isinstance(manifest, (str, os.PathLike)):
+        path = Path(manifest)
+        if not path.exists():
+            raise FileNotFoundError(f"checkpoint {os.fspath(path)!r} does not exist")
+        ckpt = load_checkpoint(path)
+        if layer >= len(ckpt.layers):
+            raise ValueError(f"layer {layer} does not exist: the checkpoint {os.fspath(path)!r} "
+                             f"has {len(ckpt.layers)} layer(s)")
+        entry = ckpt.layers[layer]
+        return entry.attention, int(entry.seq_len)
+    if not isinstance(manifest, Mapping):
+        raise TypeError(f"manifest must be a path or a mapping, not {type(manifest).__name__}")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(f"unknown manifest format_version {version!r}; this version of "
+                         f"inhibitron reads format_version {FORMAT_VERSION}")
+    layers = manifest.get("layers")
+    if not isinstance(layers, list):
+        raise ValueError("manifest has no 'layers' list")
+    if layer >= len(layers):
+        raise ValueError(f"layer {layer} does not exist: the manifest has {len(layers)} layer(s)")
+    entry = layers[layer]
+    if not isinstance(entry, Mapping) or "attention" not in entry or "seq_len" not in entry:
+        raise ValueError(f"manifest layer {layer} lacks 'attention' or 'seq_len'")
+    return LayerQuant.from_dict(entry["attention"]), int(entry["seq_len"])
+
+
+def layer_core_params(manifest, *, layer: int, seq_len: int | None = None) -> dict:
+    """Keyword arguments of :class:`~inhibitron.hw.core.CoreConfig` for one layer.
+
+    The core has per-layer (elaboration-time) shifts, so every head of the
+    layer must share ``(v_shift, z_shift, out_shift)``; theta stays a per-head
+    run-time input (``LayerQuant.theta``).
+
+    Raises
+    ------
+    ValueError
+        The heads' shifts differ (export with shared shifts), or see :func:`layer_quant`.
+    """
+    lq, n = layer_quant(manifest, layer=layer)
+    shifts = lq.shared_shifts
+    if shifts is None:
+        raise ValueError(f"layer {layer}: heads use different (v_shift, z_shift, out_shift); "
+                         f"a generated core has per-layer shifts, so export the checkpoint "
+                         f"with shared shifts")
+    a, b, r = shifts
+    f = lq.formats
+    return {"seq_len": int(seq_len if seq_len is not None else n), "head_dim": int(lq.head_dim),
+            "qk_bits": f.qk_bits, "v_bits": f.v_bits, "out_bits": f.out_bits,
+            "v_shift": int(a), "z_shift": int(b), "out_shift": int(r)}
