@@ -233,3 +233,14 @@ def test_to_qat_swaps_every_layer_of_a_student():
     assert qat_layer_quants(qat_model) == lqs
     with pytest.raises(ValueError, match="the model has 2 layers, 1 LayerQuant records were given"):
         to_qat(student, lqs[:1])
+
+
+def test_qat_equals_golden_on_real_minilm_qkv(minilm_layers):
+    # Real Q/K/V of the MiniLM teacher on real text (the quant tests' shared fixture), first and last layer.
+    for layer in (minilm_layers[0], minilm_layers[-1]):
+        q, k, v = (torch.from_numpy(np.asarray(layer[x], dtype=np.float64)) for x in ("q", "k", "v"))
+        mask = torch.from_numpy(np.asarray(layer["mask"], dtype=bool))
+        m = InhibitorAttention(q.shape[1], q.shape[-1]).double()
+        lq = fold(m, q, k, v, mask)
+        qat = QATInhibitorAttention.from_float(m, lq).eval()
+        assert np.array_equal(qat(q, k, v, mask).detach().numpy(), golden(q, k, v, mask, lq))
