@@ -35,12 +35,19 @@ class CosimBuild:
 
 
 def _lean_verilator(runner):
-    """Drop ``--public-flat-rw`` from the runner's Verilator build command."""
+    """Adjust the runner's Verilator build commands.
+
+    * drop ``--public-flat-rw`` (a control file makes only the top public);
+    * pass ``CFG_CXXFLAGS_PCH_I=-include`` to make: the PyPI wheel's
+      ``verilated.mk`` leaves it empty, which breaks the precompiled-header
+      rules of the parallel (split) build of larger models.
+    """
     base = runner._build_command
 
     def build_command():
         cmds = base()
         cmds[0] = [arg for arg in cmds[0] if arg != "--public-flat-rw"]
+        cmds[1] = list(cmds[1]) + ["CFG_CXXFLAGS_PCH_I=-include"]
         return cmds
 
     runner._build_command = build_command
