@@ -108,7 +108,11 @@ def require_yosys() -> list[str]:
 
 
 def run_yosys(script: str, *, cwd=None, timeout: float = 600) -> str:
-    """Run a Yosys script (``-p``) quietly; return stdout. Raises on a Yosys error."""
+    """Run a Yosys script (``-p``) quietly in ``cwd``; return stdout. Raises on a Yosys error.
+
+    Paths in ``script`` should be relative to ``cwd``: the WebAssembly Yosys only
+    sees the current directory tree.
+    """
     cmd = require_yosys() + ["-q", "-p", script]
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
