@@ -40,6 +40,8 @@ def register(subparsers) -> None:
     p.add_argument("--model", default=None, metavar="PATH",
                    help="student folder (save_student) or Hugging Face BERT/DistilBERT folder (converted "
                         "with default gamma/eta/delta); default: the embedded all-MiniLM-L6-v2")
+    p.add_argument("--tokenizer", default=None, metavar="PATH",
+                   help="tokenizer folder; default: the model folder's, else the embedded MiniLM tokenizer")
     p.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory to create")
     p.add_argument("--bits", type=_bits, default=8,
                    help="width of q/k, v, h codes, of the projection weights and of their input activations")
@@ -58,7 +60,43 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _load_student(path):
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
+
+
+def _load_tokenizer(model, model_folder, tokenizer_path):
+    """The tokenizer: ``--tokenizer``, else the model folder's, else the embedded MiniLM's.
+
+    transformers builds an *empty* tokenizer from a folder without tokenizer
+    files (every word becomes [UNK]), so a folder is used only if it has one.
+    """
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    from inhibitron.cli import UserError
+    from inhibitron.model.surgery import default_teacher_path
+
+    note = None
+    if tokenizer_path is not None:
+        folder = Path(tokenizer_path)
+        if not any((folder / f).is_file() for f in _TOKENIZER_FILES):
+            raise UserError(f"--tokenizer {str(folder)!r} has no tokenizer files ({', '.join(_TOKENIZER_FILES)})")
+    elif any((model_folder / f).is_file() for f in _TOKENIZER_FILES):
+        folder = model_folder
+    else:
+        folder = default_teacher_path()
+        note = f"{str(model_folder)!r} has no tokenizer; using the embedded all-MiniLM-L6-v2 tokenizer"
+    tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    vocab = getattr(model.config, "vocab_size", None)
+    if vocab is not None and len(tok) > vocab:
+        raise UserError(
+            f"the tokenizer from {str(folder)!r} has {len(tok)} tokens, the model's vocabulary only {vocab}: "
+            "pass the model's own tokenizer with --tokenizer"
+        )
+    return tok, note
+
+
+def _load_student(path, tokenizer_path=None):
     """(student, tokenizer, description) from a student folder, a HF folder or the embedded teacher."""
     import json
     from pathlib import Path
@@ -78,16 +116,15 @@ def _load_student(path):
     except (OSError, json.JSONDecodeError):
         pass  # load_teacher below names the problem
     if is_student:
-        from transformers import AutoTokenizer
-
-        student = load_student(folder)
-        try:
-            tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        except (OSError, ValueError):
-            tok = None
-        return student, tok, "student"
-    teacher, tok = load_teacher(folder)
-    return to_inhibitor(teacher), tok, "teacher (converted; inhibitor parameters at their initial values)"
+        student, kind = load_student(folder), "student"
+    else:
+        teacher, _ = load_teacher(folder, tokenizer=False)
+        student = to_inhibitor(teacher)
+        kind = "teacher (converted; inhibitor parameters at their initial values)"
+    tok, note = _load_tokenizer(student, folder, tokenizer_path)
+    if note:
+        kind += f"; {note}"
+    return student, tok, kind
 
 
 def run(args) -> int:
@@ -107,9 +144,7 @@ def run(args) -> int:
     from inhibitron.quant.export import export_student
     from inhibitron.quant.formats import AttentionFormats
 
-    student, tok, kind = _load_student(args.model)
-    if tok is None:
-        raise UserError(f"model folder {args.model!r} has no tokenizer; calibration needs one")
+    student, tok, kind = _load_student(args.model, args.tokenizer)
     student.eval()
     sentences = embedded_sentences(args.calib_sentences, seed=args.seed)
     input_ids, attention_mask = tokenize(tok, sentences, max_length=args.max_length)

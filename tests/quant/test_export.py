@@ -398,3 +398,26 @@ def test_cli_exports_the_real_minilm(tmp_path, capsys):
     assert ck.layers[0].projections["q"].weight.shape == (384, 384)
     assert ck.calibration["sequences"] == 3 and all(s > 10 for s in ck.calibration["sqnr_db"])
     assert (out / "onnx" / "layer_05_qdq.onnx").is_file() and (out / "mem" / "layer_05" / "o_weight.hex").is_file()
+
+
+def test_cli_exports_a_saved_student_without_tokenizer_files(tmp_path, capsys):
+    from inhibitron.model.surgery import save_student
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=64)
+    s = to_inhibitor(BertModel(cfg).eval())
+    with torch.no_grad():
+        for _, m in iter_inhibitors(s):
+            m.gamma.uniform_(0.25, 0.35)
+            m.delta.uniform_(-0.3, 0.0)
+    save_student(s, tmp_path / "student")  # config.json + model.safetensors only
+    rc = export_cmd.run(parse(["--model", str(tmp_path / "student"), "--out", str(tmp_path / "q"), "--shifts",
+                               "head", "--calib-sentences", "2", "--max-length", "24", "--no-memimages"]))
+    assert rc == 0
+    assert "has no tokenizer; using the embedded all-MiniLM-L6-v2 tokenizer" in capsys.readouterr().out
+    ck = load_checkpoint(tmp_path / "q")
+    assert len(ck.layers) == 1 and ck.calibration["shared_shifts"] is False
+    with pytest.raises(UserError, match="--tokenizer .* has no tokenizer files"):
+        export_cmd.run(parse(["--model", str(tmp_path / "student"), "--tokenizer", str(tmp_path / "student"),
+                              "--out", str(tmp_path / "q2")]))
