@@ -463,8 +463,13 @@ def write_checkpoint(
             raise CheckpointError(f"extra file path {rel!r} must be relative, inside the checkpoint, not reserved")
     from safetensors.numpy import save as st_save
 
+    created = [p for p in reversed(out.absolute().parents) if not p.exists()]  # parents we create
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except BaseException:
+        _remove_empty(created)
+        raise
     try:
         files: dict[str, Path] = {}
         layers_json = []
@@ -513,8 +518,18 @@ def write_checkpoint(
             os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty(created)
         raise
     return out
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders this call created (deepest first) if they are still empty."""
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()
+        except OSError:
+            break
 
 
 # ---------------------------------------------------------------------------

@@ -257,7 +257,7 @@ def test_existing_out_dir_is_refused_without_force(student, exported, tmp_path):
 def test_crash_mid_export_leaves_nothing(exported, tmp_path, monkeypatch, force):
     path, _ = exported
     ck = load_checkpoint(path)
-    out = tmp_path / "out"
+    out = tmp_path / "out" if force else tmp_path / "new" / "parents" / "out"  # parents created, then removed
     if force:  # an existing checkpoint must survive a failed replacement untouched
         write_checkpoint(out, ck, memory_images=False)
         old = files_of(out)
