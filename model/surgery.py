@@ -279,10 +279,14 @@ def iter_inhibitors(model: nn.Module) -> Iterator[tuple[int, InhibitorAttention]
         yield i, inhib
 
 
-def save_student(model: PreTrainedModel, folder: str | os.PathLike) -> Path:
-    """Save a converted student as ``config.json`` + ``model.safetensors`` (no pickles)."""
+def save_student(model: PreTrainedModel, folder: str | os.PathLike, tokenizer=None) -> Path:
+    """Save a converted student as ``config.json`` + ``model.safetensors`` (no pickles),
+    and its tokenizer's files when ``tokenizer`` is given (students are usually
+    tokenized like their teacher: pass the teacher's tokenizer)."""
     folder = Path(folder)
     model.save_pretrained(folder, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
     return folder
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from transformers import BertConfig, BertModel, DistilBertConfig, DistilBertModel
+from transformers import AutoTokenizer, BertConfig, BertModel, DistilBertConfig, DistilBertModel
 
 from inhibitron.model.capture import capture_qkv, tokenize
 from inhibitron.model.corpus import embedded_sentences
@@ -122,11 +122,20 @@ def test_save_and_load_student_round_trip(tmp_path):
             inh.gamma.uniform_(0.5, 2.0)
     save_student(student, tmp_path / "s")
     assert not list((tmp_path / "s").glob("*.bin")), "students are saved as safetensors only"
+    assert not (tmp_path / "s" / "tokenizer.json").exists()
     loaded = load_student(tmp_path / "s")
     ids = torch.randint(0, 100, (1, 9))
     with torch.no_grad():
         torch.testing.assert_close(loaded(input_ids=ids).last_hidden_state,
                                    student(input_ids=ids).last_hidden_state)
+
+
+def test_save_student_with_tokenizer(minilm, tmp_path):
+    teacher, tok = minilm
+    save_student(to_inhibitor(teacher), tmp_path / "s", tokenizer=tok)
+    tok2 = AutoTokenizer.from_pretrained(tmp_path / "s", local_files_only=True)
+    text = "Inhibitor attention needs no multiplier."
+    assert tok2(text)["input_ids"] == tok(text)["input_ids"]
 
 
 def test_load_student_rejects_a_teacher_folder(tmp_path):
