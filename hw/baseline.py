@@ -27,10 +27,10 @@ Architecture (one head at a time, ``R x C`` array, ``n`` keys, head dim ``d``)::
 Streams (``amaranth.lib.stream``; payloads are packed rows, element 0 in the
 least significant bits):
 
-``desc``  In: ``length`` (L, 1..n), ``score_mult`` (M, unsigned ``m_bits``),
-          ``out_shift`` (r, 0..63); one per head, accepted when idle.
+``desc``  In: ``length`` (L, 1..n), ``score_mult`` (M, unsigned ``m_bits``);
+          one per head, accepted when idle.
 ``q``, ``k``, ``v``  In: ``n`` rows each of ``d`` signed codes.
-``o``  Out: ``n`` rows of ``d`` signed ``out_bits`` codes; ``last`` field on the final row.
+``h``  Out: ``n`` rows of ``d`` signed ``out_bits`` codes; ``last`` field on the final row.
 
 Cycle count per head: :meth:`DotProductAttentionCore.cycles_per_head`.
 """
@@ -59,7 +59,7 @@ def _clog2(x: int) -> int:
     return max(0, (x - 1).bit_length())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BaselineConfig:
     """Sizes and formats of a :class:`DotProductAttentionCore`.
 
@@ -73,6 +73,11 @@ class BaselineConfig:
         ``d``; a multiple of ``cols`` and at least ``cols``.
     qk_bits, v_bits, out_bits : int
         Signed widths of Q/K codes, V codes and output codes (2..16).
+    out_shift : int
+        ``r``: ``h = sat((acc + 2**(r-1)) >> r)``; the default ``p_bits - 1``
+        gives ``h`` in the units of ``v``.
+    name : str
+        Verilog module name.
     constants : SoftmaxConstants
         The integer softmax's constants (``docs/baseline.md``).
     """
@@ -84,6 +89,8 @@ class BaselineConfig:
     qk_bits: int = 8
     v_bits: int = 8
     out_bits: int = 8
+    out_shift: int = 7            # r
+    name: str = "baseline_attention_core"
     constants: SoftmaxConstants = field(default_factory=lambda: DEFAULT_CONSTANTS)
 
     def __post_init__(self):
@@ -94,6 +101,9 @@ class BaselineConfig:
         if self.seq_len % self.rows or self.seq_len % self.cols:
             raise ValueError(f"seq_len must be a multiple of rows={self.rows} and cols={self.cols}, "
                              f"not {self.seq_len}")
+        check_int("out_shift", self.out_shift, minimum=0, maximum=63)
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            raise ValueError(f"name must be a Verilog identifier, not {self.name!r}")
         if self.head_dim % self.cols:
             raise ValueError(f"head_dim must be a multiple of cols={self.cols}, not {self.head_dim}")
         if not isinstance(self.constants, SoftmaxConstants):
@@ -125,15 +135,15 @@ class DotProductAttentionCore(wiring.Component):
     Members
     -------
     desc : In(stream.Signature(desc_layout))
-        Per-head descriptor: ``length``, ``score_mult``, ``out_shift``.
+        Per-head descriptor: ``length``, ``score_mult``.
     q, k : In(stream.Signature(ArrayLayout(signed(qk_bits), head_dim)))
     v : In(stream.Signature(ArrayLayout(signed(v_bits), head_dim)))
-    o : Out(stream.Signature(StructLayout({"data": ArrayLayout(signed(out_bits), head_dim), "last": 1})))
+    h : Out(stream.Signature(StructLayout({"data": ArrayLayout(signed(out_bits), head_dim), "last": 1})))
     busy : Out(1)
         A head is being processed (descriptor accepted, last row not yet sent).
     """
 
-    def __init__(self, *, config: BaselineConfig):
+    def __init__(self, config: BaselineConfig):
         if not isinstance(config, BaselineConfig):
             raise TypeError(f"config must be a BaselineConfig, not {config!r}")
         self._cfg = cfg = config
@@ -142,7 +152,6 @@ class DotProductAttentionCore(wiring.Component):
         self.desc_layout = data.StructLayout({
             "length": unsigned(_clog2(n + 1)),
             "score_mult": unsigned(cst.m_bits),
-            "out_shift": unsigned(6),
         })
         self.row_qk = data.ArrayLayout(signed(cfg.qk_bits), d)
         self.row_v = data.ArrayLayout(signed(cfg.v_bits), d)
@@ -153,7 +162,7 @@ class DotProductAttentionCore(wiring.Component):
             "q": In(stream.Signature(self.row_qk)),
             "k": In(stream.Signature(self.row_qk)),
             "v": In(stream.Signature(self.row_v)),
-            "o": Out(stream.Signature(self.out_layout)),
+            "h": Out(stream.Signature(self.out_layout)),
             "busy": Out(1),
         })
 
@@ -226,7 +235,7 @@ class DotProductAttentionCore(wiring.Component):
         # ---------------- descriptor ----------------
         L = Signal(nb)
         M = Signal(cst.m_bits)
-        rsh = Signal(6)
+        rsh = cfg.out_shift
 
         # ---------------- input memories ----------------
         q_mem = Memory(shape=unsigned(qb * d), depth=n, init=[])
@@ -285,10 +294,8 @@ class DotProductAttentionCore(wiring.Component):
 
         # ---------------- array result write-back ----------------
         # (acc + 2**(r-1)) >> r is 0 for every r > acc_bits, so r is clamped to acc_bits + 1
-        rs = Signal(range(acc_bits + 2))
-        m.d.comb += rs.eq(Mux(rsh > acc_bits + 1, acc_bits + 1, rsh))
-        half_r = Signal(unsigned(acc_bits + 1))
-        m.d.comb += half_r.eq((Const(1, 1) << rs) >> 1)
+        rs = min(rsh, acc_bits + 1)
+        half_r = (1 << rs) >> 1
         for r in range(R):
             res = arr.out_data[r]
             col = arr.out_tag[r] * C + arr.out_col[r]
@@ -392,7 +399,6 @@ class DotProductAttentionCore(wiring.Component):
                 m.d.comb += [self.busy.eq(0), self.desc.ready.eq(1)]
                 with m.If(self.desc.valid):
                     m.d.sync += [L.eq(self.desc.payload.length), M.eq(self.desc.payload.score_mult),
-                                 rsh.eq(self.desc.payload.out_shift),
                                  q_cnt.eq(0), k_cnt.eq(0), v_cnt.eq(0)]
                     m.next = "LOAD"
             with m.State("LOAD"):
@@ -515,13 +521,13 @@ class DotProductAttentionCore(wiring.Component):
                     m.d.sync += row.eq(0)
                     m.next = "OUT"
             with m.State("OUT"):
-                m.d.comb += [mode_mix.eq(1), self.o.valid.eq(1),
-                             self.o.payload.last.eq((blk == n // R - 1) & (row == R - 1))]
+                m.d.comb += [mode_mix.eq(1), self.h.valid.eq(1),
+                             self.h.payload.last.eq((blk == n // R - 1) & (row == R - 1))]
                 with m.Switch(row):
                     for r in range(R):
                         with m.Case(r):
-                            m.d.comb += self.o.payload.data.eq(obuf[r])
-                with m.If(self.o.ready):
+                            m.d.comb += self.h.payload.data.eq(obuf[r])
+                with m.If(self.h.ready):
                     m.d.sync += row.eq(row + 1)
                     with m.If(row == R - 1):
                         with m.If(blk == n // R - 1):
