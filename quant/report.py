@@ -395,7 +395,7 @@ def _plot_ranges(results: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7.5, 0.28 * n + 1.2), dpi=100)
     for y, top in enumerate(tops):
         ax.add_patch(plt.Rectangle((0, y + 0.6), top, 0.8, color="0.85", zorder=0))
-    ax.boxplot(data, vert=False, positions=np.arange(1, n + 1), widths=0.6, whis=(0, 100),
+    ax.boxplot(data, orientation="horizontal", positions=np.arange(1, n + 1), widths=0.6, whis=(0, 100),
                showfliers=False, manage_ticks=False)
     ax.set_yticks(np.arange(1, n + 1))
     ax.set_yticklabels(labels, fontsize=7)
