@@ -20,6 +20,8 @@ COMMAND_MODULES = (
     "inhibitron.commands.demo",
     "inhibitron.commands.distill",
     "inhibitron.commands.export",
+    "inhibitron.commands.generate",
+    "inhibitron.commands.sim",
     "inhibitron.commands.synth",
     "inhibitron.commands.bench",
 )
