@@ -319,8 +319,12 @@ def _run_tool(tool: str, argv: Sequence[str], *, cwd: Path, log: Path, bar=None,
 
         t = threading.Thread(target=pump, daemon=True)
         t.start()
-        rc = proc.wait()
-        t.join()
+        try:
+            rc = proc.wait()
+            t.join()
+        finally:
+            if proc.stdout is not None:
+                proc.stdout.close()
     return rc
 
 

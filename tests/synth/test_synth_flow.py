@@ -1,0 +1,128 @@
+"""Synthesis + place-and-route of the real (small) inhibitor core; parsing; does-not-fit errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from inhibitron.hw import synth
+from inhibitron.hw.wrapper_io import wrap_verilog, xor_tree_levels
+
+SMALL = dict(rows=2, cols=2, seq_len=4, head_dim=4, qk_bits=4, v_bits=4, out_bits=4)
+
+
+def _small_inhibitor():
+    from inhibitron.hw.core import CoreConfig, InhibitorAttentionCore
+
+    return InhibitorAttentionCore(CoreConfig(**SMALL))
+
+
+@pytest.mark.synth
+@pytest.mark.parametrize("device", ["ecp5-25f", "ice40-up5k"])
+def test_small_inhibitor_core_synthesizes(tmp_path, device):
+    res = synth.synthesize_component(_small_inhibitor(), top="inh_small", out_dir=tmp_path,
+                                     device=device, freq_mhz=50, progress=False)
+    # wrapped exactly when the core has more port bits than the package has pins
+    assert res.wrapped == (res.io_bits > synth.get_device(device).user_io)
+    assert res.lut4 > 100 and res.ff > 100
+    assert res.dsp == 0 and res.premap_mul == 0  # the inhibitor has no multiplier
+    assert res.fmax_mhz is not None and res.fmax_mhz > 0
+    assert res.placed_comb and res.placed_comb >= res.lut4
+    assert res.critical_path and res.critical_path["delay_ns"] > 0
+    # saved next to the design, and the cache returns the same result
+    saved = synth.SynthResult.from_json((tmp_path / "inh_small.synth.json").read_text())
+    assert saved == res
+    again = synth.synthesize_component(_small_inhibitor(), top="inh_small", out_dir=tmp_path,
+                                       device=device, freq_mhz=50, progress=False)
+    assert again == res
+
+
+MANY_MULTS = """
+module many(input clk, input [7:0] a, input [7:0] b, output reg [15:0] y);
+  reg [7:0] ar [0:39]; reg [7:0] br [0:39]; reg [15:0] acc [0:39];
+  integer i; reg [15:0] x;
+  always @(posedge clk) begin
+    ar[0] <= a; br[0] <= b;
+    for (i = 1; i < 40; i = i + 1) begin ar[i] <= ar[i-1]; br[i] <= br[i-1]; end
+    for (i = 0; i < 40; i = i + 1) acc[i] <= acc[i] + ar[i] * br[i];
+    x = 0;
+    for (i = 0; i < 40; i = i + 1) x = x ^ acc[i];
+    y <= x;
+  end
+endmodule
+"""
+
+
+@pytest.mark.synth
+def test_does_not_fit_names_resource(tmp_path):
+    v = tmp_path / "many.v"
+    v.write_text(MANY_MULTS)
+    with pytest.raises(synth.DesignDoesNotFit,
+                       match=r"design 'many' does not fit ecp5-25f: it needs 40 MULT18X18D, "
+                             r"the device has 28") as info:
+        synth.synthesize(v, top="many", device="ecp5-25f", out_dir=tmp_path / "o", progress=False)
+    assert (info.value.needed, info.value.available) == (40, 28)
+
+
+def test_parse_overuse_from_nextpnr_log():
+    log = ("Info: Device utilisation:\n"
+           "Info: \t          TRELLIS_IO:      33/    197    16%\n"
+           "Info: \t          MULT18X18D:      40/     28   142%\n"
+           "Info: \t        TRELLIS_COMB:    1061/  24288     4%\n")
+    assert synth.parse_overuse(log) == [("MULT18X18D", 40, 28)]
+
+
+def test_parse_reports():
+    stat = {"design": {"num_cells_by_type": {"LUT4": 10, "CCU2C": 3, "TRELLIS_FF": 7,
+                                             "MULT18X18D": 2, "DP16KD": 1}}}
+    got = synth.parse_yosys_stat(stat, "ecp5")
+    assert (got["lut4"], got["carry"], got["lut4_equiv"], got["ff"], got["dsp"], got["bram"]) == \
+        (10, 3, 16, 7, 2, 1)
+    report = {"fmax": {"clk": {"achieved": 123.4, "constraint": 100}},
+              "utilization": {"TRELLIS_COMB": {"used": 5, "available": 10},
+                              "DCCA": {"used": 0, "available": 4}},
+              "critical_paths": [{"from": "clk", "to": "clk", "path": [
+                  {"type": "clk-to-q", "delay": 0.5, "from": {"cell": "a"}, "to": {"cell": "a"}},
+                  {"type": "routing", "delay": 1.0, "from": {"cell": "a"}, "to": {"cell": "b"},
+                   "sources": ["x.py:3"]},
+                  {"type": "logic", "delay": 2.0, "from": {"cell": "b"}, "to": {"cell": "b"}},
+                  {"type": "setup", "delay": 0.1, "from": {"cell": "b"}, "to": {"cell": "b"}}]}]}
+    got = synth.parse_nextpnr_report(report, "ecp5")
+    assert got["fmax_mhz"] == pytest.approx(123.4)
+    assert got["utilization"] == {"TRELLIS_COMB": [5, 10]}
+    cp = got["critical_path"]
+    assert cp["delay_ns"] == pytest.approx(3.6) and cp["routing_ns"] == pytest.approx(1.0)
+    assert (cp["from_cell"], cp["to_cell"], cp["sources"]) == ("a", "b", ["x.py:3"])
+    json.dumps(got)
+
+
+def test_device_errors():
+    with pytest.raises(ValueError, match=r"device must be one of ecp5-25f, ecp5-45f, ecp5-85f, "
+                                         r"ice40-up5k, not 'xc7a35t'"):
+        synth.get_device("xc7a35t")
+
+
+def test_synthesize_argument_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"Verilog file '.*nope.v' does not exist"):
+        synth.synthesize(tmp_path / "nope.v", top="x", out_dir=tmp_path)
+    v = tmp_path / "x.v"
+    v.write_text("module x(input clk, output y); assign y = clk; endmodule\n")
+    with pytest.raises(ValueError, match=r"freq_mhz must be a positive number, not 0"):
+        synth.synthesize(v, top="x", out_dir=tmp_path, freq_mhz=0)
+    with pytest.raises(ValueError, match=r"top must be a Verilog module name, not 'a b'"):
+        synth.synthesize(v, top="a b", out_dir=tmp_path)
+
+
+def test_wrapper_verilog():
+    ports = [("clk", "input", 1), ("rst", "input", 1), ("a", "input", 12),
+             ("b", "input", 3), ("y", "output", 20), ("z", "output", 1)]
+    text = wrap_verilog("core", ports)
+    assert "module core_iowrap" in text and "reg [14:0] shreg" in text
+    assert ".a(shreg[11:0])" in text and ".b(shreg[14:12])" in text
+    assert ".z(outs[20:20])" in text and "assign sout = xr2[0];" in text
+    assert xor_tree_levels(21) == [6, 2, 1]
+    with pytest.raises(ValueError, match=r"needs a clock port"):
+        wrap_verilog("core", [("a", "input", 1), ("y", "output", 1)])
+    with pytest.raises(ValueError, match=r"does not support inout ports: \['p'\]"):
+        wrap_verilog("core", [("clk", "input", 1), ("p", "inout", 2), ("y", "output", 1)])
