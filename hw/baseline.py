@@ -205,7 +205,7 @@ class DotProductAttentionCore(wiring.Component):
         c = self._cfg
         n, d, R, C = c.seq_len, c.head_dim, c.rows, c.cols
         L = n if valid_len is None else valid_len
-        lat = 1 + 2 + R + C  # array latency (term 1 + 2) + skew, +1 margin
+        lat = 1 + 1 + 2 + R + C  # operand register + array latency (term 1 + 2) + skew, +1
         score = (max(R, C) + 1 + d) + (n // C - 1) * (C + 1 + d) + lat + 1
         soft = R * ((L + self.EXP_DEPTH + 1) + (c.constants.recip_bits + 1 + 1)
                     + (n + self.NORM_DEPTH + 1))
@@ -230,7 +230,7 @@ class DotProductAttentionCore(wiring.Component):
                        tag_width=max(1, _clog2(max(n, d) // C))),
             rows=R, cols=C)
         acc_bits = arr.pe_prototype.acc_shape.width
-        lat = arr.latency
+        lat = arr.latency + 1  # + the operand register stage
 
         # ---------------- descriptor ----------------
         L = Signal(nb)
@@ -282,10 +282,15 @@ class DotProductAttentionCore(wiring.Component):
         # array input defaults
         a_in = [Signal(signed(self.pe_a_bits), name=f"a_in{r}") for r in range(R)]
         b_in = [Signal(signed(self.pe_b_bits), name=f"b_in{c}") for c in range(C)]
+        # one register stage between the operand multiplexers and the array (timing)
+        arr_valid, arr_first, arr_last = Signal(), Signal(), Signal()
+        arr_tag = Signal.like(arr.tag)
         for r in range(R):
-            m.d.comb += arr.a[r].eq(a_in[r])
+            m.d.sync += arr.a[r].eq(a_in[r])
         for c in range(C):
-            m.d.comb += arr.b[c].eq(b_in[c])
+            m.d.sync += arr.b[c].eq(b_in[c])
+        m.d.sync += [arr.valid.eq(arr_valid), arr.first.eq(arr_first), arr.last.eq(arr_last),
+                     arr.tag.eq(arr_tag)]
         mode_mix = Signal()  # which stage the array results belong to
         mix_issue = Signal()  # M_RUN read a P word and a V row this cycle
         mix_active = Signal()
@@ -438,8 +443,8 @@ class DotProductAttentionCore(wiring.Component):
                     m.d.comb += a_in[r].eq(qregs[r].word_select(step, qb).as_signed())
                 for c in range(C):
                     m.d.comb += b_in[c].eq(kregs[c].word_select(step, qb).as_signed())
-                m.d.comb += [arr.valid.eq(1), arr.first.eq(step == 0), arr.last.eq(step == d - 1),
-                             arr.tag.eq(tile)]
+                m.d.comb += [arr_valid.eq(1), arr_first.eq(step == 0), arr_last.eq(step == d - 1),
+                             arr_tag.eq(tile)]
                 with m.If(step == d - 1):
                     m.d.sync += step.eq(0)
                     with m.If(tile == n // C - 1):
@@ -545,6 +550,6 @@ class DotProductAttentionCore(wiring.Component):
             vsl = v_rd.data.word_select(mix_tile, C * vb)
             for c in range(C):
                 m.d.comb += b_in[c].eq(vsl.word_select(c, vb).as_signed())
-            m.d.comb += [arr.valid.eq(1), arr.first.eq(mix_step == 0),
-                         arr.last.eq(mix_step == n - 1), arr.tag.eq(mix_tile)]
+            m.d.comb += [arr_valid.eq(1), arr_first.eq(mix_step == 0),
+                         arr_last.eq(mix_step == n - 1), arr_tag.eq(mix_tile)]
         return m
