@@ -33,7 +33,7 @@ from .opcount import HOROWITZ_45NM, baseline_ops, energy_pj, inhibitor_ops, summ
 __all__ = ["StudyPoint", "run_point", "run_study", "write_report", "bench_compare",
            "DEFAULT_SIZES", "DEFAULT_DIMS"]
 
-DEFAULT_SIZES = (2, 4, 8, 12, 16)
+DEFAULT_SIZES = (2, 4, 8, 16)
 DEFAULT_DIMS = (32, 64)
 KINDS = ("inhibitor", "baseline")
 

@@ -22,8 +22,8 @@ def register(subparsers) -> None:
         "per design hash under --build, so a rerun only synthesises what changed. The full "
         "sweep (2..16, d=32/64) takes hours on 2 cores; limit it with --sizes/--dims.",
     )
-    p.add_argument("--sizes", type=int, nargs="+", default=[2, 4, 8, 12, 16], metavar="S",
-                   help="square array sizes S (S x S PEs; default 2 4 8 12 16)")
+    p.add_argument("--sizes", type=int, nargs="+", default=[2, 4, 8, 16], metavar="S",
+                   help="square array sizes S (S x S PEs; default 2 4 8 16; --seq-len and every --dims must be multiples)")
     p.add_argument("--dims", type=int, nargs="+", default=[32, 64], metavar="D",
                    help="head dimensions (default 32 64)")
     p.add_argument("--seq-len", type=int, default=64, metavar="N",
