@@ -1,0 +1,53 @@
+"""The study's bookkeeping and report (no synthesis: rows are built by hand)."""
+
+import pytest
+
+from inhibitron.hw import compare
+
+
+def _row(kind, size, d, **kw):
+    p = compare.StudyPoint(kind, size, d, 16)
+    r = compare.run_point(p, synthesize=False)
+    r.update(fits=True, lut4=100 * size, carry=10, lut4_sites=120 * size, ff=50 * size,
+             dsp=size * size if kind == "baseline" else 0, bram=2, premap_mul=0,
+             fmax_mhz=100.0 + size, placed_comb=150 * size,
+             heads_per_s=(100.0 + size) * 1e6 / r["cycles_per_head"],
+             critical_path={"delay_ns": 9.0, "logic_ns": 4.0, "routing_ns": 5.0,
+                            "from_cell": "a", "to_cell": "b", "logic_levels": 7, "sources": []})
+    r.update(kw)
+    return r
+
+
+def test_points_cycles_and_energy():
+    inh = compare.run_point(compare.StudyPoint("inhibitor", 2, 8, 16), synthesize=False)
+    base = compare.run_point(compare.StudyPoint("baseline", 2, 8, 16), synthesize=False)
+    assert inh["muls_per_head"] == 0 and base["muls_per_head"] > 0
+    assert base["energy_pj_per_head"] > inh["energy_pj_per_head"]
+    assert inh["cycles_per_head"] > 0 and base["cycles_per_head"] > 0
+
+
+def test_point_errors():
+    with pytest.raises(ValueError, match=r"kind must be one of \('inhibitor', 'baseline'\), not 'x'"):
+        compare.StudyPoint("x", 2, 8)
+    with pytest.raises(ValueError, match=r"must be multiples of the array size 3"):
+        compare.StudyPoint("baseline", 3, 8, 16)
+
+
+def test_predicted_dsp_limit_skips_synthesis():
+    row = compare.run_point(compare.StudyPoint("baseline", 16, 16, 16), device="ecp5-25f")
+    assert row["fits"] is False
+    assert row["limit"] == "MULT18X18D: needs >= 256, has 28 (predicted)"
+
+
+def test_report(tmp_path):
+    rows = [_row(k, s, 8) for s in (2, 4) for k in ("inhibitor", "baseline")]
+    rows.append(dict(_row("baseline", 8, 8), fits=False, limit="MULT18X18D: needs 67, has 28"))
+    path = compare.write_report(rows, tmp_path / "eff.md", command="pytest")
+    text = path.read_text()
+    assert "## Headline" in text and "4x4, d = 8" in text
+    assert "| 2x2 |" in text and "no fit" in text
+    assert "8x8 does not fit (MULT18X18D: needs 67, has 28)" in text
+    assert "Horowitz, ISSCC 2014" in text
+    for name in ("eff_resources.png", "eff_fmax.png", "eff_energy.png"):
+        assert (tmp_path / "img" / name).stat().st_size > 1000
+    assert (tmp_path / "eff.json").exists()
