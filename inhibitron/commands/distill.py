@@ -186,7 +186,7 @@ def _run(args, config, env) -> int:
     elif config.recipe == "finetune":
         history = distill.finetune(student, data, config, args.out, **common)
     else:
-        fake_quant = _fake_quant_from_quant(student, tokenizer, data)
+        fake_quant = _fake_quant_from_quant(student, data, config.max_length)
         history = distill.finetune_qat(student, data, config, args.out, fake_quant=fake_quant,
                                        teacher=teacher, **common)
 
@@ -205,13 +205,20 @@ def _run(args, config, env) -> int:
     return 0
 
 
-def _fake_quant_from_quant(student, tokenizer, data):
-    """Integration point with ``inhibitron.quant.qat``: build the fake-quant swap."""
-    try:
-        from ..quant import qat
-    except ImportError as exc:
-        raise UserError(f"--recipe qat needs inhibitron.quant.qat ({exc})") from None
-    swap = getattr(qat, "fake_quantize_student", None) or getattr(qat, "apply_fake_quant", None)
-    if swap is None:
-        raise UserError("inhibitron.quant.qat has no fake_quantize_student(); QAT is not available yet")
-    return swap
+def _fake_quant_from_quant(student, data, seq_len: int):
+    """Calibrate the student on the first training sequences and return ``quant.qat.to_qat``'s swap."""
+    import torch
+
+    from ..quant.export import calibrate_student
+    from ..quant.qat import to_qat
+
+    idx = list(range(min(32, len(data))))
+    batch = data.collate(idx)
+    student.eval()
+    with torch.no_grad():
+        cal = calibrate_student(student, batch["input_ids"], batch["attention_mask"], seq_len=seq_len)
+    student.train()
+    lqs = cal["layer_quants"]
+    print("qat: calibrated on", len(idx), "sequences; core SQNR per layer (dB):",
+          ", ".join(f"{x:.1f}" for x in cal["sqnr_db"]))
+    return lambda model: to_qat(model, lqs, inplace=True, seq_len=seq_len)

@@ -113,6 +113,15 @@ def test_task_and_finetune_runs(folders, tmp_path):
     assert (tmp_path / "ft" / "student" / "config.json").is_file()
 
 
+def test_qat_run_on_text(folders, tmp_path, capsys):
+    pytest.importorskip("inhibitron.quant.qat")
+    assert cli("distill", "--recipe", "qat", "--teacher", folders / "teacher", "--out", tmp_path / "qat",
+               *SHORT) == 0
+    assert "qat: calibrated on 8 sequences" in capsys.readouterr().out
+    metrics = [json.loads(x) for x in (tmp_path / "qat" / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 2 and "hidden_mse" in metrics[0]
+
+
 def test_bad_teacher_folders(folders, tmp_path):
     with pytest.raises(ModelFolderError, match="model folder '.*nowhere' does not exist"):
         cli("distill", "--teacher", tmp_path / "nowhere", "--out", tmp_path / "o", *SHORT)
