@@ -190,8 +190,8 @@ class DotProductAttentionCore(wiring.Component):
 
     # -- cycles ---------------------------------------------------------------------
     # Pipeline depths of the softmax passes (cycles after the last issue).
-    EXP_DEPTH = 6
-    NORM_DEPTH = 3
+    EXP_DEPTH = 7
+    NORM_DEPTH = 4
 
     def cycles_per_head(self, valid_len: int | None = None) -> int:
         """Cycles from the descriptor handshake to the last output row, with the
@@ -356,8 +356,9 @@ class DotProductAttentionCore(wiring.Component):
         zq5 = Signal(range(eb + 1))
         e6 = Signal(unsigned(eb))                       # stage 6: e
         # stage 1 is the memory read (data valid when ev[0] was issued one cycle earlier)
-        s_val = sm_row_data[:sb].as_signed()
-        m.d.sync += x1.eq(mx_row - s_val)                                   # -> stage 2
+        s_q = Signal(signed(sb))                                            # stage 1: register
+        m.d.sync += s_q.eq(sm_row_data[:sb].as_signed())
+        m.d.sync += x1.eq(mx_row - s_q)                                     # -> stage 2
         m.d.sync += u_full.eq(x1 * M)                                       # -> stage 3
         u = u_full >> SH
         m.d.sync += [
@@ -391,11 +392,13 @@ class DotProductAttentionCore(wiring.Component):
         m.d.sync += nj[0].eq(n_j)
         for i in range(1, self.NORM_DEPTH + 1):
             m.d.sync += nj[i].eq(nj[i - 1])
+        e_q = Signal(eb)                                                    # stage 1: register
+        m.d.sync += e_q.eq(sm_row_data[:eb])
         prod2 = Signal(eb + len(recip))
-        m.d.sync += prod2.eq(sm_row_data[:eb] * recip)                      # -> stage 2
+        m.d.sync += prod2.eq(e_q * recip)                                   # -> stage 2
         shp = RB - PF
         p3 = Signal(pb)
-        m.d.sync += p3.eq(Mux(nvalidkey[1], (prod2 + (1 << (shp - 1))) >> shp, 0)[:pb])  # -> 3
+        m.d.sync += p3.eq(Mux(nvalidkey[2], (prod2 + (1 << (shp - 1))) >> shp, 0)[:pb])  # -> 3
 
         # ---------------- FSM ----------------
         m.d.comb += self.busy.eq(1)
@@ -543,13 +546,21 @@ class DotProductAttentionCore(wiring.Component):
                             m.next = "S_LOAD"
 
         # mixing operands: registered one cycle behind the read address
-        m.d.sync += [mix_active.eq(mix_issue), mix_step.eq(step), mix_tile.eq(tile)]
-        with m.If(mix_active):
+        # read data registered once more (block RAM clock-to-output is slow), then muxed
+        mix_active2 = Signal()
+        mix_step2 = Signal.like(mix_step)
+        mix_tile2 = Signal.like(mix_tile)
+        p_q = Signal.like(p_rd.data)
+        v_q = Signal.like(v_rd.data)
+        m.d.sync += [mix_active.eq(mix_issue), mix_step.eq(step), mix_tile.eq(tile),
+                     mix_active2.eq(mix_active), mix_step2.eq(mix_step), mix_tile2.eq(mix_tile),
+                     p_q.eq(p_rd.data), v_q.eq(v_rd.data)]
+        with m.If(mix_active2):
             for r in range(R):
-                m.d.comb += a_in[r].eq(p_rd.data.word_select(r, pb).as_unsigned())
-            vsl = v_rd.data.word_select(mix_tile, C * vb)
+                m.d.comb += a_in[r].eq(p_q.word_select(r, pb).as_unsigned())
+            vsl = v_q.word_select(mix_tile2, C * vb)
             for c in range(C):
                 m.d.comb += b_in[c].eq(vsl.word_select(c, vb).as_signed())
-            m.d.comb += [arr_valid.eq(1), arr_first.eq(mix_step == 0),
-                         arr_last.eq(mix_step == n - 1), arr_tag.eq(mix_tile)]
+            m.d.comb += [arr_valid.eq(1), arr_first.eq(mix_step2 == 0),
+                         arr_last.eq(mix_step2 == n - 1), arr_tag.eq(mix_tile2)]
         return m
