@@ -174,7 +174,8 @@ def _run(args, config, env) -> int:
 
     scores = {}
     if held and env.is_main and not resume:
-        scores["before"] = fidelity(teacher, student, held, tokenizer, progress=progress)
+        scores["before"] = fidelity(teacher, student, held, tokenizer, max_length=config.max_length,
+                                    progress=progress)
 
     common = dict(tokenizer=tokenizer, env=env, resume=resume, progress=progress, run_info=run_info)
     if config.recipe == "layerwise":
@@ -194,7 +195,12 @@ def _run(args, config, env) -> int:
 
     out = Path(args.out)
     if held and env.is_main:
-        scores["after"] = fidelity(teacher, student, held, tokenizer, progress=progress)
+        scores["after"] = fidelity(teacher, student, held, tokenizer, max_length=config.max_length,
+                                   progress=progress)
+        int8 = _int8_copy(student, data, config.max_length) if config.recipe in ("layerwise", "full") else None
+        if int8 is not None:
+            scores["after, int8 attention"] = fidelity(teacher, int8, held, tokenizer, max_length=config.max_length,
+                                                        progress=progress)
         old = json.loads((out / "fidelity.json").read_text()) if (out / "fidelity.json").is_file() else {}
         merged = {**old, **scores, "sentences": len(held), "heldout_fraction": args.heldout}
         (out / "fidelity.json").write_text(json.dumps(merged, indent=1))
@@ -203,6 +209,27 @@ def _run(args, config, env) -> int:
         print(f"final loss {history[-1]['loss']:.5g} after {history[-1]['step']} steps; "
               f"metrics {out / 'metrics.jsonl'}, plot {out / 'losses.png'}, student {out / 'student'}")
     return 0
+
+
+def _int8_copy(student, data, seq_len: int):
+    """A copy of ``student`` whose attention cores compute the int8 golden model (``quant.qat`` frozen,
+    bit-exact to ``quant.golden`` in eval), calibrated on the first 32 training sequences; None
+    when ``inhibitron.quant`` is not available."""
+    try:
+        from ..quant.qat import to_qat
+    except ImportError:
+        return None
+    import torch
+
+    from ..quant.export import calibrate_student
+
+    batch = data.collate(list(range(min(32, len(data)))))
+    was = student.training
+    student.eval()
+    with torch.no_grad():
+        cal = calibrate_student(student, batch["input_ids"], batch["attention_mask"], seq_len=seq_len)
+    student.train(was)
+    return to_qat(student, cal["layer_quants"], frozen=True, seq_len=seq_len).eval()
 
 
 def _fake_quant_from_quant(student, data, seq_len: int):
