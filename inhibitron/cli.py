@@ -22,7 +22,9 @@ COMMAND_MODULES = (
     "inhibitron.commands.export",
     "inhibitron.commands.generate",
     "inhibitron.commands.sim",
+    "inhibitron.commands.report",
     "inhibitron.commands.synth",
+    "inhibitron.commands.compare",
     "inhibitron.commands.bench",
 )
 
