@@ -58,11 +58,13 @@ def register(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--resume-from", metavar="CHECKPOINT", help="continue from this checkpoint folder")
     p.add_argument("--layers", help="layerwise: comma-separated layers to distil (default: all)")
+    p.add_argument("--no-fit-eta", action="store_true",
+                   help="layerwise: start each layer from eta = 1 as the thesis (no least-squares eta fit)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     for name, typ in _OVERRIDES.items():
         p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, dest=name,
-                       help=argparse.SUPPRESS if name in ("max_grad_norm",) else None)
+                       help=f"override DistillConfig.{name} (default: the paper's, see --print-config)")
     p.set_defaults(func=run)
 
 
@@ -70,6 +72,8 @@ def _config(args):
     from ..model.recipes import default_config
 
     overrides = {k: getattr(args, k) for k in _OVERRIDES if getattr(args, k) is not None}
+    if args.no_fit_eta:
+        overrides["fit_eta"] = False
     if args.layers:
         try:
             overrides["layers"] = tuple(int(x) for x in args.layers.split(","))
