@@ -80,6 +80,7 @@ class StudyPoint:
 
     def cycles_per_head(self) -> int:
         core = self.build()
+        core._MustUse__silence = True  # built for its formulas only, never elaborated
         if self.kind == "inhibitor":
             return int(core.config.cycles_per_head)
         return int(core.cycles_per_head(self.seq_len))
@@ -286,7 +287,8 @@ def _plots(rows, img_dir: Path, stem: str) -> list[str]:
 
 def write_report(rows: list[dict], path: Path | str = "docs/efficiency.md", *,
                  command: str = "inhibitron compare", device: str = "ecp5-85f",
-                 freq_mhz: float = 150.0) -> Path:
+                 freq_mhz: float = 150.0, pe_rows: list[dict] | None = None,
+                 extra_sections: str = "") -> Path:
     """Write the Markdown report (tables + PNG plots in ``<dir>/img``) and the raw rows as JSON."""
     from . import synth
 
@@ -383,6 +385,15 @@ def write_report(rows: list[dict], path: Path | str = "docs/efficiency.md", *,
     L.append(f"![resources vs size](img/{files[0]})\n")
     L.append(f"![Fmax vs size](img/{files[1]})\n")
 
+    if pe_rows:
+        L.append("## Single PEs (8-bit, reduction length 64, I/O-wrapped, target 200 MHz)\n")
+        L.append("| PE | LUT4 | CCU2C | LUT4 sites | FF | DSP | Fmax MHz |")
+        L.append("|---|---|---|---|---|---|---|")
+        for r in pe_rows:
+            L.append(f"| {r['pe']} | {r['lut4']} | {r['carry']} | {r['lut4_sites']} | {r['ff']} "
+                     f"| {r['dsp']} | {_fmt(r['fmax_mhz'], 1)} |")
+        L.append("")
+
     # energy
     L.append("## Arithmetic energy per head\n")
     L.append("Operation counts from `hw/opcount.py` (algorithmic: one entry per operation of "
@@ -417,6 +428,9 @@ def write_report(rows: list[dict], path: Path | str = "docs/efficiency.md", *,
                      f"| {cp['logic_levels']} | `{cp['from_cell'][:60]}` -> `{cp['to_cell'][:60]}` |")
         L.append("")
 
+    if extra_sections:
+        L.append(extra_sections.rstrip() + "\n")
+
     L.append("## How to read this\n")
     L.append(
         "- **Same array, same interfaces.** Both cores use the generic output-stationary "
@@ -442,10 +456,36 @@ def write_report(rows: list[dict], path: Path | str = "docs/efficiency.md", *,
     return path
 
 
+def run_pes(*, device: str = "ecp5-85f", freq_mhz: float = 200.0, bits: int = 8,
+            length: int = 64, out_root: Path | str = "build/compare", progress: bool = True) -> list[dict]:
+    """Synthesise single PEs of both cores (I/O-wrapped, cached): LUT4 sites, FF, DSP, Fmax."""
+    from . import synth
+    from .mac_pe import MacPE
+    from .pe import L1PE, SoftThresholdPE
+
+    pes = [
+        ("L1 PE (inhibitor score)", "l1pe", lambda: L1PE(width=bits, length=length)),
+        ("soft-threshold PE (inhibitor mix)", "stpe",
+         lambda: SoftThresholdPE(v_bits=bits, zb_bits=bits + 1, length=length)),
+        ("MAC PE (baseline, shared array)", "macpe",
+         lambda: MacPE(a_bits=bits + 1, b_bits=bits, length=length)),
+    ]
+    rows = []
+    for label, tag, make in pes:
+        res = synth.synthesize_component(make(), top=f"{tag}_b{bits}_l{length}",
+                                         out_dir=Path(out_root) / device / "pes" / tag,
+                                         device=device, freq_mhz=freq_mhz, wrap=True,
+                                         progress=progress)
+        rows.append({"pe": label, "lut4": res.lut4, "carry": res.carry,
+                     "lut4_sites": res.lut4_equiv, "ff": res.ff, "dsp": res.dsp,
+                     "fmax_mhz": res.fmax_mhz})
+    return rows
+
+
 def bench_compare() -> dict:
     """``make bench`` entry: the full sweep on ECP5-85F; writes docs/efficiency.md."""
     rows = run_study()
-    write_report(rows, "docs/efficiency.md", command="make bench")
+    write_report(rows, "docs/efficiency.md", command="make bench", pe_rows=run_pes())
     table = []
     for r in rows:
         table.append({k: r.get(k) for k in ("kind", "size", "d", "lut4_sites", "ff", "dsp",
