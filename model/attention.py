@@ -209,6 +209,10 @@ class InhibitorAttention(nn.Module):
         keep = valid.expand_as(zb)
         if self.training and self.dropout > 0.0:
             keep = keep & (torch.rand_like(zb) >= self.dropout)
+        if key_mask is not None:
+            # Padded keys contribute exactly nothing, and get exactly zero gradient
+            # (otherwise the two halves of the identity below cancel only to rounding).
+            v = torch.where(valid.transpose(-1, -2), v, torch.zeros((), dtype=v.dtype))  # (B, H, n_k, d_v)
         # Fully inhibit padded / dropped keys with a score above max|v|.
         big = v.detach().abs().amax() + 1.0
         zb = torch.where(keep, zb, big)

@@ -176,3 +176,13 @@ def test_forward_errors(change, message):
     with pytest.raises(ValueError) as exc:
         m(*change(*inputs()))
     assert message in str(exc.value)
+
+
+def test_padded_keys_get_exactly_zero_gradient():
+    m = make().train()
+    q, k, v, mask = inputs(lens=(3, 6))
+    q, k, v = (t.clone().requires_grad_(True) for t in (q, k, v))
+    (m(q, k, v, mask) ** 2).sum().backward()
+    assert torch.count_nonzero(v.grad[0, :, 3:]) == 0
+    assert torch.count_nonzero(k.grad[0, :, 3:]) == 0
+    assert torch.count_nonzero(v.grad[0, :, :3]) > 0
