@@ -87,12 +87,17 @@ def build_core(config, build_dir, *, simulator: str = "verilator") -> CosimBuild
         public.write_text("`verilator_config\n"
                           f"public_flat_rw -module \"{top}\" -var \"*\"\n", encoding="utf-8")
         _lean_verilator(runner)
-        runner.build(sources=[gen.verilog, WAIVERS, public], hdl_toplevel=top,
-                     build_dir=build_dir / "sim", always=True,
+        build = dict(sources=[gen.verilog, WAIVERS, public],
                      build_args=["-O3", "--x-assign", "fast", "--x-initial", "fast"])
     else:
-        runner.build(sources=[gen.verilog], hdl_toplevel=top, build_dir=build_dir / "sim",
-                     always=True, timescale=("1ns", "1ps"))
+        build = dict(sources=[gen.verilog], timescale=("1ns", "1ps"))
+    log = build_dir / "build.log"
+    try:
+        runner.build(hdl_toplevel=top, build_dir=build_dir / "sim", always=True, log_file=log, **build)
+    except Exception as exc:
+        tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+        raise RuntimeError(f"building the {simulator} model of {top} failed ({exc}); "
+                           f"log {log}:\n{tail}") from exc
     return CosimBuild(config, build_dir, simulator, runner, gen.verilog)
 
 
@@ -122,16 +127,18 @@ def run_cosim(build: CosimBuild, heads: list[Head], *, name: str = "run", idle_p
                             hdl_toplevel_lang="verilog",
                             build_dir=build.build_dir / "sim", test_dir=work,
                             extra_env={PARAMS_ENV: str(params_path)},
-                            results_xml=str(work / "results.xml"),
+                            results_xml=str(work / "results.xml"), log_file=work / "sim.log",
                             timescale=("1ns", "1ps") if build.simulator == "icarus" else None)
     if not result_path.exists():
-        return {"passed": False, "error": f"testbench wrote no result (see {work})",
-                "mismatches": None, "elements_compared": 0}
+        return {"passed": False, "error": f"testbench wrote no result (see {work / 'sim.log'})",
+                "mismatches": None, "elements_compared": 0, "name": name, "log": str(work / "sim.log")}
     result = json.loads(result_path.read_text(encoding="utf-8"))
     from cocotb_tools.runner import get_results
     tests, fails = get_results(xml)
     result["passed"] = fails == 0 and result["mismatches"] == 0 and not result["timed_out"]
     result["simulator"] = build.simulator
+    result["name"] = name
+    result["log"] = str(work / "sim.log")
     return result
 
 

@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+from pathlib import Path
 import sys
 
 import pytest
@@ -38,14 +39,33 @@ def test_no_command_prints_help(capsys):
     assert "usage" in capsys.readouterr().out
 
 
-def test_demo_quick_runs_on_real_minilm(tmp_path):
-    r = run_cli("demo", "--quick", "--out", str(tmp_path / "demo"))
-    assert r.returncode == 0, r.stderr
-    assert "BEFORE distillation" in r.stdout
-    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+def test_demo_quick_runs_end_to_end_on_real_minilm(tmp_path):
+    """The main job in reduced sizes: distil, quantize, export, generate, cosimulate, report, synthesize."""
+    out = tmp_path / "demo"
+    r = run_cli("demo", "--quick", "--out", str(out))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
     assert summary["layers"] == 6 and summary["heads"] == 12
     assert summary["student_parameters"] - summary["teacher_parameters"] == 3 * 72
-    assert -1.0 <= summary["cosine_mean"] <= 1.0
+    fid = summary["fidelity"]
+    # Even two steps per layer must clearly raise the teacher-vs-student similarity.
+    assert fid["after distill"]["cosine_mean"] > fid["before distill"]["cosine_mean"] + 0.3
+    assert abs(fid["int8 attention"]["cosine_mean"] - fid["after distill"]["cosine_mean"]) < 0.05
+    assert summary["cosim"]["bit_exact"] and summary["cosim"]["mismatches"] == 0
+    assert summary["cosim"]["elements_compared"] == 2 * 12 * 32 * 32
+    assert summary["synthesis"]["dsp"] == 0 and summary["synthesis"]["lut4"] > 0
+    for key in ("student", "checkpoint", "verilog", "cosim", "report", "summary"):
+        assert Path(summary["artefacts"][key]).exists(), key
+    assert (out / "checkpoint" / "manifest.json").is_file()
+    assert "bit-exact" in r.stdout
+
+
+def test_demo_refuses_a_foreign_output_folder(tmp_path):
+    (tmp_path / "mine.txt").write_text("keep me")
+    r = run_cli("demo", "--quick", "--out", str(tmp_path))
+    assert r.returncode == 1
+    assert "is not empty and does not hold an earlier demo" in r.stderr
+    assert (tmp_path / "mine.txt").read_text() == "keep me"
 
 
 def test_demo_with_missing_teacher_gives_clear_error(tmp_path):

@@ -4,20 +4,34 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="run the main job end to end on the embedded defaults",
-                       description="Run the main job end to end on the embedded defaults "
-                       "(real all-MiniLM-L6-v2 teacher, real text from the embedded corpus).")
+    p = sub.add_parser(
+        "demo", help="run the main job end to end on the embedded defaults",
+        description="Real all-MiniLM-L6-v2 teacher -> inhibitor student -> short layer-wise "
+        "distillation on the embedded corpus -> calibration and int8 quantization -> quantized "
+        "checkpoint -> Verilog of one layer's attention core -> Verilator cosimulation on real "
+        "activations (bit-exact) -> bit-accuracy report and synthesis summary.")
     p.add_argument("--teacher", default=None, help="local BERT/DistilBERT folder (default: embedded MiniLM)")
-    p.add_argument("--sentences", type=int, default=64, help="real sentences to embed (default 64)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sentence sample")
-    p.add_argument("--out", default="out/demo", help="artefact folder (default out/demo)")
-    p.add_argument("--quick", action="store_true", help="reduced sizes (CI)")
+    p.add_argument("--out", default="out/demo", help="artefact folder (default out/demo; an earlier "
+                   "demo there is replaced)")
+    p.add_argument("--distill-steps", type=int, default=10, help="optimizer steps per layer (default 10)")
+    p.add_argument("--max-length", type=int, default=64, help="tokens per sequence = core n (default 64)")
+    p.add_argument("--layer", type=int, default=0, help="layer whose core is generated (default 0)")
+    p.add_argument("--rows", type=int, default=8, help="systolic array rows (default 8)")
+    p.add_argument("--cols", type=int, default=8, help="systolic array cols (default 8)")
+    p.add_argument("--bits", type=int, default=8, help="code width (default 8)")
+    p.add_argument("--synth", choices=("none", "yosys", "pnr"), default="yosys",
+                   help="synthesis summary: none, yosys (resources; default) or pnr (also Fmax)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2, help="PyTorch CPU threads (default 2)")
+    p.add_argument("--quick", action="store_true", help="reduced sizes (CI): 2 steps, 4x4 array, n=32")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from inhibitron.flow import DemoConfig, run_demo
 
-    run_demo(DemoConfig(teacher=args.teacher, sentences=args.sentences, seed=args.seed,
-                        out_dir=args.out, quick=args.quick))
+    run_demo(DemoConfig(teacher=args.teacher, out_dir=args.out, distill_steps=args.distill_steps,
+                        max_length=args.max_length, layer=args.layer, rows=args.rows, cols=args.cols,
+                        bits=args.bits, synth=args.synth, seed=args.seed, threads=args.threads,
+                        quick=args.quick))
     return 0
