@@ -61,23 +61,25 @@ def layer_quant(manifest, *, layer: int):
 def layer_core_params(manifest, *, layer: int, seq_len: int | None = None) -> dict:
     """Keyword arguments of :class:`~inhibitron.hw.core.CoreConfig` for one layer.
 
-    The core has per-layer (elaboration-time) shifts, so every head of the
-    layer must share ``(v_shift, z_shift, out_shift)``; theta stays a per-head
-    run-time input (``LayerQuant.theta``).
+    The core's ``v_shift``/``z_shift`` are elaboration-time constants of the
+    mixing PEs, so every head of the layer must share ``(v_shift, z_shift)``;
+    ``theta`` and the output shift ``r`` stay per-head run-time descriptor
+    fields (``LayerQuant.theta``, ``LayerQuant.out_shift``).
 
     Raises
     ------
     ValueError
-        The heads' shifts differ (export with shared shifts), or see :func:`layer_quant`.
+        The heads' ``v_shift``/``z_shift`` differ (export with
+        ``--shifts ab`` or ``shared``), or see :func:`layer_quant`.
     """
     lq, n = layer_quant(manifest, layer=layer)
-    shifts = lq.shared_shifts
-    if shifts is None:
-        raise ValueError(f"layer {layer}: heads use different (v_shift, z_shift, out_shift); "
-                         f"a generated core has per-layer shifts, so export the checkpoint "
-                         f"with shared shifts")
-    a, b, r = shifts
+    ab = {(int(a), int(b)) for a, b in zip(lq.v_shift, lq.z_shift)}
+    if len(ab) != 1:
+        raise ValueError(f"layer {layer}: heads use different (v_shift, z_shift) {sorted(ab)}; "
+                         f"a generated core has per-layer a/b shifts (only r is per head), so "
+                         f"export the checkpoint with --shifts ab (shared_shifts='ab') or shared")
+    ((a, b),) = ab
     f = lq.formats
     return {"seq_len": int(seq_len if seq_len is not None else n), "head_dim": int(lq.head_dim),
             "qk_bits": f.qk_bits, "v_bits": f.v_bits, "out_bits": f.out_bits,
-            "v_shift": int(a), "z_shift": int(b), "out_shift": int(r)}
+            "v_shift": a, "z_shift": b}

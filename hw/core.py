@@ -5,7 +5,8 @@ paper, folded to integers) for one head at a time, heads back to back; the
 architecture, latency and cycle formulas are in ``docs/hardware.md``.
 
 Per head the core takes ``n`` rows of Q, K and V (one row of ``d`` codes per
-beat), a descriptor (valid length ``L``, threshold constant ``theta``) and
+beat), a descriptor (valid length ``L``, threshold constant ``theta``, output
+shift ``r``) and
 returns ``n`` rows of H (one row of ``d`` codes per beat, ``last`` on row
 ``n - 1``). The work is split into row blocks of ``R`` queries; each block
 goes through
@@ -17,8 +18,9 @@ goes through
 2. the row statistics: rounded mean and threshold per row;
 3. the **mixing stage** (an ``R x C`` array of
    :class:`~inhibitron.hw.pe.SoftThresholdPE`): ``ceil(d/C)`` tiles of ``n``
-   steps over the thresholded scores and V, rounded and saturated into a
-   double-buffered output block, which is streamed out.
+   steps over the thresholded scores and V, rounded by the head's run-time
+   shift ``r`` (a barrel shifter) and saturated into a double-buffered output
+   block, which is streamed out.
 
 The two stages work on consecutive row blocks at the same time; input and
 output memories are double-buffered per head, so loading head ``h + 1``
@@ -94,11 +96,16 @@ class CoreConfig:
         ``d``: width of Q, K, V and H rows.
     qk_bits, v_bits, out_bits : int
         Signed formats of q/k, v and h (2..32 bits).
-    v_shift, z_shift, out_shift : int
-        The per-layer shifts ``a``, ``b``, ``r`` of the contract (at most one of
-        ``a``, ``b`` nonzero).
+    v_shift, z_shift : int
+        The per-layer shifts ``a``, ``b`` of the contract (at most one of them
+        nonzero); elaboration-time constants of the mixing PEs.
     name : str
         Verilog module name (an identifier).
+
+    The output shift ``r`` is not a parameter: it is a run-time field of each
+    head's descriptor, ``0 <= r <= out_shift_max = acc_bits`` (see
+    :attr:`out_shift_max`). :meth:`from_dict` still accepts a legacy
+    ``out_shift`` key (checked to be a non-negative integer, then ignored).
     """
 
     rows: int = 8              # R, PE rows of both arrays
@@ -110,7 +117,7 @@ class CoreConfig:
     out_bits: int = 8          # signed h code width
     v_shift: int = 0           # a: v << a before the soft-threshold
     z_shift: int = 0           # b: zb << b before the soft-threshold
-    out_shift: int = 0         # r: h = sat((acc + 2**(r-1)) >> r)
+    # r (h = sat((acc + 2**(r-1)) >> r)) is a run-time descriptor field, 0..out_shift_max
     name: str = "inhibitor_attention_core"
 
     def __post_init__(self):
@@ -157,11 +164,30 @@ class CoreConfig:
         return AttentionFormats(qk_bits=self.qk_bits, v_bits=self.v_bits, out_bits=self.out_bits)
 
     @property
+    def out_shift_max(self) -> int:
+        """Largest run-time output shift ``r``: ``acc_bits``.
+
+        Every ``r >= acc_bits`` rounds every accumulator to ``h = 0`` (``|acc| <=
+        2**(acc_bits-1)``), so larger shifts are never needed. The descriptor
+        field is :attr:`shift_bits` wide; each of its values is exact (values
+        above ``acc_bits`` also give 0), and a driver may send
+        ``min(r, 2**shift_bits - 1)`` for any larger ``r``
+        (:func:`inhibitron.sim.stimulus.pack_desc`).
+        """
+        return self.formats.widths(head_dim=self.head_dim, seq_len=self.seq_len,
+                                   v_shift=self.v_shift, z_shift=self.z_shift).acc_bits
+
+    @property
+    def shift_bits(self) -> int:
+        """Width of the descriptor's unsigned ``shift`` field: ``bits(out_shift_max)``."""
+        return _ubits(self.out_shift_max)
+
+    @property
     def widths(self) -> DatapathWidths:
-        """Every internal width (:class:`~inhibitron.quant.formats.DatapathWidths`)."""
+        """Every internal width (:class:`~inhibitron.quant.formats.DatapathWidths`), for ``r <= out_shift_max``."""
         return self.formats.widths(head_dim=self.head_dim, seq_len=self.seq_len,
                                    v_shift=self.v_shift, z_shift=self.z_shift,
-                                   out_shift=self.out_shift)
+                                   out_shift=self.out_shift_max)
 
     @property
     def row_blocks(self) -> int:
@@ -235,10 +261,17 @@ class CoreConfig:
         if not isinstance(data, Mapping):
             raise TypeError(f"core config must be a mapping, not {type(data).__name__}")
         known = {f.name for f in fields(cls)}
+        data = dict(data)
+        if "out_shift" in data:
+            # Legacy key (r was an elaboration-time constant before it became a
+            # descriptor field): checked, then ignored.
+            r = data.pop("out_shift")
+            if not isinstance(r, int) or isinstance(r, bool) or r < 0:
+                raise ValueError(f"out_shift must be a non-negative integer, not {r!r}")
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown core config key(s) {unknown}; known: {sorted(known)}")
-        return cls(**dict(data))
+        return cls(**data)
 
     @classmethod
     def from_json(cls, path) -> "CoreConfig":
@@ -271,10 +304,15 @@ class CoreConfig:
         name : str, optional
             Module name; default ``inhibitor_attention_layer<layer>``.
 
+        The heads of the layer must share ``v_shift`` and ``z_shift``; their
+        output shifts ``r`` may differ (a run-time descriptor field, taken per
+        head from ``LayerQuant.out_shift``).
+
         Raises
         ------
         ValueError
-            Unknown manifest version, missing layer, inconsistent shifts.
+            Unknown manifest version, missing layer, heads with different
+            ``v_shift``/``z_shift``.
         FileNotFoundError
             No manifest at ``manifest``.
         """
@@ -302,9 +340,10 @@ class InhibitorAttentionCore(wiring.Component):
         One row of Q / K per beat, rows ``0..n-1`` of a head in order.
     v : In(stream.Signature(ArrayLayout(signed(v_bits), d)))
         One row of V per beat.
-    desc : In(stream.Signature(StructLayout({"length": range(n + 1), "theta": signed(theta_bits)})))
+    desc : In(stream.Signature(StructLayout({"length": range(n + 1), "theta": signed(theta_bits), "shift": unsigned(shift_bits)})))
         One descriptor per head: valid length ``L`` (1..n, keys ``j >= L`` are
-        padding) and ``theta``.
+        padding), ``theta`` and the output shift ``r``. Every value of the
+        ``shift`` field is exact; ``r >= out_shift_max`` gives ``h = 0``.
     h : Out(stream.Signature(StructLayout({"data": ArrayLayout(signed(out_bits), d), "last": 1})))
         One row of H per beat, ``last`` on row ``n - 1`` of each head.
 
@@ -320,7 +359,8 @@ class InhibitorAttentionCore(wiring.Component):
         w = cfg.widths
         d, n = cfg.head_dim, cfg.seq_len
         self.desc_layout = data.StructLayout({
-            "length": range(n + 1), "theta": signed(w.theta_bits)})
+            "length": range(n + 1), "theta": signed(w.theta_bits),
+            "shift": unsigned(cfg.shift_bits)})
         self.h_layout = data.StructLayout({
             "data": data.ArrayLayout(signed(cfg.out_bits), d), "last": 1})
         super().__init__({
@@ -465,6 +505,7 @@ class InhibitorAttentionCore(wiring.Component):
         # ---------------------------------------------------- descriptor loader
         d_len = [Signal(range(n + 1), name=f"desc_len{i}") for i in range(2)]
         d_theta = [Signal(signed(thw), name=f"desc_theta{i}") for i in range(2)]
+        d_shift = [Signal(cfg.shift_bits, name=f"desc_shift{i}") for i in range(2)]
         dslot = Signal()
         m.d.comb += self.desc.ready.eq(~dfull.bit_select(dslot, 1))
         with m.If(self.desc.valid & self.desc.ready):
@@ -472,7 +513,8 @@ class InhibitorAttentionCore(wiring.Component):
             for i in range(2):
                 with m.If(dslot == i):
                     m.d.sync += [d_len[i].eq(self.desc.payload.length),
-                                 d_theta[i].eq(self.desc.payload.theta)]
+                                 d_theta[i].eq(self.desc.payload.theta),
+                                 d_shift[i].eq(self.desc.payload.shift)]
             m.d.comb += dfull_set.bit_select(dslot, 1).eq(1)
 
         # -------------------------------------------------------- score stage
@@ -598,6 +640,9 @@ class InhibitorAttentionCore(wiring.Component):
         m_vbase = Signal(v_half + 1)           # tile * n
         m_j = Signal(range(n))
         o_last = [Signal(name=f"oinfo_last{i}") for i in range(2)]
+        # Output shift of the head whose block fills output slot i; the slot stays
+        # claimed (obusy) until it is emitted, the descriptor slot may be reused sooner.
+        o_shift = [Signal(cfg.shift_bits, name=f"oinfo_shift{i}") for i in range(2)]
         m_hp = Mux(m_zs, z_hp[1], z_hp[0])
         m_lastblk = Mux(m_zs, z_lastblk[1], z_lastblk[0])
         m_can = Signal()
@@ -608,7 +653,8 @@ class InhibitorAttentionCore(wiring.Component):
             m.d.comb += obusy_set.bit_select(m_os, 1).eq(1)
             for i in range(2):
                 with m.If(m_os == i):
-                    m.d.sync += o_last[i].eq(m_lastblk)
+                    m.d.sync += [o_last[i].eq(m_lastblk),
+                                 o_shift[i].eq(Mux(m_hp, d_shift[1], d_shift[0]))]
         m_tile_end = Signal()
         m_job_end = Signal()
         m.d.comb += [m_tile_end.eq(m_run & (m_j == n - 1)),
@@ -655,9 +701,12 @@ class InhibitorAttentionCore(wiring.Component):
                      mix.tag.eq(m2_tag)]
 
         # -------------------------------- mixing back end: round, collect, write block
+        # Round half up by the run-time r, then saturate (contract step 6), in two
+        # registered stages and without an adder in front of the shifter:
+        #   stage 1 (barrel shifter): t = (2 * acc) >> r = floor(acc / 2**(r-1))
+        #   stage 2 (adder, compare): h = sat((t + 1) >> 1)
+        # which equals floor((acc + 2**(r-1)) / 2**r) for r >= 1 and acc for r = 0.
         o_wr = omem.write_port(granularity=C)
-        r_shift = cfg.out_shift
-        half = (1 << (r_shift - 1)) if r_shift > 0 else 0
         omin, omax = -(1 << (cfg.out_bits - 1)), (1 << (cfg.out_bits - 1)) - 1
         wr_data = 0
         wr_addr = 0
@@ -666,15 +715,24 @@ class InhibitorAttentionCore(wiring.Component):
         for r in range(R):
             tag = data.View(mtag, mix.out_tag[r])
             acc = mix.out_data[r]
-            rounded = Signal(signed(w.round_bits + 1), name=f"round{r}")
-            m.d.comb += rounded.eq((acc + half) >> r_shift)
+            r_now = Mux(tag.oslot, o_shift[1], o_shift[0])
+            sh_val = Signal(signed(len(acc) + 1), name=f"shifted{r}", reset_less=True)
+            sh_ok = Signal(name=f"shifted_ok{r}")
+            sh_col = Signal(range(C), name=f"shifted_col{r}", reset_less=True)
+            sh_tag = Signal(mtag, name=f"shifted_tag{r}", reset_less=True)
+            m.d.sync += [
+                sh_val.eq(Cat(Const(0, 1), acc).as_signed() >> r_now),
+                sh_ok.eq(mix.out_valid[r]), sh_col.eq(mix.out_col[r]), sh_tag.eq(tag),
+            ]
+            rounded = Signal(signed(len(acc) + 1), name=f"round{r}")
+            m.d.comb += rounded.eq((sh_val + 1) >> 1)
             h_val = Signal(signed(cfg.out_bits), name=f"hval{r}", reset_less=True)
             h_ok = Signal(name=f"hval_ok{r}")
             h_col = Signal(range(C), name=f"hval_col{r}", reset_less=True)
             h_tag = Signal(mtag, name=f"hval_tag{r}", reset_less=True)
             m.d.sync += [
                 h_val.eq(Mux(rounded > omax, omax, Mux(rounded < omin, omin, rounded))),
-                h_ok.eq(mix.out_valid[r]), h_col.eq(mix.out_col[r]), h_tag.eq(tag),
+                h_ok.eq(sh_ok), h_col.eq(sh_col), h_tag.eq(sh_tag),
             ]
             coll = Signal(data.ArrayLayout(signed(cfg.out_bits), C), name=f"collect{r}",
                           reset_less=True)

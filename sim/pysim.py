@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .stimulus import Head, pack_rows
+from .stimulus import Head, pack_desc, pack_rows
 
 __all__ = ["run_core_pysim"]
 
@@ -71,10 +71,8 @@ def run_core_pysim(cfg, heads: list[Head], *, idle_prob: float = 0.0, stall_prob
     q_rows = [pack_rows(h.q, cfg.qk_bits) for h in heads]
     k_rows = [pack_rows(h.k, cfg.qk_bits) for h in heads]
     v_rows = [pack_rows(h.v, cfg.v_bits) for h in heads]
-    len_bits = len(dut.desc.payload.length)
-    theta_bits = cfg.widths.theta_bits
-    descs = [[(h.length & ((1 << len_bits) - 1)) | ((h.theta & ((1 << theta_bits) - 1)) << len_bits)]
-             for h in heads]
+    assert len(dut.desc.payload.length) == max(1, n.bit_length())
+    descs = [[pack_desc(cfg, h)] for h in heads]
 
     async def monitor_sampled(ctx):
         data_bits = d * cfg.out_bits

@@ -2,7 +2,8 @@
 
 A *head* is one unit of work of :class:`~inhibitron.hw.core.InhibitorAttentionCore`:
 ``q``, ``k`` (``(n, d)`` signed ``qk_bits`` codes), ``v`` (``(n, d)`` signed
-``v_bits``), the valid length ``L`` and ``theta``. The expected output is
+``v_bits``), the valid length ``L``, ``theta`` and the output shift ``r``
+(all three travel in the head's descriptor, :func:`pack_desc`). The expected output is
 always computed by the oracle :func:`inhibitron.quant.golden.inhibitor_attention_int`
 (there is no second copy of the contract here).
 
@@ -19,13 +20,13 @@ import numpy as np
 
 __all__ = [
     "Head", "random_heads", "extreme_heads", "golden_outputs", "pack_rows", "unpack_rows",
-    "heads_from_npz", "mixed_heads",
+    "heads_from_npz", "mixed_heads", "pack_desc", "with_shifts",
 ]
 
 
 @dataclass(frozen=True)
 class Head:
-    """One head of stimulus: codes ``(n, d)`` int64, ``length`` 1..n, ``theta``."""
+    """One head of stimulus: codes ``(n, d)`` int64, ``length`` 1..n, ``theta``, output shift ``r``."""
 
     q: np.ndarray
     k: np.ndarray
@@ -33,6 +34,44 @@ class Head:
     length: int
     theta: int
     label: str = "random"
+    out_shift: int = 0         # r of the head (descriptor field), >= 0
+
+
+def pack_desc(cfg, head: Head) -> int:
+    """The descriptor beat of ``head``: ``{shift, theta, L}`` packed, ``L`` in the low bits.
+
+    ``L`` takes ``bits(n)`` bits, then signed ``theta`` ``theta_bits``, then the
+    unsigned ``shift`` field (``cfg.shift_bits``). An ``r`` beyond the field is
+    sent as the field's maximum, which gives the same (all-zero) output.
+    """
+    len_bits = max(1, cfg.seq_len.bit_length())
+    tb = cfg.widths.theta_bits
+    sb = cfg.shift_bits
+    r = min(int(head.out_shift), (1 << sb) - 1)
+    return ((head.length & ((1 << len_bits) - 1)) | ((head.theta & ((1 << tb) - 1)) << len_bits)
+            | (r << (len_bits + tb)))
+
+
+def with_shifts(cfg, heads, rng: np.random.Generator) -> list[Head]:
+    """``heads`` with output shifts varying head to head over ``0..cfg.out_shift_max``.
+
+    Cycles through ``0``, ``out_shift_max``, the descriptor field's maximum
+    and random shifts, so back-to-back heads change ``r``; about half the
+    random ones lie where the saturation of ``h`` bites (small ``r``).
+    """
+    from dataclasses import replace
+    r_max = cfg.out_shift_max
+    fixed = [0, r_max, (1 << cfg.shift_bits) - 1, 1]
+    out = []
+    for i, h in enumerate(heads):
+        if i < len(fixed):
+            r = fixed[i]
+        elif rng.random() < 0.5:
+            r = int(rng.integers(0, max(1, r_max - cfg.out_bits + 2)))
+        else:
+            r = int(rng.integers(0, r_max + 1))
+        out.append(replace(h, out_shift=min(r, (1 << cfg.shift_bits) - 1)))
+    return out
 
 
 def _ranges(cfg):
@@ -137,8 +176,13 @@ def heads_from_npz(cfg, path, rng: np.random.Generator, *, count: int | None = N
 
 
 def mixed_heads(cfg, rng: np.random.Generator, *, random_count: int, every_length: bool = True,
-                extremes: bool = True, real_path=None, real_count: int = 4) -> list[Head]:
-    """The standard stimulus mix: extremes, every valid length 1..n, random, real."""
+                extremes: bool = True, real_path=None, real_count: int = 4,
+                vary_shift: bool = True) -> list[Head]:
+    """The standard stimulus mix: extremes, every valid length 1..n, random, real.
+
+    With ``vary_shift`` (default) the output shift ``r`` changes from head to
+    head over ``0..out_shift_max`` (:func:`with_shifts`); otherwise every head has ``r = 0``.
+    """
     heads = []
     if extremes:
         heads += extreme_heads(cfg, rng)
@@ -148,6 +192,8 @@ def mixed_heads(cfg, rng: np.random.Generator, *, random_count: int, every_lengt
     heads += random_heads(cfg, random_count, rng)
     if real_path is not None:
         heads += heads_from_npz(cfg, real_path, rng, count=real_count)
+    if vary_shift:
+        heads = with_shifts(cfg, heads, rng)
     return heads
 
 
@@ -160,7 +206,7 @@ def golden_outputs(cfg, heads) -> np.ndarray:
         np.stack([h.q for h in heads]), np.stack([h.k for h in heads]),
         np.stack([h.v for h in heads]), np.array([h.length for h in heads]),
         theta=np.array([h.theta for h in heads]), v_shift=cfg.v_shift, z_shift=cfg.z_shift,
-        out_shift=cfg.out_shift, qk_bits=cfg.qk_bits, v_bits=cfg.v_bits, out_bits=cfg.out_bits)
+        out_shift=np.array([h.out_shift for h in heads]), qk_bits=cfg.qk_bits, v_bits=cfg.v_bits, out_bits=cfg.out_bits)
 
 
 def pack_rows(codes: np.ndarray, bits: int) -> list[int]:

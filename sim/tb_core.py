@@ -38,7 +38,7 @@ from cocotb.simtime import get_sim_time
 from cocotb.triggers import FallingEdge, First
 
 from inhibitron.hw.core import CoreConfig
-from inhibitron.sim.stimulus import Head, golden_outputs, pack_rows
+from inhibitron.sim.stimulus import Head, golden_outputs, pack_desc, pack_rows
 
 PARAMS_ENV = "INHIBITRON_TB_PARAMS"
 
@@ -62,8 +62,9 @@ def load_heads(path) -> list[Head]:
     """Heads saved by :func:`save_heads`."""
     z = np.load(path)
     labels = [str(x) for x in z["label"]] if "label" in z else ["?"] * len(z["q"])
+    shifts = z["out_shift"] if "out_shift" in z else np.zeros(len(z["q"]), dtype=np.int64)
     return [Head(z["q"][i], z["k"][i], z["v"][i], int(z["length"][i]), int(z["theta"][i]),
-                 labels[i]) for i in range(len(z["q"]))]
+                 labels[i], int(shifts[i])) for i in range(len(z["q"]))]
 
 
 def save_heads(path, heads: list[Head]) -> None:
@@ -71,6 +72,7 @@ def save_heads(path, heads: list[Head]) -> None:
     np.savez(path, q=np.stack([h.q for h in heads]), k=np.stack([h.k for h in heads]),
              v=np.stack([h.v for h in heads]), length=np.array([h.length for h in heads]),
              theta=np.array([h.theta for h in heads]),
+             out_shift=np.array([h.out_shift for h in heads], dtype=np.int64),
              label=np.array([h.label for h in heads]))
 
 
@@ -210,10 +212,7 @@ async def core_bit_exact(dut):
     rng = random.Random(params.get("seed", 0))
     idle, stall = params.get("idle_prob", 0.0), params.get("stall_prob", 0.0)
 
-    len_bits = max(1, cfg.seq_len.bit_length())
-    tb = cfg.widths.theta_bits
-    descs = [(h.length & ((1 << len_bits) - 1)) | ((h.theta & ((1 << tb) - 1)) << len_bits)
-             for h in heads]
+    descs = [pack_desc(cfg, h) for h in heads]      # {shift r, theta, L} per head
     drivers = [
         StreamDriver(dut, "s_axis_q", [b for h in heads for b in pack_rows(h.q, cfg.qk_bits)],
                      idle, rng),

@@ -27,7 +27,7 @@ def register(subparsers) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--config", type=Path, metavar="CFG.json",
                      help="a CoreConfig as JSON (keys: rows, cols, seq_len, head_dim, qk_bits, "
-                     "v_bits, out_bits, v_shift, z_shift, out_shift, name)")
+                     "v_bits, out_bits, v_shift, z_shift, name; r is a run-time descriptor field)")
     src.add_argument("--checkpoint", type=Path, metavar="DIR",
                      help="a quantized checkpoint directory (inhibitron export); needs --layer")
     src.add_argument("--default-config", action="store_true",
@@ -74,7 +74,8 @@ def run(args) -> int:
     print(f"wrote {gen.verilog} and {gen.description}")
     print(f"  {cfg.rows}x{cfg.cols} arrays, n={cfg.seq_len}, d={cfg.head_dim}, "
           f"q/k s{cfg.qk_bits}, v s{cfg.v_bits}, h s{cfg.out_bits}, "
-          f"shifts a={cfg.v_shift} b={cfg.z_shift} r={cfg.out_shift}")
+          f"shifts a={cfg.v_shift} b={cfg.z_shift}, r per head in the descriptor "
+          f"(0..{cfg.out_shift_max})")
     print(f"  steady state: {cfg.cycles_per_head} cycles/head, "
           f"PE utilization {100 * cfg.ideal_utilization:.1f}% (formula, docs/hardware.md)")
     if args.lint:

@@ -10,9 +10,9 @@ from inhibitron.sim.stimulus import golden_outputs, mixed_heads
 CONFIGS = {
     "tiled-2x2-n5": dict(rows=2, cols=2, seq_len=5, head_dim=4, qk_bits=4, v_bits=4, out_bits=6),
     "3x2-n7-vshift": dict(rows=3, cols=2, seq_len=7, head_dim=3, qk_bits=8, v_bits=6, out_bits=5,
-                          v_shift=2, out_shift=3),
+                          v_shift=2),
     "2x3-n6-zshift": dict(rows=2, cols=3, seq_len=6, head_dim=5, qk_bits=5, v_bits=8, out_bits=8,
-                          z_shift=3, out_shift=1),
+                          z_shift=3),
     "1x1-2bit": dict(rows=1, cols=1, seq_len=3, head_dim=2, qk_bits=2, v_bits=2, out_bits=2),
 }
 

@@ -34,7 +34,7 @@ def test_reproducible_bytes(tmp_path):
 
 @pytest.mark.parametrize("kwargs", [SMALL, dict(rows=3, cols=2, seq_len=7, head_dim=3,
                                                 qk_bits=12, v_bits=5, out_bits=9, z_shift=2,
-                                                out_shift=3, name="odd_core")])
+                                                name="odd_core")])
 def test_verilator_lint_clean(kwargs, tmp_path):
     gen = generate(CoreConfig(**kwargs), tmp_path)
     lint(gen.verilog)            # raises on any warning beyond the named waivers
@@ -90,16 +90,33 @@ def test_manifest_errors():
 
 
 def test_manifest_from_layer_quant():
+    """Per-head r is accepted (a run-time descriptor field); a/b must be shared."""
     from inhibitron.quant.formats import AttentionFormats, HeadQuant, LayerQuant
     fmt = AttentionFormats(qk_bits=6, v_bits=7, out_bits=8)
     heads = [HeadQuant(s_qk=0.1, s_v=0.05, s_h=0.2, theta=-3 + i, v_shift=0, z_shift=1,
-                       out_shift=2) for i in range(2)]
+                       out_shift=2 + 3 * i) for i in range(2)]
     lq = LayerQuant(formats=fmt, head_dim=16, heads=tuple(heads))
     manifest = {"format_version": 1, "layers": [{"attention": lq.to_dict(), "seq_len": 24}]}
     cfg = CoreConfig.from_manifest(manifest, layer=0, rows=4, cols=4)
     assert (cfg.seq_len, cfg.head_dim, cfg.qk_bits, cfg.v_bits, cfg.out_bits) == (24, 16, 6, 7, 8)
-    assert (cfg.v_shift, cfg.z_shift, cfg.out_shift) == (0, 1, 2)
+    assert (cfg.v_shift, cfg.z_shift) == (0, 1)
+    assert max(lq.out_shift) <= cfg.out_shift_max == cfg.widths.acc_bits
     assert cfg.name == "inhibitor_attention_layer0"
+    mixed = LayerQuant(formats=fmt, head_dim=16, heads=(heads[0], HeadQuant(
+        s_qk=0.1, s_v=0.05, s_h=0.2, theta=0, v_shift=0, z_shift=2, out_shift=2)))
+    bad = {"format_version": 1, "layers": [{"attention": mixed.to_dict(), "seq_len": 24}]}
+    with pytest.raises(ValueError, match=r"layer 0: heads use different \(v_shift, z_shift\)"):
+        CoreConfig.from_manifest(bad, layer=0, rows=4, cols=4)
+
+
+def test_legacy_out_shift_key():
+    """Configs written when r was a constant still load; the key is checked and ignored."""
+    cfg = CoreConfig.from_dict({**SMALL, "out_shift": 3})
+    assert cfg == CoreConfig(**SMALL) and "out_shift" not in cfg.to_dict()
+    with pytest.raises(ValueError, match="out_shift must be a non-negative integer, not -1"):
+        CoreConfig.from_dict({**SMALL, "out_shift": -1})
+    with pytest.raises(TypeError):
+        CoreConfig(**SMALL, out_shift=3)
 
 
 def _cli(argv):

@@ -21,18 +21,18 @@ REAL = Path(__file__).resolve().parents[1] / "data" / "minilm_qkv_codes.npz"
 CI_CONFIGS = {
     # 8-bit, d=32 (MiniLM), non-power-of-two n, 4x4 array smaller than the sequence
     "s8_d32_n12_4x4": dict(rows=4, cols=4, seq_len=12, head_dim=32, qk_bits=8, v_bits=8,
-                           out_bits=8, out_shift=1),
+                           out_bits=8),
     # 4-bit inputs, d=64, tiling in both dimensions, v_shift
     "s4_d64_n16_4x4": dict(rows=4, cols=4, seq_len=16, head_dim=64, qk_bits=4, v_bits=4,
-                           out_bits=6, v_shift=1, out_shift=2),
+                           out_bits=6, v_shift=1),
     # 12-bit inputs, non-power-of-two n and a non-square array, z_shift
     "s12_d32_n10_2x4": dict(rows=2, cols=4, seq_len=10, head_dim=32, qk_bits=12, v_bits=12,
-                            out_bits=12, z_shift=2, out_shift=4),
+                            out_bits=12, z_shift=2),
 }
 
 SLOW_CONFIGS = {
     "s8_d64_n128_8x8": dict(rows=8, cols=8, seq_len=128, head_dim=64),
-    "s8_d32_n50_8x4": dict(rows=8, cols=4, seq_len=50, head_dim=32, out_shift=3),
+    "s8_d32_n50_8x4": dict(rows=8, cols=4, seq_len=50, head_dim=32),
     "s16_d8_n9_3x5": dict(rows=3, cols=5, seq_len=9, head_dim=8, qk_bits=16, v_bits=10,
                           out_bits=16, v_shift=3),
 }
