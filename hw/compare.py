@@ -98,7 +98,7 @@ def _predicted_dsp(point: StudyPoint) -> int:
 
 def run_point(point: StudyPoint, *, device: str = "ecp5-85f", freq_mhz: float = 150.0,
               out_root: Path | str = "build/compare", seed: int = 1, progress: bool = True,
-              synthesize: bool = True) -> dict:
+              synthesize: bool = True, pnr_timeout_s: float | None = 1200.0) -> dict:
     """Synthesise one point (cached) and return its row of the study.
 
     A baseline whose MAC PEs alone exceed the device's DSPs is not run; its row
@@ -125,12 +125,16 @@ def run_point(point: StudyPoint, *, device: str = "ecp5-85f", freq_mhz: float = 
     try:
         res = synth.synthesize_component(point.build(), top=point.tag, out_dir=out,
                                          device=device, freq_mhz=freq_mhz, seed=seed,
-                                         progress=progress, wrap=True)
+                                         progress=progress, wrap=True,
+                                         pnr_timeout_s=pnr_timeout_s)
     except synth.DesignDoesNotFit as exc:
         row.update(fits=False, limit=f"{exc.resource}: needs {exc.needed}, has {exc.available}")
         return row
+    except synth.ToolError as exc:
+        row.update(fits=None, limit=f"not measured: {str(exc).splitlines()[0]}")
+        return row
     row.update(
-        fits=True, lut4=res.lut4, carry=res.carry, lut4_sites=res.lut4_equiv, ff=res.ff,
+        fits=True, seed=res.seed, lut4=res.lut4, carry=res.carry, lut4_sites=res.lut4_equiv, ff=res.ff,
         dsp=res.dsp, bram=res.bram, premap_mul=res.premap_mul, fmax_mhz=res.fmax_mhz,
         placed_comb=res.placed_comb,
         heads_per_s=(res.fmax_mhz * 1e6 / row["cycles_per_head"]) if res.fmax_mhz else None,

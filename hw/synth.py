@@ -295,8 +295,9 @@ _PHASE_RE = re.compile(r"^(\d+\. Executing|Info: (Packing|Placing|Running|Routin
 
 
 def _run_tool(tool: str, argv: Sequence[str], *, cwd: Path, log: Path, bar=None,
-              phase: str = "") -> int:
-    """Run *tool* with *argv* in *cwd*, teeing its output to *log*; return its exit code."""
+              phase: str = "", timeout: float | None = None) -> int | None:
+    """Run *tool* with *argv* in *cwd*, teeing its output to *log*; return its exit code,
+    or None if it ran longer than *timeout* seconds (it is then killed)."""
     cmd = _tool_cmd(tool) + list(argv)
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
@@ -320,7 +321,12 @@ def _run_tool(tool: str, argv: Sequence[str], *, cwd: Path, log: Path, bar=None,
         t = threading.Thread(target=pump, daemon=True)
         t.start()
         try:
-            rc = proc.wait()
+            try:
+                rc = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                rc = None
             t.join()
         finally:
             if proc.stdout is not None:
@@ -540,6 +546,8 @@ def synthesize(
     cache: bool = True,
     progress: bool = True,
     name: str | None = None,
+    pnr_timeout_s: float | None = None,
+    pnr_retries: int = 2,
 ) -> SynthResult:
     """Synthesise and place-and-route Verilog for *device*; return the parsed figures.
 
@@ -571,6 +579,10 @@ def synthesize(
         Show a tqdm bar with the current phase.
     name : str, optional
         Design name in the result (defaults to *top*).
+    pnr_timeout_s : float, optional
+        Give up on a nextpnr run after this many seconds (its router can stall
+        on a few congested wires for hours) and retry with the next seed, at
+        most *pnr_retries* times; the seed that succeeded is in the result.
 
     Returns
     -------
@@ -693,12 +705,22 @@ def synthesize(
             log = out / f"{top}.nextpnr.log"
             if report.exists():
                 report.unlink()
-            argv = [*dev.pnr_args, "--json", netlist.name, "--freq", f"{freq_mhz:g}",
-                    "--seed", str(seed), "--timing-allow-fail", "--report", report.name,
-                    "--log", log.name, "-q"]
-            bar.set_postfix_str("nextpnr", refresh=True)
-            rc = _run_tool(f"nextpnr-{dev.family}", argv, cwd=out, log=out / f"{top}.nextpnr.out",
-                           bar=bar, phase="nextpnr")
+            used_seed = seed
+            for attempt in range(pnr_retries + 1):
+                used_seed = seed + attempt
+                argv = [*dev.pnr_args, "--json", netlist.name, "--freq", f"{freq_mhz:g}",
+                        "--seed", str(used_seed), "--timing-allow-fail", "--report", report.name,
+                        "--log", log.name, "-q"]
+                bar.set_postfix_str(f"nextpnr seed {used_seed}", refresh=True)
+                rc = _run_tool(f"nextpnr-{dev.family}", argv, cwd=out,
+                               log=out / f"{top}.nextpnr.out", bar=bar, phase="nextpnr",
+                               timeout=pnr_timeout_s)
+                if rc is not None:
+                    break
+            if rc is None:
+                raise ToolError(f"nextpnr did not finish {name!r} within {pnr_timeout_s:g} s "
+                                f"for seeds {seed}..{used_seed} (routing congestion); see {log}")
+            result["seed"] = used_seed
             log_text = log.read_text(errors="replace") if log.exists() else ""
             if rc != 0 or not report.exists():
                 over = parse_overuse(log_text)
