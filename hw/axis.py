@@ -11,8 +11,10 @@ port                   direction  meaning
 ``s_axis_k_t*``        slave      K rows (same layout)
 ``s_axis_v_t*``        slave      V rows: d codes of ``v_bits``
 ``s_axis_desc_t*``     slave      per-head descriptor: ``tdata`` =
-                                  ``{theta, L}`` (``L`` in the low
-                                  ``bits(n)`` bits, then signed ``theta``)
+                                  ``{r, theta, L}`` (``L`` in the low
+                                  ``bits(n)`` bits, then signed ``theta``,
+                                  then the unsigned output shift ``r``,
+                                  ``CoreConfig.shift_bits`` wide)
 ``m_axis_h_t*``        master     H rows: d codes of ``out_bits``; ``tlast``
                                   on row ``n - 1`` of each head
 =====================  =========  ==========================================

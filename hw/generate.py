@@ -74,9 +74,12 @@ def core_description(config: CoreConfig) -> dict:
         port(f"s_axis_{s}_tvalid", "in", 1, "AXI-Stream valid")
         port(f"s_axis_{s}_tready", "out", 1, "AXI-Stream ready")
         port(f"s_axis_{s}_tlast", "in", 1, "ignored (heads are n rows)")
-    port("s_axis_desc_tdata", "in", len_bits + w.theta_bits,
+    sb = config.shift_bits
+    port("s_axis_desc_tdata", "in", len_bits + w.theta_bits + sb,
          f"per-head descriptor: L (1..{n}) at [0 +: {len_bits}], "
-         f"theta (signed {w.theta_bits} bits) at [{len_bits} +: {w.theta_bits}]")
+         f"theta (signed {w.theta_bits} bits) at [{len_bits} +: {w.theta_bits}], "
+         f"output shift r (unsigned, 0..{config.out_shift_max} useful) at "
+         f"[{len_bits + w.theta_bits} +: {sb}]")
     port("s_axis_desc_tvalid", "in", 1, "AXI-Stream valid")
     port("s_axis_desc_tready", "out", 1, "AXI-Stream ready")
     port("s_axis_desc_tlast", "in", 1, "ignored")
@@ -93,7 +96,8 @@ def core_description(config: CoreConfig) -> dict:
         "config": config.to_dict(),
         "formats": {"q": f"s{config.qk_bits}", "k": f"s{config.qk_bits}",
                     "v": f"s{config.v_bits}", "h": f"s{config.out_bits}",
-                    "theta": f"s{w.theta_bits}"},
+                    "theta": f"s{w.theta_bits}", "out_shift": f"u{config.shift_bits}"},
+        "out_shift_max": config.out_shift_max,
         "widths": {k: v for k, v in vars(w).items()},
         "ports": ports,
         "arrays": {"score": f"{R}x{C} L1PE", "mix": f"{R}x{C} SoftThresholdPE",

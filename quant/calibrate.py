@@ -379,7 +379,7 @@ def fold_layer(
     *,
     head_dim: int | None = None,
     seq_len: int | None = None,
-    shared_shifts: bool | str = True,
+    shared_shifts: bool | str = "ab",
     min_levels: float = 4.0,
     name: str = "layer",
     _suggesting: bool = False,
@@ -418,11 +418,13 @@ def fold_layer(
         ``d``; default: the last dimension the observers saw.
     seq_len : int, optional
         ``n`` of the core; when given, the datapath widths are checked.
-    shared_shifts : True, False or "ab"
-        ``True`` (default): one ``(a, b, r)`` for all heads, so one core with
-        constant shifts serves the layer. ``"ab"``: ``a`` and ``b`` shared
-        (constants inside the PE array), ``r`` per head (a run-time output
-        shift, like ``theta``). ``False``: every shift per head.
+    shared_shifts : "ab", True or False
+        ``"ab"`` (default): ``a`` and ``b`` shared by the layer (constants
+        inside the PE array), ``r`` per head (a run-time field of the core's
+        head descriptor, like ``theta``), so one generated core serves the
+        layer. ``True``: one ``(a, b, r)`` for all heads (the policy before
+        the core took ``r`` at run time; costs precision on heads with small
+        outputs). ``False``: every shift per head (no single core fits).
     min_levels : float
         Each head's calibrated range must span at least this many codes of
         each format after folding; otherwise :class:`FormatTooNarrowError`.

@@ -847,7 +847,7 @@ def calibrate_student(
     seq_len: int = 128,
     act_bits: int = 8,
     observer: str = "minmax",
-    shared_shifts: bool | str = True,
+    shared_shifts: bool | str = "ab",
     progress: bool = False,
 ) -> dict:
     """Calibrate every layer of a student on real inputs (one forward pass).
@@ -871,9 +871,10 @@ def calibrate_student(
         Width of the projection input activations.
     observer : {"minmax", "percentile", "mse"}
         Range observer of Q, K, V.
-    shared_shifts : True, "ab" or False
-        Shift policy of :func:`~inhibitron.quant.calibrate.fold_layer`: one
-        ``(a, b, r)`` per layer, per-head ``r`` only, or all per head.
+    shared_shifts : "ab", True or False
+        Shift policy of :func:`~inhibitron.quant.calibrate.fold_layer`: per-head
+        ``r`` with ``a``/``b`` shared (default: one generated core serves the
+        layer), one ``(a, b, r)`` per layer, or all per head.
     progress : bool
         Show a tqdm bar over layers.
 
@@ -992,7 +993,7 @@ def export_student(
     act_bits: int = 8,
     seq_len: int = 128,
     observer: str = "minmax",
-    shared_shifts: bool | str = True,
+    shared_shifts: bool | str = "ab",
     onnx: bool = True,
     memory_images: bool = True,
     force: bool = False,

@@ -156,7 +156,7 @@ def sqnr_report(
     eta=1.0,
     delta=-0.5,
     observer: str = "minmax",
-    shared_shifts: bool | str = True,
+    shared_shifts: bool | str = "ab",
     progress: bool = False,
 ) -> list[SqnrRow]:
     """End-to-end SQNR of the quantized golden model vs the float reference, per layer.
@@ -266,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - needs 
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bits", type=int, nargs="+", default=[8, 16])
     parser.add_argument("--observer", default="minmax", choices=("minmax", "percentile", "mse"))
-    parser.add_argument("--shared-shifts", default="true", choices=("true", "ab", "false"))
+    parser.add_argument("--shared-shifts", default="ab", choices=("true", "ab", "false"))
     args = parser.parse_args(argv)
     model, tokenizer = load_teacher()
     ids, attention_mask = tokenize(tokenizer, embedded_sentences(args.sentences, seed=args.seed),

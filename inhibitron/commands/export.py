@@ -52,8 +52,10 @@ def register(subparsers) -> None:
                    help="longest tokenized sentence; also the sequence length n the core is sized for")
     p.add_argument("--observer", choices=("minmax", "percentile", "mse"), default="minmax",
                    help="range observer of Q, K, V")
-    p.add_argument("--shifts", choices=tuple(_SHIFTS), default="layer",
-                   help="shift policy: one (a, b, r) per layer, per-head r ('ab' shared), or all per head")
+    p.add_argument("--shifts", choices=tuple(_SHIFTS), default="ab",
+                   help="shift policy: per-head r with a, b shared by the layer (default; one generated core "
+                        "serves the layer, r is a run-time descriptor field), one (a, b, r) per layer, "
+                        "or all per head")
     p.add_argument("--seed", type=int, default=0, help="seed of the sentence sample")
     p.add_argument("--no-onnx", action="store_true", help="do not write the ONNX graphs")
     p.add_argument("--no-memimages", action="store_true", help="do not write $readmemh memory images")

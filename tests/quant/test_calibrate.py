@@ -244,23 +244,27 @@ def test_fold_too_narrow_names_format_and_suggests_width():
             r"layer 5 head \d: H spans only .* of the 127 positive codes of out_bits=8 because the layer shares "
             r"its shifts \(a, b, r\); at least 4 are needed: use out_bits=17 or fold with shared_shifts='ab' "
             r"\(per-head output shifts\)")):
-        fold_layer(1.0, 1.0, 0.0, q, k, v, h, AttentionFormats(8, 8, 8), head_dim=D, name="layer 5")
-    # per-head output shifts solve it
+        fold_layer(1.0, 1.0, 0.0, q, k, v, h, AttentionFormats(8, 8, 8), head_dim=D, shared_shifts=True,
+                   name="layer 5")
+    # per-head output shifts (the default policy) solve it
+    fold_layer(1.0, 1.0, 0.0, q, k, v, h, AttentionFormats(8, 8, 8), head_dim=D, name="layer 5")
     fold_layer(1.0, 1.0, 0.0, q, k, v, h, AttentionFormats(8, 8, 8), head_dim=D, shared_shifts="ab",
                name="layer 5")
     # Q/K starved by the shared a/b of a 3-bit format: gamma differs a lot between heads
     with pytest.raises(FormatTooNarrowError, match=r"head \d: Q/K spans only .* of qk_bits=3 because the layer shares its "
-                       r"shifts \(a, b, r\); .* use qk_bits=\d+ or fold with shared_shifts=False"):
+                       r"shifts \(a, b\); .* use qk_bits=\d+ or fold with shared_shifts=False"):
         fold_layer(np.array([1.0, 64.0, 1.0, 1.0]), 1.0, 0.0, q, k, v, None, AttentionFormats(3, 3, 8),
                    head_dim=D, seq_len=8)
     # the suggested width works
     msg = ""
     try:
-        fold_layer(1.0, 1.0, 0.0, q, k, v, h, AttentionFormats(8, 8, 8), head_dim=D, name="layer 5")
+        fold_layer(1.0, 1.0, 0.0, q, k, v, h, AttentionFormats(8, 8, 8), head_dim=D, shared_shifts=True,
+                   name="layer 5")
     except FormatTooNarrowError as exc:
         msg = str(exc)
     width = int(msg.split("use out_bits=")[1].split()[0])
-    fold_layer(1.0, 1.0, 0.0, q, k, v, h, AttentionFormats(8, 8, width), head_dim=D, name="layer 5")
+    fold_layer(1.0, 1.0, 0.0, q, k, v, h, AttentionFormats(8, 8, width), head_dim=D, shared_shifts=True,
+               name="layer 5")
 
 
 def test_observe_layer_kinds():
