@@ -154,7 +154,8 @@ def cosim_heads(layer_q, hidden, mask, n: int):
             pad = ((0, n - n_tok), (0, 0))
             heads.append(Head(q=np.pad(q[b, h], pad).astype(np.int64), k=np.pad(k[b, h], pad).astype(np.int64),
                               v=np.pad(v[b, h], pad).astype(np.int64), length=L,
-                              theta=int(layer_q.attention.heads[h].theta), label=f"real s{b} h{h}"))
+                              theta=int(layer_q.attention.heads[h].theta), label=f"real s{b} h{h}",
+                              out_shift=int(layer_q.attention.heads[h].out_shift)))
     return heads
 
 
