@@ -27,7 +27,8 @@ Architecture (one head at a time, ``R x C`` array, ``n`` keys, head dim ``d``)::
 Streams (``amaranth.lib.stream``; payloads are packed rows, element 0 in the
 least significant bits):
 
-``desc``  In: ``length`` (L, 1..n), ``score_mult`` (M, unsigned ``m_bits``);
+``desc``  In: ``length`` (L, 1..n), ``score_mult`` (M, unsigned ``m_bits``),
+          ``shift`` (r, the output shift, 0..``out_shift_max``, saturating);
           one per head, accepted when idle.
 ``q``, ``k``, ``v``  In: ``n`` rows each of ``d`` signed codes.
 ``h``  Out: ``n`` rows of ``d`` signed ``out_bits`` codes; ``last`` field on the final row.
@@ -73,9 +74,6 @@ class BaselineConfig:
         ``d``; a multiple of ``cols`` and at least ``cols``.
     qk_bits, v_bits, out_bits : int
         Signed widths of Q/K codes, V codes and output codes (2..16).
-    out_shift : int
-        ``r``: ``h = sat((acc + 2**(r-1)) >> r)``; the default ``p_bits - 1``
-        gives ``h`` in the units of ``v``.
     name : str
         Verilog module name.
     constants : SoftmaxConstants
@@ -89,7 +87,6 @@ class BaselineConfig:
     qk_bits: int = 8
     v_bits: int = 8
     out_bits: int = 8
-    out_shift: int = 7            # r
     name: str = "baseline_attention_core"
     constants: SoftmaxConstants = field(default_factory=lambda: DEFAULT_CONSTANTS)
 
@@ -101,7 +98,6 @@ class BaselineConfig:
         if self.seq_len % self.rows or self.seq_len % self.cols:
             raise ValueError(f"seq_len must be a multiple of rows={self.rows} and cols={self.cols}, "
                              f"not {self.seq_len}")
-        check_int("out_shift", self.out_shift, minimum=0, maximum=63)
         if not isinstance(self.name, str) or not self.name.isidentifier():
             raise ValueError(f"name must be a Verilog identifier, not {self.name!r}")
         if self.head_dim % self.cols:
@@ -135,7 +131,7 @@ class DotProductAttentionCore(wiring.Component):
     Members
     -------
     desc : In(stream.Signature(desc_layout))
-        Per-head descriptor: ``length``, ``score_mult``.
+        Per-head descriptor: ``length``, ``score_mult``, ``shift``.
     q, k : In(stream.Signature(ArrayLayout(signed(qk_bits), head_dim)))
     v : In(stream.Signature(ArrayLayout(signed(v_bits), head_dim)))
     h : Out(stream.Signature(StructLayout({"data": ArrayLayout(signed(out_bits), head_dim), "last": 1})))
@@ -152,6 +148,7 @@ class DotProductAttentionCore(wiring.Component):
         self.desc_layout = data.StructLayout({
             "length": unsigned(_clog2(n + 1)),
             "score_mult": unsigned(cst.m_bits),
+            "shift": unsigned(self.shift_bits),
         })
         self.row_qk = data.ArrayLayout(signed(cfg.qk_bits), d)
         self.row_v = data.ArrayLayout(signed(cfg.v_bits), d)
@@ -169,6 +166,23 @@ class DotProductAttentionCore(wiring.Component):
     config = property(lambda self: self._cfg, doc="The :class:`BaselineConfig`.")
 
     # -- derived widths -------------------------------------------------------------
+    @property
+    def acc_bits(self) -> int:
+        """Signed accumulator width of the shared MAC PE."""
+        return mac_acc_bits(a_bits=self.pe_a_bits, a_signed=True, b_bits=self.pe_b_bits,
+                            b_signed=True, length=self.pe_length)
+
+    @property
+    def out_shift_max(self) -> int:
+        """Largest meaningful output shift ``r``: ``acc_bits + 1`` (every larger ``r``
+        gives ``h = 0``, as does ``acc_bits + 1`` itself); the field saturates there."""
+        return self.acc_bits + 1
+
+    @property
+    def shift_bits(self) -> int:
+        """Width of the descriptor's ``shift`` field (``r``)."""
+        return self.out_shift_max.bit_length()
+
     @property
     def score_bits(self) -> int:
         c = self._cfg
@@ -235,7 +249,7 @@ class DotProductAttentionCore(wiring.Component):
         # ---------------- descriptor ----------------
         L = Signal(nb)
         M = Signal(cst.m_bits)
-        rsh = cfg.out_shift
+        rsh = Signal(self.shift_bits)
 
         # ---------------- input memories ----------------
         q_mem = Memory(shape=unsigned(qb * d), depth=n, init=[])
@@ -299,8 +313,10 @@ class DotProductAttentionCore(wiring.Component):
 
         # ---------------- array result write-back ----------------
         # (acc + 2**(r-1)) >> r is 0 for every r > acc_bits, so r is clamped to acc_bits + 1
-        rs = min(rsh, acc_bits + 1)
-        half_r = (1 << rs) >> 1
+        rs = Signal(range(acc_bits + 2))
+        m.d.comb += rs.eq(Mux(rsh > acc_bits + 1, acc_bits + 1, rsh))
+        half_r = Signal(acc_bits + 1)
+        m.d.comb += half_r.eq((Const(1, 1) << rs) >> 1)
         for r in range(R):
             res = arr.out_data[r]
             col = arr.out_tag[r] * C + arr.out_col[r]
@@ -407,6 +423,7 @@ class DotProductAttentionCore(wiring.Component):
                 m.d.comb += [self.busy.eq(0), self.desc.ready.eq(1)]
                 with m.If(self.desc.valid):
                     m.d.sync += [L.eq(self.desc.payload.length), M.eq(self.desc.payload.score_mult),
+                                 rsh.eq(self.desc.payload.shift),
                                  q_cnt.eq(0), k_cnt.eq(0), v_cnt.eq(0)]
                     m.next = "LOAD"
             with m.State("LOAD"):

@@ -118,10 +118,11 @@ def run_baseline_cosim(config, *, build_dir, heads: int = 3, seed: int = 0,
         M = score_mult_for_scale(scale, config.constants)
         if h == 3:
             M = (1 << config.constants.m_bits) - 1  # sharpest softmax
-        hh = baseline_attention_int(q, k, v, L, score_mult=M, out_shift=config.out_shift,
+        r = [7, 7, 0, 9][h] if h < 4 else int(rng.integers(0, dut.out_shift_max + 1))
+        hh = baseline_attention_int(q, k, v, L, score_mult=M, out_shift=r,
                                     qk_bits=config.qk_bits, v_bits=config.v_bits,
                                     out_bits=config.out_bits, constants=config.constants)
-        stim.append({"q": q.tolist(), "k": k.tolist(), "v": v.tolist(), "L": L, "M": M,
+        stim.append({"q": q.tolist(), "k": k.tolist(), "v": v.tolist(), "L": L, "M": M, "r": r,
                      "h": hh.tolist()})
     stim_file = build / "stimulus.json"
     result_file = build / "result.json"
@@ -218,7 +219,8 @@ if cocotb is not None:
         for hi, head in enumerate(heads):
             stall = stim["stall"] and hi > 0
             # descriptor
-            desc_p.value = head["L"] | (head["M"] << len_bits)
+            desc_p.value = (head["L"] | (head["M"] << len_bits)
+                            | (head["r"] << (len_bits + cfg["m_bits"])))
             desc_v.value = 1
             while True:
                 await ReadOnly()
