@@ -140,6 +140,7 @@ class DotProductAttentionCore(wiring.Component):
     """
 
     def __init__(self, config: BaselineConfig):
+        self._MustUse__silence = True  # no "never elaborated" warning if validation raises
         if not isinstance(config, BaselineConfig):
             raise TypeError(f"config must be a BaselineConfig, not {config!r}")
         self._cfg = cfg = config
@@ -162,6 +163,7 @@ class DotProductAttentionCore(wiring.Component):
             "h": Out(stream.Signature(self.out_layout)),
             "busy": Out(1),
         })
+        self._MustUse__silence = False
 
     config = property(lambda self: self._cfg, doc="The :class:`BaselineConfig`.")
 

@@ -70,6 +70,7 @@ class MacPE(ProcessingElement):
 
     def __init__(self, *, a_bits: int, b_bits: int, a_signed: bool = True, b_signed: bool = True,
                  length: int, input_register: bool = False, tag_width: int = 0):
+        self._MustUse__silence = True  # no "never elaborated" warning if validation raises
         self._a_bits = check_int("a_bits", a_bits, minimum=1, maximum=32)
         self._b_bits = check_int("b_bits", b_bits, minimum=1, maximum=32)
         self._length = check_int("length", length, minimum=1)
@@ -88,6 +89,7 @@ class MacPE(ProcessingElement):
             acc_shape=signed(acc), term_shape=signed(prod),
             term_latency=2 if input_register else 1, tag_width=tag_width,
         )
+        self._MustUse__silence = False
 
     a_bits = property(lambda self: self._a_bits, doc="Width of ``a`` (bits).")
     b_bits = property(lambda self: self._b_bits, doc="Width of ``b`` (bits).")
