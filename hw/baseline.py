@@ -208,6 +208,7 @@ class DotProductAttentionCore(wiring.Component):
     # Pipeline depths of the softmax passes (cycles after the last issue).
     EXP_DEPTH = 7
     NORM_DEPTH = 4
+    OUT_PIPE = 2  # output rounding stages
 
     def cycles_per_head(self, valid_len: int | None = None) -> int:
         """Cycles from the descriptor handshake to the last output row, with the
@@ -225,7 +226,7 @@ class DotProductAttentionCore(wiring.Component):
         score = (max(R, C) + 1 + d) + (n // C - 1) * (C + 1 + d) + lat + 1
         soft = R * ((L + self.EXP_DEPTH + 1) + (c.constants.recip_bits + 1 + 1)
                     + (n + self.NORM_DEPTH + 1))
-        mix = (d // C) * (n + 1) + lat + 1
+        mix = (d // C) * (n + 1) + lat + 1 + self.OUT_PIPE
         out = R
         return 1 + n + (n // R) * (score + soft + mix + out)
 
@@ -288,7 +289,7 @@ class DotProductAttentionCore(wiring.Component):
         blk = Signal(range(max(n // R, 2)))      # block of query rows
         tile = Signal(range(max(n // C, d // C, 2)))
         step = Signal(range(max(n, d, max(R, C) + 1) + 2))
-        drain = Signal(range(lat + R + C + 4))
+        drain = Signal(range(lat + R + C + self.OUT_PIPE + 4))
         row = Signal(range(max(R, 2)))
         first_tile_load = Signal()
 
@@ -314,11 +315,12 @@ class DotProductAttentionCore(wiring.Component):
         mix_tile = Signal(range(max(n // C, d // C, 2)))
 
         # ---------------- array result write-back ----------------
-        # (acc + 2**(r-1)) >> r is 0 for every r > acc_bits, so r is clamped to acc_bits + 1
+        # (acc + 2**(r-1)) >> r is 0 for every r > acc_bits, so r is clamped to acc_bits + 1;
+        # both are registered (constant during a head: the descriptor is latched long before)
         rs = Signal(range(acc_bits + 2))
-        m.d.comb += rs.eq(Mux(rsh > acc_bits + 1, acc_bits + 1, rsh))
+        m.d.sync += rs.eq(Mux(rsh > acc_bits + 1, acc_bits + 1, rsh))
         half_r = Signal(acc_bits + 1)
-        m.d.comb += half_r.eq((Const(1, 1) << rs) >> 1)
+        m.d.sync += half_r.eq((Const(1, 1) << rs) >> 1)
         for r in range(R):
             res = arr.out_data[r]
             col = arr.out_tag[r] * C + arr.out_col[r]
@@ -329,15 +331,21 @@ class DotProductAttentionCore(wiring.Component):
                     with m.If(~mx_seen[r] | (res.as_signed() > mx[r])):
                         m.d.sync += mx[r].eq(res.as_signed())
                     m.d.sync += mx_seen[r].eq(1)
-            # mixing results: round half up, shift, saturate
-            rounded = Signal(signed(acc_bits + 2), name=f"rounded{r}")
-            m.d.comb += rounded.eq((res.as_signed() + half_r) >> rs)
+            # mixing results, OUT_PIPE = 2 stages: (1) acc + half, (2) >> r; then saturate
+            v1, v2 = Signal(name=f"ov1_{r}"), Signal(name=f"ov2_{r}")
+            col1 = Signal(range(max(n, d) + 1), name=f"ocol1_{r}")
+            col2 = Signal(range(max(n, d) + 1), name=f"ocol2_{r}")
+            sum1 = Signal(signed(acc_bits + 2), name=f"osum1_{r}")
+            shifted = Signal(signed(acc_bits + 2), name=f"oshift2_{r}")
+            m.d.sync += [v1.eq(arr.out_valid[r] & mode_mix), col1.eq(col),
+                         sum1.eq(res.as_signed() + half_r),
+                         v2.eq(v1), col2.eq(col1), shifted.eq(sum1 >> rs)]
             sat = Signal(signed(ob), name=f"sat{r}")
             lo, hi = -(1 << (ob - 1)), (1 << (ob - 1)) - 1
-            m.d.comb += sat.eq(Mux(rounded > hi, hi, Mux(rounded < lo, lo, rounded)))
-            with m.If(arr.out_valid[r] & mode_mix):
+            m.d.comb += sat.eq(Mux(shifted > hi, hi, Mux(shifted < lo, lo, shifted)))
+            with m.If(v2):
                 for l in range(d):
-                    with m.If(col == l):
+                    with m.If(col2 == l):
                         m.d.sync += obuf[r][l].eq(sat)
 
         # ---------------- softmax unit ----------------
@@ -544,7 +552,7 @@ class DotProductAttentionCore(wiring.Component):
             with m.State("M_DRAIN"):
                 m.d.comb += mode_mix.eq(1)
                 m.d.sync += drain.eq(drain + 1)
-                with m.If(drain == lat + R + C):
+                with m.If(drain == lat + R + C + self.OUT_PIPE):
                     m.d.sync += row.eq(0)
                     m.next = "OUT"
             with m.State("OUT"):
