@@ -33,6 +33,7 @@ def test_baseline_config_errors():
 
 def test_mac_pe_errors_and_widths():
     pe = MacPE(a_bits=9, b_bits=8, length=64)
+    pe._MustUse__silence = True  # inspected, never elaborated
     assert pe.acc_shape.width == 9 + 8 + 6 and pe.acc_shape.signed
     assert pe.latency == 2
     with pytest.raises(TypeError, match=r"a_signed must be a bool, not 1"):
