@@ -114,6 +114,9 @@ def render_markdown(results: list[dict], machine: dict, command: str) -> str:
             out.append(f"Skipped: {entry['skipped']}\n")
             continue
         res = entry["result"]
+        if "rows" not in res and "summary" not in res:
+            # A flat dict of figures: one row.
+            res = {"rows": [res]}
         if res.get("summary"):
             out.append(res["summary"] + "\n")
         out.append(_table(res.get("rows", [])))
