@@ -263,6 +263,7 @@ def _plots(rows, img_dir: Path, stem: str) -> list[str]:
     stages = ["score", "rowstats", "softmax", "mix", "output"]
     x = 0
     labels = []
+    labelled: set[str] = set()
     for d in dims:
         for kind in KINDS:
             fn = inhibitor_ops if kind == "inhibitor" else baseline_ops
@@ -271,9 +272,10 @@ def _plots(rows, img_dir: Path, stem: str) -> list[str]:
             for st, c in zip(stages, ("tab:blue", "tab:green", "tab:orange", "tab:purple",
                                       "tab:gray")):
                 val = by.get(st, 0.0) / 1e3
-                axes[1].bar(x, val, bottom=bottom, color=c,
-                            label=st if x == 0 or (st == "softmax" and kind == "baseline"
-                                                   and d == dims[0]) else None)
+                show = val > 0 and st not in labelled
+                if show:
+                    labelled.add(st)
+                axes[1].bar(x, val, bottom=bottom, color=c, label=st if show else None)
                 bottom += val
             labels.append(f"{kind[:4]}.\nd={d}")
             x += 1
@@ -292,7 +294,7 @@ def _plots(rows, img_dir: Path, stem: str) -> list[str]:
 def write_report(rows: list[dict], path: Path | str = "docs/efficiency.md", *,
                  command: str = "inhibitron compare", device: str = "ecp5-85f",
                  freq_mhz: float = 150.0, pe_rows: list[dict] | None = None,
-                 extra_sections: str = "") -> Path:
+                 extra_sections: str = "", note: str = "") -> Path:
     """Write the Markdown report (tables + PNG plots in ``<dir>/img``) and the raw rows as JSON."""
     from . import synth
 
@@ -316,6 +318,8 @@ def write_report(rows: list[dict], path: Path | str = "docs/efficiency.md", *,
              f"(resources below are the core's own; Fmax is register to register of the "
              f"placed design). {bits}-bit Q/K/V/H codes, n = {n0} keys per head, "
              f"valid length L = n.\n")
+    if note:
+        L.append(note.rstrip() + "\n")
 
     # headline
     head = []
