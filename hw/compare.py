@@ -313,7 +313,7 @@ def write_report(rows: list[dict], path: Path | str = "docs/efficiency.md", *,
     L.append(f"Produced by `{command}` on {time.strftime('%Y-%m-%d')}; raw rows in "
              f"`{path.with_suffix('.json').name}`. Device {dev.part} ({dev.package}, speed "
              f"{dev.speed}): {dev.lut4:,} LUT4, {dev.dsp} MULT18X18D, {dev.bram} DP16KD. "
-             f"Yosys `synth_ecp5` + nextpnr-ecp5 (YoWASP builds), seed 1, target "
+             f"Yosys `synth_ecp5` + nextpnr-ecp5 (YoWASP builds), seed 1 (the next seed when routing stalls; each row's seed is in the JSON), target "
              f"{freq_mhz:g} MHz, each core inside the I/O wrapper of `hw/wrapper_io.py` "
              f"(resources below are the core's own; Fmax is register to register of the "
              f"placed design). {bits}-bit Q/K/V/H codes, n = {n0} keys per head, "
