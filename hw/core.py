@@ -683,10 +683,16 @@ class InhibitorAttentionCore(wiring.Component):
                      m1_pad.eq(m_j >= Mux(m_hp, d_len[1], d_len[0])), m1_zs.eq(m_zs),
                      m1_tag.tile.eq(m_tile), m1_tag.oslot.eq(m_os),
                      m1_tag.last.eq(m_tile == nL - 1)]
-        m2_valid, m2_first, m2_last = Signal(), Signal(), Signal()
-        m2_tag = Signal(mtag)
-        m.d.sync += [m2_valid.eq(m1_valid), m2_first.eq(m1_first), m2_last.eq(m1_last),
-                     m2_tag.eq(m1_tag)]
+        # ThresholdClip is pipelined (ThresholdClip.latency stages: register the
+        # block-RAM read data, subtract, select); control and V follow it.
+        clip_lat = ThresholdClip.latency
+        mc_valid, mc_first, mc_last, mc_tag = m1_valid, m1_first, m1_last, m1_tag
+        for i in range(clip_lat):
+            nv, nf, nl = (Signal(name=f"mclip{i}_valid"), Signal(name=f"mclip{i}_first"),
+                          Signal(name=f"mclip{i}_last"))
+            nt = Signal(mtag, name=f"mclip{i}_tag")
+            m.d.sync += [nv.eq(mc_valid), nf.eq(mc_first), nl.eq(mc_last), nt.eq(mc_tag)]
+            mc_valid, mc_first, mc_last, mc_tag = nv, nf, nl, nt
         for r in range(R):
             tc = ThresholdClip(z_width=zw, threshold_width=tw, zb_max=cfg.zb_max)
             m.submodules[f"thrclip{r}"] = tc
@@ -694,11 +700,14 @@ class InhibitorAttentionCore(wiring.Component):
                          tc.threshold.eq(Mux(m1_zs, thr[1][r], thr[0][r])),
                          mix.a[r].eq(tc.zb)]
         for c in range(C):
-            vd = Signal(signed(cfg.v_bits), name=f"v_d{c}", reset_less=True)
-            m.d.sync += vd.eq(v_rd[c].data)
+            vd = v_rd[c].data
+            for i in range(clip_lat):
+                nvd = Signal(signed(cfg.v_bits), name=f"v_d{c}_{i}", reset_less=True)
+                m.d.sync += nvd.eq(vd)
+                vd = nvd
             m.d.comb += mix.b[c].eq(vd)
-        m.d.comb += [mix.valid.eq(m2_valid), mix.first.eq(m2_first), mix.last.eq(m2_last),
-                     mix.tag.eq(m2_tag)]
+        m.d.comb += [mix.valid.eq(mc_valid), mix.first.eq(mc_first), mix.last.eq(mc_last),
+                     mix.tag.eq(mc_tag)]
 
         # -------------------------------- mixing back end: round, collect, write block
         # Round half up by the run-time r, then saturate (contract step 6), in two

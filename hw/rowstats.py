@@ -231,7 +231,15 @@ class RowStatistics(wiring.Component):
 
 
 class ThresholdClip(wiring.Component):
-    """``zb = min(max(z - t, 0), zb_max)``, or ``zb_max`` for a padded key; registered.
+    """``zb = min(max(z - t, 0), zb_max)``, or ``zb_max`` for a padded key; pipelined.
+
+    Three register stages, so that no cycle holds more than one carry chain
+    (and none starts at a block-RAM output):
+
+    1. register ``z``, ``t``, ``t + zb_max`` and ``pad``;
+    2. ``diff = z - t`` and the clip flag ``hi = pad | (z - (t + zb_max) >= 0)``
+       in parallel (one subtractor each), registered;
+    3. select ``zb_max`` / ``0`` / ``diff`` from the registered flags.
 
     Parameters
     ----------
@@ -251,7 +259,7 @@ class ThresholdClip(wiring.Component):
     pad : In(1)
         The key is padding (``j >= L``).
     zb : Out(bits(zb_max))
-        Registered result (latency 1).
+        Registered result (latency :attr:`latency` = 3).
     """
 
     def __init__(self, *, z_width: int, threshold_width: int, zb_max: int):
@@ -267,14 +275,32 @@ class ThresholdClip(wiring.Component):
         })
         self._MustUse__silence = False
 
-    latency = 1
+    latency = 3
     zb_max = property(lambda self: self._zb_max)
 
     def elaborate(self, platform):
         m = Module()
-        diff = Signal(signed(max(self._z_width + 1, self._threshold_width) + 1))
-        m.d.comb += diff.eq(self.z - self.threshold)
+        zw, tw = self._z_width, self._threshold_width
+        tzw = max(tw, _ubits(self._zb_max) + 1) + 1          # t + zb_max, signed
+        # Stage 1: register the inputs (z comes straight from a block RAM).
+        zq = Signal(zw, reset_less=True)
+        tq = Signal(signed(tw), reset_less=True)
+        tzq = Signal(signed(tzw), reset_less=True)
+        pq = Signal(reset_less=True)
+        m.d.sync += [zq.eq(self.z), tq.eq(self.threshold),
+                     tzq.eq(self.threshold + self._zb_max), pq.eq(self.pad)]
+        # Stage 2: z - t and z - (t + zb_max) in parallel, registered.
+        diff = Signal(signed(max(zw + 1, tw) + 1))
+        diff_hi = Signal(signed(max(zw + 1, tzw) + 1))
+        m.d.comb += [diff.eq(zq - tq), diff_hi.eq(zq - tzq)]
+        low = Signal(len(self.zb), reset_less=True)
+        neg = Signal(reset_less=True)
+        hi = Signal(reset_less=True)
+        m.d.sync += [low.eq(diff[:len(self.zb)]), neg.eq(diff[-1]),
+                     hi.eq(pq | ~diff_hi[-1])]
+        # Stage 3: select (LUTs only), driven through the data path.
         top = Const(self._zb_max, _ubits(self._zb_max))
-        m.d.sync += self.zb.eq(Mux(self.pad | (diff >= self._zb_max), top,
-                                   Mux(diff[-1], 0, diff[:len(self.zb)])))
+        zb = Signal(len(self.zb), reset_less=True)
+        m.d.sync += zb.eq(Mux(hi, top, Mux(neg, 0, low)))
+        m.d.comb += self.zb.eq(zb)
         return m

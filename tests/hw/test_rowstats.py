@@ -84,13 +84,17 @@ def test_threshold_clip(zb_max):
             ctx.set(dut.pad, p)
             await ctx.tick()
             got.append(ctx.get(dut.zb))
+        for _ in range(dut.latency - 1):
+            await ctx.tick()
+            got.append(ctx.get(dut.zb))
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
     expect = [zb_max if p else min(max(z - t, 0), zb_max) for z, t, p in cases]
-    assert got == expect
+    assert dut.latency == 3
+    assert got[dut.latency - 1:] == expect
 
 
 def test_rowstats_errors():
