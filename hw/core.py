@@ -571,18 +571,28 @@ class InhibitorAttentionCore(wiring.Component):
             m.d.comb += p.addr.eq(_addr(s_qbase + s_k, q_half, s_hp))
         for p in k_rd:
             m.d.comb += p.addr.eq(_addr(s_kbase + s_k, k_half, s_hp))
-        # Control aligned with the read data (one cycle).
+        # Control aligned with the read data (one cycle), then both registered once
+        # more: the block-RAM outputs (NOREG DP16KD, ~5.8 ns clock-to-output on
+        # ECP5) feed a register, not the PEs' subtractors.
         s_tag = Signal(stag)
         s_valid, s_first, s_last = Signal(), Signal(), Signal()
         m.d.sync += [s_valid.eq(s_run), s_first.eq(s_k == 0), s_last.eq(s_k == d - 1),
                      s_tag.zslot.eq(s_zs), s_tag.first.eq(s_tile == 0),
                      s_tag.last.eq(s_tile == nJ - 1)]
+        s2_tag = Signal(stag)
+        s2_valid, s2_first, s2_last = Signal(), Signal(), Signal()
+        m.d.sync += [s2_valid.eq(s_valid), s2_first.eq(s_first), s2_last.eq(s_last),
+                     s2_tag.eq(s_tag)]
         for r in range(R):
-            m.d.comb += score.a[r].eq(q_rd[r].data)
+            qd = Signal(signed(cfg.qk_bits), name=f"q_d{r}", reset_less=True)
+            m.d.sync += qd.eq(q_rd[r].data)
+            m.d.comb += score.a[r].eq(qd)
         for c in range(C):
-            m.d.comb += score.b[c].eq(k_rd[c].data)
-        m.d.comb += [score.valid.eq(s_valid), score.first.eq(s_first), score.last.eq(s_last),
-                     score.tag.eq(s_tag)]
+            kd = Signal(signed(cfg.qk_bits), name=f"k_d{c}", reset_less=True)
+            m.d.sync += kd.eq(k_rd[c].data)
+            m.d.comb += score.b[c].eq(kd)
+        m.d.comb += [score.valid.eq(s2_valid), score.first.eq(s2_first), score.last.eq(s2_last),
+                     score.tag.eq(s2_tag)]
 
         # ----------------------------------------- score back end: z memory + stats
         thr = [[Signal(signed(tw), name=f"thr{s}_{r}") for r in range(R)] for s in range(2)]
