@@ -174,8 +174,9 @@ class RowStatistics(wiring.Component):
     threshold : Out(signed(threshold_width))
         ``t = m + theta``.
 
-    ``latency`` (from ``last`` to ``done``) is ``mean_width + 3``: one cycle to
-    finish the sum, the divider, one cycle to add ``theta``.
+    ``latency`` (from ``last`` to ``done``) is ``mean_width + 4``: one input
+    register stage (score, mask bit, control), one cycle to finish the sum,
+    the divider, one cycle to add ``theta``.
     """
 
     def __init__(self, *, z_width: int, max_length: int, theta_width: int, threshold_width: int,
@@ -202,8 +203,8 @@ class RowStatistics(wiring.Component):
 
     @property
     def latency(self) -> int:
-        """Cycles from the ``last`` score to ``done``: ``z_width + 3``."""
-        return self._z_width + 3
+        """Cycles from the ``last`` score to ``done``: ``z_width + 4``."""
+        return self._z_width + 4
 
     sum_width = property(lambda self: self._sum_width, doc="Width of the row-sum register.")
 
@@ -211,18 +212,26 @@ class RowStatistics(wiring.Component):
         m = Module()
         m.submodules.div = div = RoundedMeanDivider(
             sum_width=self._sum_width, max_length=self._max_length, mean_width=self._z_width)
+        # Input stage: register the score, the mask bit (index < length) and the
+        # control, so the index compare and the sum's adder are in different cycles.
+        valid1, first1, last1 = Signal(), Signal(reset_less=True), Signal(reset_less=True)
+        z1 = Signal(self._z_width, reset_less=True)
+        keep1 = Signal(reset_less=True)
+        length1 = Signal(range(self._max_length + 1), reset_less=True)
+        theta1 = Signal(signed(self._theta_width), reset_less=True)
+        m.d.sync += [valid1.eq(self.valid), first1.eq(self.first), last1.eq(self.last),
+                     z1.eq(self.z), keep1.eq(self.index < self.length),
+                     length1.eq(self.length), theta1.eq(self.theta)]
         total = Signal(self._sum_width, reset_less=True)
-        keep = Signal()
-        m.d.comb += keep.eq(self.index < self.length)
-        addend = Mux(keep, self.z, 0)
-        with m.If(self.valid):
-            m.d.sync += total.eq(Mux(self.first, addend, total + addend))
+        addend = Mux(keep1, z1, 0)
+        with m.If(valid1):
+            m.d.sync += total.eq(Mux(first1, addend, total + addend))
         start = Signal()
         length = Signal(range(self._max_length + 1), reset_less=True)
         theta = Signal(signed(self._theta_width), reset_less=True)
-        m.d.sync += start.eq(self.valid & self.last)
-        with m.If(self.valid & self.last):
-            m.d.sync += [length.eq(self.length), theta.eq(self.theta)]
+        m.d.sync += start.eq(valid1 & last1)
+        with m.If(valid1 & last1):
+            m.d.sync += [length.eq(length1), theta.eq(theta1)]
         m.d.comb += [div.start.eq(start), div.sum.eq(total), div.length.eq(length)]
         m.d.sync += self.done.eq(div.done)
         with m.If(div.done):
