@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["InhibitorTrace", "inhibitor_attention", "soft_threshold", "validate_qkv"]
+__all__ = ["InhibitorTrace", "inhibitor_attention", "qkv_lead_shape", "soft_threshold", "validate_qkv"]
 
 _MEAN_OVER = ("valid", "all")
 
@@ -77,6 +77,35 @@ def _as_float_array(name: str, x) -> np.ndarray:
     return arr
 
 
+def qkv_lead_shape(q, k, v) -> tuple[int, ...]:
+    """Check that q (..., n_q, d), k (..., n_k, d), v (..., n_k, d_v) fit together.
+
+    Shared by the float reference and the integer golden model (same messages).
+    Returns the broadcast leading (batch/head) shape.
+
+    Raises
+    ------
+    ValueError
+        Mismatched head dimension d, mismatched key count, or leading
+        dimensions that do not broadcast.
+    """
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(
+            f"q and k must share the head dimension d: q has d={q.shape[-1]}, k has d={k.shape[-1]}"
+        )
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(
+            f"k and v must have the same number of keys: k has {k.shape[-2]}, v has {v.shape[-2]}"
+        )
+    try:
+        return np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    except ValueError:
+        raise ValueError(
+            "leading (batch/head) dimensions of q, k, v do not broadcast: "
+            f"q {q.shape}, k {k.shape}, v {v.shape}"
+        ) from None
+
+
 def validate_qkv(q, k, v, mask=None):
     """Check shapes and values of an inhibitor-attention call; return float64 arrays.
 
@@ -110,21 +139,7 @@ def validate_qkv(q, k, v, mask=None):
             raise ValueError(f"{name} must have shape (..., n, d), got shape {arr.shape}")
         if 0 in arr.shape[-2:]:
             raise ValueError(f"{name} has an empty sequence or head dimension: shape {arr.shape}")
-    if q.shape[-1] != k.shape[-1]:
-        raise ValueError(
-            f"q and k must share the head dimension d: q has d={q.shape[-1]}, k has d={k.shape[-1]}"
-        )
-    if k.shape[-2] != v.shape[-2]:
-        raise ValueError(
-            f"k and v must have the same number of keys: k has {k.shape[-2]}, v has {v.shape[-2]}"
-        )
-    try:
-        lead = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
-    except ValueError:
-        raise ValueError(
-            "leading (batch/head) dimensions of q, k, v do not broadcast: "
-            f"q {q.shape}, k {k.shape}, v {v.shape}"
-        ) from None
+    lead = qkv_lead_shape(q, k, v)
     n_k = k.shape[-2]
     if mask is not None:
         m = np.asarray(mask)

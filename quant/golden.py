@@ -34,6 +34,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..model.reference import qkv_lead_shape
 from .formats import AttentionFormats, IntFormat, LayerQuant
 
 __all__ = [
@@ -181,21 +182,7 @@ def inhibitor_attention_int(
     q = _check_array("q", q, formats.q)
     k = _check_array("k", k, formats.k)
     v = _check_array("v", v, formats.v)
-    if q.shape[-1] != k.shape[-1]:
-        raise ValueError(
-            f"q and k must share the head dimension d: q has d={q.shape[-1]}, k has d={k.shape[-1]}"
-        )
-    if k.shape[-2] != v.shape[-2]:
-        raise ValueError(
-            f"k and v must have the same number of keys: k has {k.shape[-2]}, v has {v.shape[-2]}"
-        )
-    try:
-        lead = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
-    except ValueError:
-        raise ValueError(
-            "leading (batch/head) dimensions of q, k, v do not broadcast: "
-            f"q {q.shape}, k {k.shape}, v {v.shape}"
-        ) from None
+    lead = qkv_lead_shape(q, k, v)
     n_q, d = q.shape[-2:]
     n_k, d_v = v.shape[-2:]
 
