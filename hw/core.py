@@ -70,6 +70,36 @@ def _pow2_bits(x: int) -> int:
     return max(1, (int(x) - 1).bit_length())
 
 
+def _bram(shape, depth: int) -> Memory:
+    """A zero-initialised memory whose read and write ports never collide.
+
+    The ``no_rw_check`` attribute lets Yosys map it to block RAM without the
+    soft read-during-write bypass it otherwise builds between two RAM ports;
+    callers guarantee that no address is read and written in the same cycle.
+    """
+    return Memory(shape=shape, depth=depth, init=[], attrs={"no_rw_check": 1})
+
+
+def _terminal_flags(m, prefix: str, start, run, inner, inner_len: int, outer, outer_len: int):
+    """Registered ``inner == inner_len - 1`` and ``outer == outer_len - 1`` flags.
+
+    For a sequencer whose ``inner`` counter runs ``0 .. inner_len - 1`` once per
+    step of ``outer`` (``0 .. outer_len - 1``) while ``run`` is high, both
+    counters starting at 0 when ``start`` is high. The flags are computed one
+    cycle early from the counters' next values, so they are plain flip-flops.
+    """
+    ilast = Signal(name=f"{prefix}_inner_last")
+    olast = Signal(name=f"{prefix}_outer_last")
+    with m.If(start):
+        m.d.sync += [ilast.eq(inner_len == 1), olast.eq(outer_len == 1)]
+    with m.Elif(run):
+        with m.If(ilast):
+            m.d.sync += [ilast.eq(inner_len == 1), olast.eq(outer == outer_len - 2)]
+        with m.Else():
+            m.d.sync += ilast.eq(inner == inner_len - 2)
+    return ilast, olast
+
+
 def _addr(offset, bits: int, slot):
     """``slot * 2**bits + offset`` as a concatenation (``offset < 2**bits``)."""
     offset = offset[:bits]
@@ -402,12 +432,15 @@ class InhibitorAttentionCore(wiring.Component):
         k_half = _pow2_bits(nJ * d)
         v_half = _pow2_bits(nL * n)
         z_half = _pow2_bits(nJ * C)
-        qmem = [Memory(shape=signed(cfg.qk_bits), depth=2 << q_half, init=[]) for _ in range(R)]
-        kmem = [Memory(shape=signed(cfg.qk_bits), depth=2 << k_half, init=[]) for _ in range(C)]
-        vmem = [Memory(shape=signed(cfg.v_bits), depth=2 << v_half, init=[]) for _ in range(C)]
-        zmem = [Memory(shape=unsigned(zw), depth=2 << z_half, init=[]) for _ in range(R)]
-        omem = Memory(shape=data.ArrayLayout(signed(cfg.out_bits), nL * C),
-                      depth=2 << _pow2_bits(R), init=[])
+        # Every memory is double-buffered by head slot and a slot is never read and
+        # written in the same cycle (the full/busy flags order them), so read/write
+        # collisions cannot happen: ``no_rw_check`` tells Yosys not to build
+        # collision-bypass logic in front of the block RAMs (docs/hardware.md).
+        qmem = [_bram(signed(cfg.qk_bits), 2 << q_half) for _ in range(R)]
+        kmem = [_bram(signed(cfg.qk_bits), 2 << k_half) for _ in range(C)]
+        vmem = [_bram(signed(cfg.v_bits), 2 << v_half) for _ in range(C)]
+        zmem = [_bram(unsigned(zw), 2 << z_half) for _ in range(R)]
+        omem = _bram(data.ArrayLayout(signed(cfg.out_bits), nL * C), 2 << _pow2_bits(R))
         for i, mem in enumerate(qmem):
             m.submodules[f"qmem{i}"] = mem
         for i, mem in enumerate(kmem):
@@ -550,10 +583,14 @@ class InhibitorAttentionCore(wiring.Component):
             for i in range(2):
                 with m.If(s_zs == i):
                     m.d.sync += [z_hp[i].eq(s_hp), z_lastblk[i].eq(s_blk == nI - 1)]
+        # Terminal counts are registered one cycle ahead (s_klast == (s_k == d - 1),
+        # s_tlast == (s_tile == nJ - 1)): no comparator sits in front of the
+        # flag and slot logic they drive.
+        s_klast, s_tlast = _terminal_flags(m, "s", s_can, s_run, s_k, d, s_tile, nJ)
         s_tile_end = Signal()
         s_job_end = Signal()
-        m.d.comb += [s_tile_end.eq(s_run & (s_k == d - 1)),
-                     s_job_end.eq(s_tile_end & (s_tile == nJ - 1))]
+        m.d.comb += [s_tile_end.eq(s_run & s_klast),
+                     s_job_end.eq(s_tile_end & s_tlast)]
         with m.If(s_run):
             m.d.sync += s_k.eq(s_k + 1)
             with m.If(s_tile_end):
@@ -576,9 +613,9 @@ class InhibitorAttentionCore(wiring.Component):
         # ECP5) feed a register, not the PEs' subtractors.
         s_tag = Signal(stag)
         s_valid, s_first, s_last = Signal(), Signal(), Signal()
-        m.d.sync += [s_valid.eq(s_run), s_first.eq(s_k == 0), s_last.eq(s_k == d - 1),
+        m.d.sync += [s_valid.eq(s_run), s_first.eq(s_k == 0), s_last.eq(s_klast),
                      s_tag.zslot.eq(s_zs), s_tag.first.eq(s_tile == 0),
-                     s_tag.last.eq(s_tile == nJ - 1)]
+                     s_tag.last.eq(s_tlast)]
         s2_tag = Signal(stag)
         s2_valid, s2_first, s2_last = Signal(), Signal(), Signal()
         m.d.sync += [s2_valid.eq(s_valid), s2_first.eq(s_first), s2_last.eq(s_last),
@@ -665,10 +702,11 @@ class InhibitorAttentionCore(wiring.Component):
                 with m.If(m_os == i):
                     m.d.sync += [o_last[i].eq(m_lastblk),
                                  o_shift[i].eq(Mux(m_hp, d_shift[1], d_shift[0]))]
+        m_jlast, m_tlast = _terminal_flags(m, "m", m_can, m_run, m_j, n, m_tile, nL)
         m_tile_end = Signal()
         m_job_end = Signal()
-        m.d.comb += [m_tile_end.eq(m_run & (m_j == n - 1)),
-                     m_job_end.eq(m_tile_end & (m_tile == nL - 1))]
+        m.d.comb += [m_tile_end.eq(m_run & m_jlast),
+                     m_job_end.eq(m_tile_end & m_tlast)]
         with m.If(m_run):
             m.d.sync += m_j.eq(m_j + 1)
             with m.If(m_tile_end):
@@ -689,10 +727,10 @@ class InhibitorAttentionCore(wiring.Component):
         m1_pad = Signal()
         m1_zs = Signal()
         m1_tag = Signal(mtag)
-        m.d.sync += [m1_valid.eq(m_run), m1_first.eq(m_j == 0), m1_last.eq(m_j == n - 1),
+        m.d.sync += [m1_valid.eq(m_run), m1_first.eq(m_j == 0), m1_last.eq(m_jlast),
                      m1_pad.eq(m_j >= Mux(m_hp, d_len[1], d_len[0])), m1_zs.eq(m_zs),
                      m1_tag.tile.eq(m_tile), m1_tag.oslot.eq(m_os),
-                     m1_tag.last.eq(m_tile == nL - 1)]
+                     m1_tag.last.eq(m_tlast)]
         # ThresholdClip is pipelined (ThresholdClip.latency stages: register the
         # block-RAM read data, subtract, select); control and V follow it.
         clip_lat = ThresholdClip.latency

@@ -237,6 +237,7 @@ class SynthResult:
     utilization: dict[str, list[int]] = field(default_factory=dict)
     critical_path: dict | None = None
     pnr_run: bool = True
+    bram_outreg_ports: int = 0
     runtime_s: float = 0.0
     tool_versions: dict[str, str] = field(default_factory=dict)
 
@@ -548,6 +549,7 @@ def synthesize(
     name: str | None = None,
     pnr_timeout_s: float | None = None,
     pnr_retries: int = 2,
+    bram_outreg: bool = True,
 ) -> SynthResult:
     """Synthesise and place-and-route Verilog for *device*; return the parsed figures.
 
@@ -583,6 +585,11 @@ def synthesize(
         Give up on a nextpnr run after this many seconds (its router can stall
         on a few congested wires for hours) and retry with the next seed, at
         most *pnr_retries* times; the seed that succeeded is in the result.
+    bram_outreg : bool
+        ECP5 only: retime the fabric register after each block-RAM read into
+        the RAM's output register (:mod:`inhibitron.hw.ecp5_outreg`) before
+        place-and-route. The absorbed flip-flops leave ``ff``; the number of
+        RAM ports so registered is ``bram_outreg_ports``.
 
     Returns
     -------
@@ -616,7 +623,7 @@ def synthesize(
     out.mkdir(parents=True, exist_ok=True)
     name = name or top
     digest = _hash_inputs(verilog, top, dev, float(freq_mhz), seed,
-                          f"pnr={pnr} wrap={wrap} clk={clock} rst={reset}")
+                          f"pnr={pnr} wrap={wrap} clk={clock} rst={reset} outreg={bram_outreg}")
     result_path = out / f"{top}.synth.json"
     if cache and result_path.is_file():
         try:
@@ -681,6 +688,18 @@ def synthesize(
         premap = json.loads(premap_json.read_text())
         pre_cells = _module_stat(premap, top if need_wrap else None).get("num_cells_by_type", {})
         premap_mul = sum(n for t, n in pre_cells.items() if t in ("$mul", "$macc", "$macc_v2"))
+        outreg_ports = 0
+        if bram_outreg and dev.family == "ecp5":
+            from .ecp5_outreg import absorb_output_registers
+
+            net = json.loads(netlist.read_text())
+            absorbed = absorb_output_registers(net)
+            if absorbed.ports:
+                tmp = netlist.with_suffix(".json.tmp")
+                tmp.write_text(json.dumps(net))
+                os.replace(tmp, netlist)
+                core["ff"] -= absorbed.flip_flops
+            outreg_ports = absorbed.ports
         bar.update(1)
 
         # early does-not-fit check on exact hard-block counts
@@ -696,6 +715,7 @@ def synthesize(
             lut4=core["lut4"], carry=core["carry"], lut4_equiv=core["lut4_equiv"],
             ff=core["ff"], dsp=core["dsp"], bram=core["bram"], premap_mul=premap_mul,
             cells=core["cells"], io_bits=io_bits, wrapped=need_wrap, pnr_run=pnr,
+            bram_outreg_ports=outreg_ports,
             tool_versions={"yosys": stat.get("creator", "").split(" (")[0]},
         )
 
