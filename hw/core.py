@@ -80,6 +80,11 @@ def _bram(shape, depth: int) -> Memory:
     return Memory(shape=shape, depth=depth, init=[], attrs={"no_rw_check": 1})
 
 
+def _flag_next(flags, set_, clr):
+    """Next value of a flag register built by ``_flag_pair`` (``(flags | set) & ~clr``)."""
+    return (flags | set_) & ~clr
+
+
 def _terminal_flags(m, prefix: str, start, run, inner, inner_len: int, outer, outer_len: int):
     """Registered ``inner == inner_len - 1`` and ``outer == outer_len - 1`` flags.
 
@@ -412,7 +417,7 @@ class InhibitorAttentionCore(wiring.Component):
         flags = Signal(2, name=name)
         set_ = Signal(2, name=f"{name}_set")
         clr = Signal(2, name=f"{name}_clr")
-        m.d.sync += flags.eq((flags | set_) & ~clr)
+        m.d.sync += flags.eq(_flag_next(flags, set_, clr))
         return flags, set_, clr
 
     # ---------------------------------------------------------------- elaborate
@@ -464,7 +469,7 @@ class InhibitorAttentionCore(wiring.Component):
         # A beat (one row of d codes) is shifted out one code per cycle into the
         # bank of its row: Q row i -> bank i mod R at (slot, (i div R)*d + k);
         # K row j -> bank j mod C at (slot, (j div C)*d + k).
-        def qk_loader(prefix, port, mems, nbanks, half_bits, full, full_set):
+        def qk_loader(prefix, port, mems, nbanks, half_bits, full, full_set, full_clr):
             wports = [mem.write_port() for mem in mems]
             buf = Signal(data.ArrayLayout(signed(cfg.qk_bits), d), name=f"{prefix}_buf")
             busy = Signal(name=f"{prefix}_busy")
@@ -478,20 +483,40 @@ class InhibitorAttentionCore(wiring.Component):
             nbase = Signal(half_bits + 1, name=f"{prefix}_nbase")
             nrow = Signal(range(n), name=f"{prefix}_nrow")
             nslot = Signal(name=f"{prefix}_nslot")
-            finishing = busy & (kk == d - 1)
-            m.d.comb += port.ready.eq((~busy | finishing) & ~full.bit_select(nslot, 1))
+            klast = Signal(name=f"{prefix}_klast")   # kk == d - 1, registered
+            finishing = busy & klast
+            accept = port.valid & port.ready
+            # ready = (~busy | finishing) & ~full[nslot], registered: computed from
+            # the next values of its inputs, so the load enable of the d-code
+            # buffer is one gate after two flip-flops.
+            ready = Signal(init=1, name=f"{prefix}_ready")
+            m.d.comb += port.ready.eq(ready)
+            busy_n = Mux(accept, 1, Mux(finishing, 0, busy))
+            klast_n = Mux(accept, d == 1, Mux(busy, kk == d - 2, klast))
+            nslot_n = Mux(accept & (nrow == n - 1), ~nslot, nslot)
+            m.d.sync += ready.eq((~busy_n | klast_n)
+                                 & ~_flag_next(full, full_set, full_clr).bit_select(nslot_n, 1))
+            with m.If(busy):
+                m.d.sync += klast.eq(kk == d - 2)
             for b, wp in enumerate(wports):
                 m.d.comb += [wp.addr.eq(_addr(base + kk, half_bits, slot)),
                              wp.data.eq(buf[0]), wp.en.eq(busy & (bank == b))]
             with m.If(busy):
-                m.d.sync += [buf.as_value().eq(buf.as_value() >> cfg.qk_bits), kk.eq(kk + 1)]
+                m.d.sync += kk.eq(kk + 1)
+                with m.If(~ready):
+                    m.d.sync += buf.as_value().eq(buf.as_value() >> cfg.qk_bits)
             with m.If(finishing):
                 m.d.sync += busy.eq(0)
                 with m.If(last_row):
                     m.d.comb += full_set.bit_select(slot, 1).eq(1)
-            with m.If(port.valid & port.ready):
-                m.d.sync += [buf.eq(port.payload), busy.eq(1), kk.eq(0), bank.eq(nbank),
-                             base.eq(nbase), slot.eq(nslot), last_row.eq(nrow == n - 1)]
+            # The buffer loads whenever the loader is ready (valid or not): it holds
+            # nothing needed then, and its d * bits load enables hang off a flip-flop.
+            with m.If(ready):
+                m.d.sync += buf.eq(port.payload)
+            with m.If(accept):
+                m.d.sync += [busy.eq(1), kk.eq(0), klast.eq(d == 1),
+                             bank.eq(nbank), base.eq(nbase), slot.eq(nslot),
+                             last_row.eq(nrow == n - 1)]
                 with m.If(nrow == n - 1):
                     m.d.sync += [nrow.eq(0), nbank.eq(0), nbase.eq(0), nslot.eq(~nslot)]
                 with m.Else():
@@ -501,8 +526,8 @@ class InhibitorAttentionCore(wiring.Component):
                     with m.Else():
                         m.d.sync += nbank.eq(nbank + 1)
 
-        qk_loader("qld", self.q, qmem, R, q_half, qfull, qfull_set)
-        qk_loader("kld", self.k, kmem, C, k_half, kfull, kfull_set)
+        qk_loader("qld", self.q, qmem, R, q_half, qfull, qfull_set, qfull_clr)
+        qk_loader("kld", self.k, kmem, C, k_half, kfull, kfull_set, kfull_clr)
 
         # ------------------------------------------------------------ V loader
         # Row j, code l -> bank l mod C at (slot, (l div C)*n + j); C codes per cycle.
@@ -515,20 +540,33 @@ class InhibitorAttentionCore(wiring.Component):
         vlast_row = Signal()
         vrow = Signal(range(n))                # next row to accept
         vnslot = Signal()
-        vfinishing = vbusy & (vt == nL - 1)
-        m.d.comb += self.v.ready.eq((~vbusy | vfinishing) & ~vfull.bit_select(vnslot, 1))
+        vtlast = Signal()                      # vt == nL - 1, registered
+        vfinishing = vbusy & vtlast
+        vaccept = self.v.valid & self.v.ready
+        # ready = (~vbusy | vfinishing) & ~vfull[vnslot], registered (as for Q/K).
+        vready = Signal(init=1)
+        m.d.comb += self.v.ready.eq(vready)
+        vbusy_n = Mux(vaccept, 1, Mux(vfinishing, 0, vbusy))
+        vtlast_n = Mux(vaccept, nL == 1, Mux(vbusy, vt == nL - 2, vtlast))
+        vnslot_n = Mux(vaccept & (vrow == n - 1), ~vnslot, vnslot)
+        m.d.sync += vready.eq((~vbusy_n | vtlast_n)
+                              & ~_flag_next(vfull, vfull_set, vfull_clr).bit_select(vnslot_n, 1))
         for c, wp in enumerate(vw):
             m.d.comb += [wp.addr.eq(_addr(vaddr, v_half, vslot)), wp.data.eq(vbuf[c]),
                          wp.en.eq(vbusy)]
         with m.If(vbusy):
-            m.d.sync += [vbuf.as_value().eq(vbuf.as_value() >> (C * cfg.v_bits)),
-                         vt.eq(vt + 1), vaddr.eq(vaddr + n)]
+            m.d.sync += [vt.eq(vt + 1), vtlast.eq(vt == nL - 2), vaddr.eq(vaddr + n)]
+            with m.If(~vready):
+                m.d.sync += vbuf.as_value().eq(vbuf.as_value() >> (C * cfg.v_bits))
+        # As for Q/K: the buffer loads whenever the loader is ready.
+        with m.If(vready):
+            m.d.sync += vbuf.as_value().eq(self.v.payload.as_value())
         with m.If(vfinishing):
             m.d.sync += vbusy.eq(0)
             with m.If(vlast_row):
                 m.d.comb += vfull_set.bit_select(vslot, 1).eq(1)
-        with m.If(self.v.valid & self.v.ready):
-            m.d.sync += [vbuf.as_value().eq(self.v.payload.as_value()), vbusy.eq(1), vt.eq(0),
+        with m.If(vaccept):
+            m.d.sync += [vbusy.eq(1), vt.eq(0), vtlast.eq(nL == 1),
                          vaddr.eq(vrow), vslot.eq(vnslot), vlast_row.eq(vrow == n - 1)]
             with m.If(vrow == n - 1):
                 m.d.sync += [vrow.eq(0), vnslot.eq(~vnslot)]
@@ -570,11 +608,19 @@ class InhibitorAttentionCore(wiring.Component):
         s_gap = Signal(range(cfg.min_score_job_cycles + 2))
         z_hp = [Signal(name=f"zinfo_hp{i}") for i in range(2)]
         z_lastblk = [Signal(name=f"zinfo_last{i}") for i in range(2)]
+        # The head's L and theta, copied per z slot when its score job starts (the
+        # descriptor slot is full then), so the row statistics and the padding
+        # check select between two registers and not through the head slot.
+        z_len = [Signal(range(n + 1), name=f"zinfo_len{i}") for i in range(2)]
+        z_theta = [Signal(signed(thw), name=f"zinfo_theta{i}") for i in range(2)]
 
+        extra = max(0, cfg.min_score_job_cycles - cfg.score_job_cycles)
         s_can = Signal()
-        m.d.comb += s_can.eq(~s_run & (s_gap == 0) & qfull.bit_select(s_hp, 1)
-                             & kfull.bit_select(s_hp, 1) & dfull.bit_select(s_hp, 1)
-                             & ~zbusy.bit_select(s_zs, 1))
+        # s_ok == (s_gap == 0) & qfull[s_hp] & kfull[s_hp] & dfull[s_hp] & ~zbusy[s_zs],
+        # registered from the next values of its inputs (defined below), so the
+        # start condition is one gate and not a tree of flag multiplexers.
+        s_ok = Signal()
+        m.d.comb += s_can.eq(~s_run & s_ok)
         with m.If(s_gap != 0):
             m.d.sync += s_gap.eq(s_gap - 1)
         with m.If(s_can):
@@ -582,7 +628,9 @@ class InhibitorAttentionCore(wiring.Component):
             m.d.comb += zbusy_set.bit_select(s_zs, 1).eq(1)
             for i in range(2):
                 with m.If(s_zs == i):
-                    m.d.sync += [z_hp[i].eq(s_hp), z_lastblk[i].eq(s_blk == nI - 1)]
+                    m.d.sync += [z_hp[i].eq(s_hp), z_lastblk[i].eq(s_blk == nI - 1),
+                                 z_len[i].eq(Mux(s_hp, d_len[1], d_len[0])),
+                                 z_theta[i].eq(Mux(s_hp, d_theta[1], d_theta[0]))]
         # Terminal counts are registered one cycle ahead (s_klast == (s_k == d - 1),
         # s_tlast == (s_tile == nJ - 1)): no comparator sits in front of the
         # flag and slot logic they drive.
@@ -596,7 +644,6 @@ class InhibitorAttentionCore(wiring.Component):
             with m.If(s_tile_end):
                 m.d.sync += [s_k.eq(0), s_tile.eq(s_tile + 1), s_kbase.eq(s_kbase + d)]
             with m.If(s_job_end):
-                extra = max(0, cfg.min_score_job_cycles - cfg.score_job_cycles)
                 m.d.sync += [s_run.eq(0), s_zs.eq(~s_zs), s_gap.eq(extra)]
                 with m.If(s_blk == nI - 1):
                     m.d.sync += [s_blk.eq(0), s_qbase.eq(0), s_hp.eq(~s_hp)]
@@ -604,13 +651,22 @@ class InhibitorAttentionCore(wiring.Component):
                                  kfull_clr.bit_select(s_hp, 1).eq(1)]
                 with m.Else():
                     m.d.sync += [s_blk.eq(s_blk + 1), s_qbase.eq(s_qbase + d)]
+        s_gap_n = Mux(s_job_end, extra, Mux(s_gap != 0, s_gap - 1, 0))
+        s_hp_n = Mux(s_job_end & (s_blk == nI - 1), ~s_hp, s_hp)
+        s_zs_n = Mux(s_job_end, ~s_zs, s_zs)
+        m.d.sync += s_ok.eq((s_gap_n == 0)
+                            & _flag_next(qfull, qfull_set, qfull_clr).bit_select(s_hp_n, 1)
+                            & _flag_next(kfull, kfull_set, kfull_clr).bit_select(s_hp_n, 1)
+                            & _flag_next(dfull, dfull_set, dfull_clr).bit_select(s_hp_n, 1)
+                            & ~_flag_next(zbusy, zbusy_set, zbusy_clr).bit_select(s_zs_n, 1))
         for p in q_rd:
             m.d.comb += p.addr.eq(_addr(s_qbase + s_k, q_half, s_hp))
         for p in k_rd:
             m.d.comb += p.addr.eq(_addr(s_kbase + s_k, k_half, s_hp))
         # Control aligned with the read data (one cycle), then both registered once
-        # more: the block-RAM outputs (NOREG DP16KD, ~5.8 ns clock-to-output on
-        # ECP5) feed a register, not the PEs' subtractors.
+        # more: the block-RAM outputs feed a register, not the PEs' subtractors
+        # (on ECP5 that register becomes the DP16KD output register, see
+        # hw/ecp5_outreg.py).
         s_tag = Signal(stag)
         s_valid, s_first, s_last = Signal(), Signal(), Signal()
         m.d.sync += [s_valid.eq(s_run), s_first.eq(s_k == 0), s_last.eq(s_klast),
@@ -649,15 +705,14 @@ class InhibitorAttentionCore(wiring.Component):
             m.d.comb += j.eq(Mux(restart, 0, j_next))
             with m.If(score.out_valid[r]):
                 m.d.sync += j_next.eq(j + 1)
-            hp = Mux(tag.zslot, z_hp[1], z_hp[0])
             m.d.comb += [
                 st.valid.eq(score.out_valid[r]),
                 st.first.eq(restart),
                 st.last.eq(tag.last & (score.out_col[r] == C - 1)),
                 st.z.eq(score.out_data[r]),
                 st.index.eq(j),
-                st.length.eq(Mux(hp, d_len[1], d_len[0])),
-                st.theta.eq(Mux(hp, d_theta[1], d_theta[0])),
+                st.length.eq(Mux(tag.zslot, z_len[1], z_len[0])),
+                st.theta.eq(Mux(tag.zslot, z_theta[1], z_theta[0])),
                 z_wr[r].addr.eq(_addr(j, z_half, tag.zslot)),
                 z_wr[r].data.eq(score.out_data[r]),
                 z_wr[r].en.eq(score.out_valid[r]),
@@ -728,7 +783,7 @@ class InhibitorAttentionCore(wiring.Component):
         m1_zs = Signal()
         m1_tag = Signal(mtag)
         m.d.sync += [m1_valid.eq(m_run), m1_first.eq(m_j == 0), m1_last.eq(m_jlast),
-                     m1_pad.eq(m_j >= Mux(m_hp, d_len[1], d_len[0])), m1_zs.eq(m_zs),
+                     m1_pad.eq(m_j >= Mux(m_zs, z_len[1], z_len[0])), m1_zs.eq(m_zs),
                      m1_tag.tile.eq(m_tile), m1_tag.oslot.eq(m_os),
                      m1_tag.last.eq(m_tlast)]
         # ThresholdClip is pipelined (ThresholdClip.latency stages: register the
@@ -781,14 +836,22 @@ class InhibitorAttentionCore(wiring.Component):
                 sh_val.eq(Cat(Const(0, 1), acc).as_signed() >> r_now),
                 sh_ok.eq(mix.out_valid[r]), sh_col.eq(mix.out_col[r]), sh_tag.eq(tag),
             ]
-            rounded = Signal(signed(len(acc) + 1), name=f"round{r}")
-            m.d.comb += rounded.eq((sh_val + 1) >> 1)
+            # (sh_val + 1) >> 1 saturated, with the two range checks made on sh_val
+            # beside a narrow (out_bits + 1)-bit adder instead of after a wide one:
+            #   floor((s + 1) / 2) > omax  <=>  s >= 2 * omax + 1
+            #   floor((s + 1) / 2) < omin  <=>  s <  2 * omin - 1
+            # and when neither holds, the result is bits 1..out_bits of s + 1.
+            ob = cfg.out_bits
+            above = sh_val >= 2 * omax + 1
+            below = sh_val < 2 * omin - 1
+            low = Signal(ob + 1, name=f"round{r}")
+            m.d.comb += low.eq(sh_val[:ob + 1] + 1)
             h_val = Signal(signed(cfg.out_bits), name=f"hval{r}", reset_less=True)
             h_ok = Signal(name=f"hval_ok{r}")
             h_col = Signal(range(C), name=f"hval_col{r}", reset_less=True)
             h_tag = Signal(mtag, name=f"hval_tag{r}", reset_less=True)
             m.d.sync += [
-                h_val.eq(Mux(rounded > omax, omax, Mux(rounded < omin, omin, rounded))),
+                h_val.eq(Mux(above, omax, Mux(below, omin, low[1:].as_signed()))),
                 h_ok.eq(sh_ok), h_col.eq(sh_col), h_tag.eq(sh_tag),
             ]
             coll = Signal(data.ArrayLayout(signed(cfg.out_bits), C), name=f"collect{r}",
@@ -797,17 +860,25 @@ class InhibitorAttentionCore(wiring.Component):
                 with m.If(h_ok):
                     m.d.sync += coll.as_value().eq(Cat(coll.as_value()[cfg.out_bits:], h_val))
             row_data = Cat(coll.as_value()[cfg.out_bits:], h_val)
+            # h_end == h_ok & (h_col == C - 1), registered beside h_val.
             req = Signal(name=f"owr_req{r}")
-            m.d.comb += req.eq(h_ok & (h_col == C - 1))
+            m.d.sync += req.eq(sh_ok & (sh_col == C - 1))
             wr_any.append(req)
             wr_data = wr_data | Mux(req, row_data, 0)
             wr_addr = wr_addr | Mux(req, Cat(Const(r, _pow2_bits(R)), h_tag.oslot), 0)
             wr_en = wr_en | Mux(req, (Const(1, nL) << h_tag.tile)[:nL], 0)
             if r == R - 1:
-                with m.If(req & h_tag.last):
-                    m.d.comb += ofull_set.bit_select(h_tag.oslot, 1).eq(1)
-        slice_data = Signal(C * cfg.out_bits)
-        m.d.comb += [o_wr.addr.eq(wr_addr), o_wr.en.eq(wr_en), slice_data.eq(wr_data)]
+                last_req = req & h_tag.last
+                last_slot = h_tag.oslot
+        # The row write is registered once more (address, data, enables) before the
+        # output memory, and the slot's "full" flag is set with it.
+        slice_data = Signal(C * cfg.out_bits, reset_less=True)
+        ow_addr = Signal(_pow2_bits(R) + 1, reset_less=True)
+        ow_en = Signal(nL)
+        ow_full = Signal(2)
+        m.d.sync += [ow_addr.eq(wr_addr), ow_en.eq(wr_en), slice_data.eq(wr_data),
+                     ow_full.eq(Mux(last_req, Const(1, 2) << last_slot, 0))]
+        m.d.comb += [o_wr.addr.eq(ow_addr), o_wr.en.eq(ow_en), ofull_set.eq(ow_full)]
         # Every slice gets the same data; the enabled one (the tile) keeps it.
         m.d.comb += o_wr.data.as_value().eq(Cat(*[slice_data for _ in range(nL)]))
 
