@@ -651,10 +651,11 @@ class InhibitorAttentionCore(wiring.Component):
                                  kfull_clr.bit_select(s_hp, 1).eq(1)]
                 with m.Else():
                     m.d.sync += [s_blk.eq(s_blk + 1), s_qbase.eq(s_qbase + d)]
-        s_gap_n = Mux(s_job_end, extra, Mux(s_gap != 0, s_gap - 1, 0))
+        # s_gap's next value is 0 when no job ends now and s_gap <= 1 (no subtractor).
+        s_gap_n_zero = Mux(s_job_end, extra == 0, s_gap <= 1)
         s_hp_n = Mux(s_job_end & (s_blk == nI - 1), ~s_hp, s_hp)
         s_zs_n = Mux(s_job_end, ~s_zs, s_zs)
-        m.d.sync += s_ok.eq((s_gap_n == 0)
+        m.d.sync += s_ok.eq(s_gap_n_zero
                             & _flag_next(qfull, qfull_set, qfull_clr).bit_select(s_hp_n, 1)
                             & _flag_next(kfull, kfull_set, kfull_clr).bit_select(s_hp_n, 1)
                             & _flag_next(dfull, dfull_set, dfull_clr).bit_select(s_hp_n, 1)
@@ -704,21 +705,33 @@ class InhibitorAttentionCore(wiring.Component):
             restart = tag.first & (score.out_col[r] == 0)
             m.d.comb += j.eq(Mux(restart, 0, j_next))
             with m.If(score.out_valid[r]):
-                m.d.sync += j_next.eq(j + 1)
+                m.d.sync += j_next.eq(Mux(restart, 1, j_next + 1))   # j + 1, adder off the mux
+            # One register stage between the array and the back end (statistics,
+            # z memory): the key index and the restart flag reach the row unit
+            # from flip-flops.
+            p_valid = Signal(name=f"zres_valid{r}")
+            p_first = Signal(name=f"zres_first{r}")
+            p_last = Signal(name=f"zres_last{r}")
+            p_zs = Signal(name=f"zres_zslot{r}")
+            p_z = Signal(zw, name=f"zres_z{r}", reset_less=True)
+            p_j = Signal(jb_bits, name=f"zres_j{r}", reset_less=True)
+            m.d.sync += [p_valid.eq(score.out_valid[r]), p_first.eq(restart),
+                         p_last.eq(tag.last & (score.out_col[r] == C - 1)),
+                         p_zs.eq(tag.zslot), p_z.eq(score.out_data[r]), p_j.eq(j)]
             m.d.comb += [
-                st.valid.eq(score.out_valid[r]),
-                st.first.eq(restart),
-                st.last.eq(tag.last & (score.out_col[r] == C - 1)),
-                st.z.eq(score.out_data[r]),
-                st.index.eq(j),
-                st.length.eq(Mux(tag.zslot, z_len[1], z_len[0])),
-                st.theta.eq(Mux(tag.zslot, z_theta[1], z_theta[0])),
-                z_wr[r].addr.eq(_addr(j, z_half, tag.zslot)),
-                z_wr[r].data.eq(score.out_data[r]),
-                z_wr[r].en.eq(score.out_valid[r]),
+                st.valid.eq(p_valid),
+                st.first.eq(p_first),
+                st.last.eq(p_last),
+                st.z.eq(p_z),
+                st.index.eq(p_j),
+                st.length.eq(Mux(p_zs, z_len[1], z_len[0])),
+                st.theta.eq(Mux(p_zs, z_theta[1], z_theta[0])),
+                z_wr[r].addr.eq(_addr(p_j, z_half, p_zs)),
+                z_wr[r].data.eq(p_z),
+                z_wr[r].en.eq(p_valid),
             ]
             with m.If(st.valid & st.last):
-                m.d.sync += stats_slot[r].eq(tag.zslot)
+                m.d.sync += stats_slot[r].eq(p_zs)
             with m.If(st.done):
                 for s in range(2):
                     with m.If(stats_slot[r] == s):
@@ -813,8 +826,9 @@ class InhibitorAttentionCore(wiring.Component):
                      mix.tag.eq(mc_tag)]
 
         # -------------------------------- mixing back end: round, collect, write block
-        # Round half up by the run-time r, then saturate (contract step 6), in two
+        # Round half up by the run-time r, then saturate (contract step 6), in
         # registered stages and without an adder in front of the shifter:
+        #   stage 0: acc and the head's r registered
         #   stage 1 (barrel shifter): t = (2 * acc) >> r = floor(acc / 2**(r-1))
         #   stage 2 (adder, compare): h = sat((t + 1) >> 1)
         # which equals floor((acc + 2**(r-1)) / 2**r) for r >= 1 and acc for r = 0.
@@ -825,16 +839,23 @@ class InhibitorAttentionCore(wiring.Component):
         wr_en = 0
         wr_any = []
         for r in range(R):
-            tag = data.View(mtag, mix.out_tag[r])
-            acc = mix.out_data[r]
-            r_now = Mux(tag.oslot, o_shift[1], o_shift[0])
+            # stage 0: the accumulator and its head's r, registered.
+            tag0 = data.View(mtag, mix.out_tag[r])
+            acc = Signal.like(mix.out_data[r], name=f"acc{r}", reset_less=True)
+            r_now = Signal(cfg.shift_bits, name=f"acc_shift{r}", reset_less=True)
+            a_ok = Signal(name=f"acc_ok{r}")
+            a_col = Signal(range(C), name=f"acc_col{r}", reset_less=True)
+            tag = Signal(mtag, name=f"acc_tag{r}", reset_less=True)
+            m.d.sync += [acc.eq(mix.out_data[r]),
+                         r_now.eq(Mux(tag0.oslot, o_shift[1], o_shift[0])),
+                         a_ok.eq(mix.out_valid[r]), a_col.eq(mix.out_col[r]), tag.eq(tag0)]
             sh_val = Signal(signed(len(acc) + 1), name=f"shifted{r}", reset_less=True)
             sh_ok = Signal(name=f"shifted_ok{r}")
             sh_col = Signal(range(C), name=f"shifted_col{r}", reset_less=True)
             sh_tag = Signal(mtag, name=f"shifted_tag{r}", reset_less=True)
             m.d.sync += [
                 sh_val.eq(Cat(Const(0, 1), acc).as_signed() >> r_now),
-                sh_ok.eq(mix.out_valid[r]), sh_col.eq(mix.out_col[r]), sh_tag.eq(tag),
+                sh_ok.eq(a_ok), sh_col.eq(a_col), sh_tag.eq(tag),
             ]
             # (sh_val + 1) >> 1 saturated, with the two range checks made on sh_val
             # beside a narrow (out_bits + 1)-bit adder instead of after a wide one:
