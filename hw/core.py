@@ -413,12 +413,21 @@ class InhibitorAttentionCore(wiring.Component):
 
     @staticmethod
     def _flag_pair(m, name):
-        """Two-slot flag register with set/clear pulses per slot."""
+        """Two-slot flag register with set/clear pulses per slot.
+
+        Returns ``(flags, set, clear, set_pending)``. A set pulse is registered
+        once (``set_pending``) before it reaches the flag, so the logic that
+        raises it (a producer's end of job) is not in front of the consumers'
+        start conditions. That is safe for these handshakes: a slot's flag is
+        only cleared by its consumer after being seen set, so the delay only
+        makes the consumer start one cycle later.
+        """
         flags = Signal(2, name=name)
         set_ = Signal(2, name=f"{name}_set")
         clr = Signal(2, name=f"{name}_clr")
-        m.d.sync += flags.eq(_flag_next(flags, set_, clr))
-        return flags, set_, clr
+        pending = Signal(2, name=f"{name}_set_pending")
+        m.d.sync += [pending.eq(set_), flags.eq(_flag_next(flags, pending, clr))]
+        return flags, set_, clr, pending
 
     # ---------------------------------------------------------------- elaborate
 
@@ -456,20 +465,20 @@ class InhibitorAttentionCore(wiring.Component):
             m.submodules[f"zmem{i}"] = mem
         m.submodules.omem = omem
 
-        qfull, qfull_set, qfull_clr = self._flag_pair(m, "qfull")
-        kfull, kfull_set, kfull_clr = self._flag_pair(m, "kfull")
-        vfull, vfull_set, vfull_clr = self._flag_pair(m, "vfull")
-        dfull, dfull_set, dfull_clr = self._flag_pair(m, "dfull")
-        zbusy, zbusy_set, zbusy_clr = self._flag_pair(m, "zbusy")   # claimed by a score job
-        zfull, zfull_set, zfull_clr = self._flag_pair(m, "zfull")   # stats done, mix may read
-        obusy, obusy_set, obusy_clr = self._flag_pair(m, "obusy")   # claimed by a mix job
-        ofull, ofull_set, ofull_clr = self._flag_pair(m, "ofull")   # block complete, emit
+        qfull, qfull_set, qfull_clr, qfull_pend = self._flag_pair(m, "qfull")
+        kfull, kfull_set, kfull_clr, kfull_pend = self._flag_pair(m, "kfull")
+        vfull, vfull_set, vfull_clr, vfull_pend = self._flag_pair(m, "vfull")
+        dfull, dfull_set, dfull_clr, dfull_pend = self._flag_pair(m, "dfull")
+        zbusy, zbusy_set, zbusy_clr, zbusy_pend = self._flag_pair(m, "zbusy")   # claimed by a score job
+        zfull, zfull_set, zfull_clr, zfull_pend = self._flag_pair(m, "zfull")   # stats done, mix may read
+        obusy, obusy_set, obusy_clr, obusy_pend = self._flag_pair(m, "obusy")   # claimed by a mix job
+        ofull, ofull_set, ofull_clr, ofull_pend = self._flag_pair(m, "ofull")   # block complete, emit
 
         # ------------------------------------------------- Q and K loaders
         # A beat (one row of d codes) is shifted out one code per cycle into the
         # bank of its row: Q row i -> bank i mod R at (slot, (i div R)*d + k);
         # K row j -> bank j mod C at (slot, (j div C)*d + k).
-        def qk_loader(prefix, port, mems, nbanks, half_bits, full, full_set, full_clr):
+        def qk_loader(prefix, port, mems, nbanks, half_bits, full, full_set, full_clr, full_pend):
             wports = [mem.write_port() for mem in mems]
             buf = Signal(data.ArrayLayout(signed(cfg.qk_bits), d), name=f"{prefix}_buf")
             busy = Signal(name=f"{prefix}_busy")
@@ -495,7 +504,7 @@ class InhibitorAttentionCore(wiring.Component):
             klast_n = Mux(accept, d == 1, Mux(busy, kk == d - 2, klast))
             nslot_n = Mux(accept & (nrow == n - 1), ~nslot, nslot)
             m.d.sync += ready.eq((~busy_n | klast_n)
-                                 & ~_flag_next(full, full_set, full_clr).bit_select(nslot_n, 1))
+                                 & ~_flag_next(full, full_pend, full_clr).bit_select(nslot_n, 1))
             with m.If(busy):
                 m.d.sync += klast.eq(kk == d - 2)
             for b, wp in enumerate(wports):
@@ -526,8 +535,8 @@ class InhibitorAttentionCore(wiring.Component):
                     with m.Else():
                         m.d.sync += nbank.eq(nbank + 1)
 
-        qk_loader("qld", self.q, qmem, R, q_half, qfull, qfull_set, qfull_clr)
-        qk_loader("kld", self.k, kmem, C, k_half, kfull, kfull_set, kfull_clr)
+        qk_loader("qld", self.q, qmem, R, q_half, qfull, qfull_set, qfull_clr, qfull_pend)
+        qk_loader("kld", self.k, kmem, C, k_half, kfull, kfull_set, kfull_clr, kfull_pend)
 
         # ------------------------------------------------------------ V loader
         # Row j, code l -> bank l mod C at (slot, (l div C)*n + j); C codes per cycle.
@@ -550,7 +559,7 @@ class InhibitorAttentionCore(wiring.Component):
         vtlast_n = Mux(vaccept, nL == 1, Mux(vbusy, vt == nL - 2, vtlast))
         vnslot_n = Mux(vaccept & (vrow == n - 1), ~vnslot, vnslot)
         m.d.sync += vready.eq((~vbusy_n | vtlast_n)
-                              & ~_flag_next(vfull, vfull_set, vfull_clr).bit_select(vnslot_n, 1))
+                              & ~_flag_next(vfull, vfull_pend, vfull_clr).bit_select(vnslot_n, 1))
         for c, wp in enumerate(vw):
             m.d.comb += [wp.addr.eq(_addr(vaddr, v_half, vslot)), wp.data.eq(vbuf[c]),
                          wp.en.eq(vbusy)]
@@ -656,10 +665,10 @@ class InhibitorAttentionCore(wiring.Component):
         s_hp_n = Mux(s_job_end & (s_blk == nI - 1), ~s_hp, s_hp)
         s_zs_n = Mux(s_job_end, ~s_zs, s_zs)
         m.d.sync += s_ok.eq(s_gap_n_zero
-                            & _flag_next(qfull, qfull_set, qfull_clr).bit_select(s_hp_n, 1)
-                            & _flag_next(kfull, kfull_set, kfull_clr).bit_select(s_hp_n, 1)
-                            & _flag_next(dfull, dfull_set, dfull_clr).bit_select(s_hp_n, 1)
-                            & ~_flag_next(zbusy, zbusy_set, zbusy_clr).bit_select(s_zs_n, 1))
+                            & _flag_next(qfull, qfull_pend, qfull_clr).bit_select(s_hp_n, 1)
+                            & _flag_next(kfull, kfull_pend, kfull_clr).bit_select(s_hp_n, 1)
+                            & _flag_next(dfull, dfull_pend, dfull_clr).bit_select(s_hp_n, 1)
+                            & ~_flag_next(zbusy, zbusy_pend, zbusy_clr).bit_select(s_zs_n, 1))
         for p in q_rd:
             m.d.comb += p.addr.eq(_addr(s_qbase + s_k, q_half, s_hp))
         for p in k_rd:
