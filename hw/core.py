@@ -81,8 +81,13 @@ def _bram(shape, depth: int) -> Memory:
 
 
 def _flag_next(flags, set_, clr):
-    """Next value of a flag register built by ``_flag_pair`` (``(flags | set) & ~clr``)."""
+    """``(flags | set) & ~clr``: the update of a flag register built by ``_flag_pair``."""
     return (flags | set_) & ~clr
+
+
+def _flag_after(flags, pending):
+    """Next value of a ``_flag_pair`` flag, from its pending (registered) set/clear."""
+    return _flag_next(flags, *pending)
 
 
 def _terminal_flags(m, prefix: str, start, run, inner, inner_len: int, outer, outer_len: int):
@@ -415,19 +420,22 @@ class InhibitorAttentionCore(wiring.Component):
     def _flag_pair(m, name):
         """Two-slot flag register with set/clear pulses per slot.
 
-        Returns ``(flags, set, clear, set_pending)``. A set pulse is registered
-        once (``set_pending``) before it reaches the flag, so the logic that
-        raises it (a producer's end of job) is not in front of the consumers'
-        start conditions. That is safe for these handshakes: a slot's flag is
-        only cleared by its consumer after being seen set, so the delay only
-        makes the consumer start one cycle later.
+        Returns ``(flags, set, clear, (set_pending, clear_pending))``. Set and
+        clear pulses are registered once before they reach the flag, so the
+        logic that raises them (a producer's or consumer's end of job) is not in
+        front of the other side's start condition. That is safe for these
+        handshakes: a slot is set only by its producer after being seen clear
+        and cleared only by its consumer after being seen set, and both sides
+        alternate between the two slots, so a one-cycle delay only makes the
+        other side start one cycle later.
         """
         flags = Signal(2, name=name)
         set_ = Signal(2, name=f"{name}_set")
         clr = Signal(2, name=f"{name}_clr")
-        pending = Signal(2, name=f"{name}_set_pending")
-        m.d.sync += [pending.eq(set_), flags.eq(_flag_next(flags, pending, clr))]
-        return flags, set_, clr, pending
+        set_p = Signal(2, name=f"{name}_set_pending")
+        clr_p = Signal(2, name=f"{name}_clr_pending")
+        m.d.sync += [set_p.eq(set_), clr_p.eq(clr), flags.eq(_flag_next(flags, set_p, clr_p))]
+        return flags, set_, clr, (set_p, clr_p)
 
     # ---------------------------------------------------------------- elaborate
 
@@ -504,7 +512,7 @@ class InhibitorAttentionCore(wiring.Component):
             klast_n = Mux(accept, d == 1, Mux(busy, kk == d - 2, klast))
             nslot_n = Mux(accept & (nrow == n - 1), ~nslot, nslot)
             m.d.sync += ready.eq((~busy_n | klast_n)
-                                 & ~_flag_next(full, full_pend, full_clr).bit_select(nslot_n, 1))
+                                 & ~_flag_after(full, full_pend).bit_select(nslot_n, 1))
             with m.If(busy):
                 m.d.sync += klast.eq(kk == d - 2)
             for b, wp in enumerate(wports):
@@ -559,7 +567,7 @@ class InhibitorAttentionCore(wiring.Component):
         vtlast_n = Mux(vaccept, nL == 1, Mux(vbusy, vt == nL - 2, vtlast))
         vnslot_n = Mux(vaccept & (vrow == n - 1), ~vnslot, vnslot)
         m.d.sync += vready.eq((~vbusy_n | vtlast_n)
-                              & ~_flag_next(vfull, vfull_pend, vfull_clr).bit_select(vnslot_n, 1))
+                              & ~_flag_after(vfull, vfull_pend).bit_select(vnslot_n, 1))
         for c, wp in enumerate(vw):
             m.d.comb += [wp.addr.eq(_addr(vaddr, v_half, vslot)), wp.data.eq(vbuf[c]),
                          wp.en.eq(vbusy)]
@@ -665,10 +673,10 @@ class InhibitorAttentionCore(wiring.Component):
         s_hp_n = Mux(s_job_end & (s_blk == nI - 1), ~s_hp, s_hp)
         s_zs_n = Mux(s_job_end, ~s_zs, s_zs)
         m.d.sync += s_ok.eq(s_gap_n_zero
-                            & _flag_next(qfull, qfull_pend, qfull_clr).bit_select(s_hp_n, 1)
-                            & _flag_next(kfull, kfull_pend, kfull_clr).bit_select(s_hp_n, 1)
-                            & _flag_next(dfull, dfull_pend, dfull_clr).bit_select(s_hp_n, 1)
-                            & ~_flag_next(zbusy, zbusy_pend, zbusy_clr).bit_select(s_zs_n, 1))
+                            & _flag_after(qfull, qfull_pend).bit_select(s_hp_n, 1)
+                            & _flag_after(kfull, kfull_pend).bit_select(s_hp_n, 1)
+                            & _flag_after(dfull, dfull_pend).bit_select(s_hp_n, 1)
+                            & ~_flag_after(zbusy, zbusy_pend).bit_select(s_zs_n, 1))
         for p in q_rd:
             m.d.comb += p.addr.eq(_addr(s_qbase + s_k, q_half, s_hp))
         for p in k_rd:
