@@ -927,13 +927,18 @@ class InhibitorAttentionCore(wiring.Component):
         h_last = Signal()
         last_rows = n - (nI - 1) * R           # rows of the last block
         o_is_last = Mux(oc, o_last[1], o_last[0])
-        o_rows_m1 = Mux(o_is_last, last_rows - 1, R - 1)
         advance = ~self.h.valid | self.h.ready
         m.d.comb += [o_rd.en.eq(advance), o_rd.addr.eq(Cat(orow, oc))]
+        # o_avail == ofull[oc] and o_rlast == (orow is the last row of the block), kept as
+        # registers from the next values of their inputs, so the output handshake
+        # drives the slot and flag updates through one gate.
+        o_avail = Signal()
+        o_rlast = Signal(init=int(R == 1))
+        take = advance & o_avail
         with m.If(advance):
-            with m.If(ofull.bit_select(oc, 1)):
-                m.d.sync += [self.h.valid.eq(1), h_last.eq(o_is_last & (orow == o_rows_m1))]
-                with m.If(orow == o_rows_m1):
+            with m.If(o_avail):
+                m.d.sync += [self.h.valid.eq(1), h_last.eq(o_is_last & o_rlast)]
+                with m.If(o_rlast):
                     m.d.sync += [orow.eq(0), oc.eq(~oc)]
                     m.d.comb += [ofull_clr.bit_select(oc, 1).eq(1),
                                  obusy_clr.bit_select(oc, 1).eq(1)]
@@ -941,6 +946,13 @@ class InhibitorAttentionCore(wiring.Component):
                     m.d.sync += orow.eq(orow + 1)
             with m.Else():
                 m.d.sync += self.h.valid.eq(0)
+        oc_n = Mux(take & o_rlast, ~oc, oc)
+        orow_n = Mux(take, Mux(o_rlast, 0, orow + 1), orow)
+        o_last_n = [Mux(m_can & (m_os == i), m_lastblk, o_last[i]) for i in range(2)]
+        m.d.sync += [
+            o_avail.eq(_flag_after(ofull, ofull_pend).bit_select(oc_n, 1)),
+            o_rlast.eq(orow_n == Mux(Mux(oc_n, o_last_n[1], o_last_n[0]), last_rows - 1, R - 1)),
+        ]
         m.d.comb += [self.h.payload.data.as_value().eq(o_rd.data.as_value()[:d * cfg.out_bits]),
                      self.h.payload.last.eq(h_last)]
         return m
