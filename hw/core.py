@@ -617,6 +617,7 @@ class InhibitorAttentionCore(wiring.Component):
         s_run = Signal()
         s_hp = Signal()                        # head slot of the job
         s_blk = Signal(range(nI))              # row block I
+        s_blast = Signal(init=int(nI == 1))    # s_blk == nI - 1, registered
         s_qbase = Signal(q_half + 1)           # I * d
         s_kbase = Signal(k_half + 1)           # J * d
         s_tile = Signal(range(nJ))
@@ -645,7 +646,7 @@ class InhibitorAttentionCore(wiring.Component):
             m.d.comb += zbusy_set.bit_select(s_zs, 1).eq(1)
             for i in range(2):
                 with m.If(s_zs == i):
-                    m.d.sync += [z_hp[i].eq(s_hp), z_lastblk[i].eq(s_blk == nI - 1),
+                    m.d.sync += [z_hp[i].eq(s_hp), z_lastblk[i].eq(s_blast),
                                  z_len[i].eq(Mux(s_hp, d_len[1], d_len[0])),
                                  z_theta[i].eq(Mux(s_hp, d_theta[1], d_theta[0]))]
         # Terminal counts are registered one cycle ahead (s_klast == (s_k == d - 1),
@@ -662,7 +663,7 @@ class InhibitorAttentionCore(wiring.Component):
                 m.d.sync += [s_k.eq(0), s_tile.eq(s_tile + 1), s_kbase.eq(s_kbase + d)]
             with m.If(s_job_end):
                 m.d.sync += [s_run.eq(0), s_zs.eq(~s_zs), s_gap.eq(extra)]
-                with m.If(s_blk == nI - 1):
+                with m.If(s_blast):
                     m.d.sync += [s_blk.eq(0), s_qbase.eq(0), s_hp.eq(~s_hp)]
                     m.d.comb += [qfull_clr.bit_select(s_hp, 1).eq(1),
                                  kfull_clr.bit_select(s_hp, 1).eq(1)]
@@ -670,7 +671,9 @@ class InhibitorAttentionCore(wiring.Component):
                     m.d.sync += [s_blk.eq(s_blk + 1), s_qbase.eq(s_qbase + d)]
         # s_gap's next value is 0 when no job ends now and s_gap <= 1 (no subtractor).
         s_gap_n_zero = Mux(s_job_end, extra == 0, s_gap <= 1)
-        s_hp_n = Mux(s_job_end & (s_blk == nI - 1), ~s_hp, s_hp)
+        s_hp_n = Mux(s_job_end & s_blast, ~s_hp, s_hp)
+        s_blk_n = Mux(s_job_end, Mux(s_blast, 0, s_blk + 1), s_blk)
+        m.d.sync += s_blast.eq(s_blk_n == nI - 1)
         s_zs_n = Mux(s_job_end, ~s_zs, s_zs)
         m.d.sync += s_ok.eq(s_gap_n_zero
                             & _flag_after(qfull, qfull_pend).bit_select(s_hp_n, 1)
@@ -777,11 +780,17 @@ class InhibitorAttentionCore(wiring.Component):
         o_shift = [Signal(cfg.shift_bits, name=f"oinfo_shift{i}") for i in range(2)]
         m_hp = Mux(m_zs, z_hp[1], z_hp[0])
         m_lastblk = Mux(m_zs, z_lastblk[1], z_lastblk[0])
+        # The running job's head slot and last-block flag, registered at its start.
+        mj_hp = Signal()
+        mj_lastblk = Signal()
         m_can = Signal()
-        m.d.comb += m_can.eq(~m_run & zfull.bit_select(m_zs, 1) & vfull.bit_select(m_hp, 1)
-                             & ~obusy.bit_select(m_os, 1))
+        # m_ok == zfull[m_zs] & vfull[m_hp] & ~obusy[m_os], registered from the
+        # next values of its inputs (below).
+        m_ok = Signal()
+        m.d.comb += m_can.eq(~m_run & m_ok)
         with m.If(m_can):
-            m.d.sync += [m_run.eq(1), m_tile.eq(0), m_vbase.eq(0), m_j.eq(0)]
+            m.d.sync += [m_run.eq(1), m_tile.eq(0), m_vbase.eq(0), m_j.eq(0),
+                         mj_hp.eq(m_hp), mj_lastblk.eq(m_lastblk)]
             m.d.comb += obusy_set.bit_select(m_os, 1).eq(1)
             for i in range(2):
                 with m.If(m_os == i):
@@ -800,13 +809,20 @@ class InhibitorAttentionCore(wiring.Component):
                 m.d.sync += [m_run.eq(0), m_zs.eq(~m_zs), m_os.eq(~m_os)]
                 m.d.comb += [zfull_clr.bit_select(m_zs, 1).eq(1),
                              zbusy_clr.bit_select(m_zs, 1).eq(1)]
-                with m.If(m_lastblk):
-                    m.d.comb += [vfull_clr.bit_select(m_hp, 1).eq(1),
-                                 dfull_clr.bit_select(m_hp, 1).eq(1)]
+                with m.If(mj_lastblk):
+                    m.d.comb += [vfull_clr.bit_select(mj_hp, 1).eq(1),
+                                 dfull_clr.bit_select(mj_hp, 1).eq(1)]
+        m_zs_n = Mux(m_job_end, ~m_zs, m_zs)
+        m_os_n = Mux(m_job_end, ~m_os, m_os)
+        z_hp_n = [Mux(s_can & (s_zs == i), s_hp, z_hp[i]) for i in range(2)]
+        m.d.sync += m_ok.eq(_flag_after(zfull, zfull_pend).bit_select(m_zs_n, 1)
+                            & _flag_after(vfull, vfull_pend).bit_select(
+                                Mux(m_zs_n, z_hp_n[1], z_hp_n[0]), 1)
+                            & ~_flag_after(obusy, obusy_pend).bit_select(m_os_n, 1))
         for p in z_rd:
             m.d.comb += p.addr.eq(_addr(m_j, z_half, m_zs))
         for p in v_rd:
-            m.d.comb += p.addr.eq(_addr(m_vbase + m_j, v_half, m_hp))
+            m.d.comb += p.addr.eq(_addr(m_vbase + m_j, v_half, mj_hp))
         # Stage 1 (read data valid): threshold + clip per row; V delayed to match.
         m1_valid, m1_first, m1_last = Signal(), Signal(), Signal()
         m1_pad = Signal()
