@@ -528,7 +528,7 @@ def _hash_inputs(verilog: Sequence[Path], top: str, device: Device, freq: float,
     h = hashlib.sha256()
     for v in verilog:
         h.update(Path(v).read_bytes())
-    h.update(f"|{top}|{device.name}|{freq}|{seed}|{extra}|v2".encode())
+    h.update(f"|{top}|{device.name}|{freq}|{seed}|{extra}|v3".encode())
     return h.hexdigest()[:16]
 
 

@@ -119,7 +119,8 @@ def test_wrapper_verilog():
              ("b", "input", 3), ("y", "output", 20), ("z", "output", 1)]
     text = wrap_verilog("core", ports)
     assert "module core_iowrap" in text and "reg [14:0] shreg" in text
-    assert ".a(shreg[11:0])" in text and ".b(shreg[14:12])" in text
+    assert "reg [14:0] inreg" in text and "inreg <= shreg;" in text
+    assert ".a(inreg[11:0])" in text and ".b(inreg[14:12])" in text
     assert ".z(outs[20:20])" in text and "assign sout = xr2[0];" in text
     assert xor_tree_levels(21) == [6, 2, 1]
     with pytest.raises(ValueError, match=r"needs a clock port"):
