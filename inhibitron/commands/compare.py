@@ -37,6 +37,8 @@ def register(subparsers) -> None:
                    help="synthesis cache directory (default build/compare)")
     p.add_argument("--out", type=Path, default=Path("docs/efficiency.md"), metavar="FILE.md",
                    help="report path; plots go to <dir>/img (default docs/efficiency.md)")
+    p.add_argument("--jobs", type=int, default=1, metavar="J",
+                   help="designs synthesised at once, one core each (default 1)")
     p.add_argument("--no-synth", action="store_true",
                    help="skip synthesis: cycles and energy only (printed, no report)")
     p.set_defaults(func=run)
@@ -65,11 +67,12 @@ def run(args) -> int:
         return 0
     rows = compare.run_study(sizes=args.sizes, dims=args.dims, seq_len=args.seq_len,
                              bits=args.bits, device=args.device, freq_mhz=args.freq,
-                             out_root=args.build)
+                             out_root=args.build, jobs=args.jobs)
     cmd = ("inhibitron compare --sizes " + " ".join(map(str, args.sizes)) + " --dims "
            + " ".join(map(str, args.dims)) + f" --seq-len {args.seq_len} --device {args.device}"
-           + f" --freq {args.freq:g}")
+           + f" --freq {args.freq:g}" + (f" --jobs {args.jobs}" if args.jobs > 1 else ""))
+    pes = compare.run_pes(device=args.device, bits=args.bits, out_root=args.build)
     path = compare.write_report(rows, args.out, command=cmd, device=args.device,
-                                freq_mhz=args.freq)
+                                freq_mhz=args.freq, pe_rows=pes)
     print(f"wrote {path} (+ {path.with_suffix('.json').name}, plots in {path.parent / 'img'})")
     return 0
