@@ -610,7 +610,7 @@ class InhibitorAttentionCore(wiring.Component):
         stag = data.StructLayout({"zslot": 1, "first": 1, "last": 1})
         m.submodules.score = score = SystolicArray(
             pe=functools.partial(L1PE, width=cfg.qk_bits, length=d, tag_width=stag.size),
-            rows=R, cols=C)
+            rows=R, cols=C, pipelined_readout=True)
         q_rd = [mem.read_port() for mem in qmem]
         k_rd = [mem.read_port() for mem in kmem]
 
@@ -765,7 +765,7 @@ class InhibitorAttentionCore(wiring.Component):
             pe=functools.partial(SoftThresholdPE, v_bits=cfg.v_bits, zb_bits=_ubits(cfg.zb_max),
                                  v_shift=cfg.v_shift, z_shift=cfg.z_shift, length=n,
                                  tag_width=mtag.size),
-            rows=R, cols=C)
+            rows=R, cols=C, pipelined_readout=True)
         z_rd = [mem.read_port() for mem in zmem]
         v_rd = [mem.read_port() for mem in vmem]
         m_run = Signal()

@@ -523,11 +523,16 @@ def _q(p: Path | str) -> str:
     return s
 
 
+_SRC_ATTR = re.compile(rb'\(\* src = "[^"]*" \*\)')
+
+
 def _hash_inputs(verilog: Sequence[Path], top: str, device: Device, freq: float, seed: int,
                  extra: str = "") -> str:
     h = hashlib.sha256()
     for v in verilog:
-        h.update(Path(v).read_bytes())
+        # Source-location attributes (absolute paths and line numbers of the Python
+        # that emitted the Verilog) do not change the netlist; they are not hashed.
+        h.update(_SRC_ATTR.sub(b"", Path(v).read_bytes()))
     h.update(f"|{top}|{device.name}|{freq}|{seed}|{extra}|v3".encode())
     return h.hexdigest()[:16]
 

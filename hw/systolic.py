@@ -56,6 +56,11 @@ class SystolicArray(wiring.Component):
         PEs must have the same shapes.
     rows, cols : int
         Array shape (R, C), positive.
+    pipelined_readout : bool
+        Read a row's results out through two register stages instead of one:
+        pairs of columns are merged and registered first, then the pairs. It
+        costs one cycle of :attr:`latency` and keeps the done-flag fan-out and
+        the wide OR of a row out of one clock cycle (for large arrays).
 
     Members
     -------
@@ -84,10 +89,13 @@ class SystolicArray(wiring.Component):
         If ``rows`` or ``cols`` is not positive, or the PEs differ in shape.
     """
 
-    def __init__(self, *, pe, rows: int, cols: int):
+    def __init__(self, *, pe, rows: int, cols: int, pipelined_readout: bool = False):
         self._MustUse__silence = True  # no "never used" warning if validation raises
         self._rows = check_int("rows", rows, minimum=1)
         self._cols = check_int("cols", cols, minimum=1)
+        if not isinstance(pipelined_readout, bool):
+            raise TypeError(f"pipelined_readout must be a bool, not {pipelined_readout!r}")
+        self._pipelined = pipelined_readout
         if not callable(pe):
             raise TypeError(f"pe must be a callable returning a ProcessingElement, not {pe!r}")
         proto = pe()
@@ -117,9 +125,10 @@ class SystolicArray(wiring.Component):
     def latency(self) -> int:
         """Cycles from a ``last`` step at the inputs to result ``(0, 0)``.
 
-        Result ``(r, c)`` follows ``r + c`` cycles later: ``term_latency + 2 + r + c``.
+        Result ``(r, c)`` follows ``r + c`` cycles later: ``term_latency + 2 + r + c``
+        (one more with ``pipelined_readout``).
         """
-        return self._proto.term_latency + 2
+        return self._proto.term_latency + 2 + int(self._pipelined)
 
     def elaborate(self, platform):
         m = Module()
@@ -171,17 +180,34 @@ class SystolicArray(wiring.Component):
 
         # Row readout: the done pulses of a row are one-hot (consecutive columns).
         acc_width = proto.acc_shape.width
+        tag_width = proto.tag_width
+
+        def merge(items):
+            """AND-OR of one-hot (valid, value, col, tag) items."""
+            value = col = tag = 0
+            for ok, v, c, t in items:
+                value = value | Mux(ok, v, 0)
+                col = col | Mux(ok, c, 0)
+                tag = tag | Mux(ok, t, 0)
+            return Cat(*[ok for ok, _, _, _ in items]).any(), value, col, tag
+
         for r in range(R):
-            dones = [pes[r][c].done for c in range(C)]
-            value = 0
-            col = 0
-            tag = 0
-            for c in range(C):
-                value = value | Mux(dones[c], pes[r][c].result.as_unsigned()[:acc_width], 0)
-                col = col | Mux(dones[c], c, 0)
-                tag = tag | Mux(dones[c], pes[r][c].result_tag, 0)
+            items = [(pes[r][c].done, pes[r][c].result.as_unsigned()[:acc_width], c,
+                      pes[r][c].result_tag) for c in range(C)]
+            if self._pipelined:
+                pairs = []
+                for i in range(0, C, 2):
+                    ok, v, c, t = merge(items[i:i + 2])
+                    regs = (Signal(name=f"rd{r}_{i}_valid"),
+                            Signal(acc_width, name=f"rd{r}_{i}_data", reset_less=True),
+                            Signal(range(C), name=f"rd{r}_{i}_col", reset_less=True),
+                            Signal(tag_width, name=f"rd{r}_{i}_tag", reset_less=True))
+                    m.d.sync += [regs[0].eq(ok), regs[1].eq(v), regs[2].eq(c), regs[3].eq(t)]
+                    pairs.append(regs)
+                items = pairs
+            ok, value, col, tag = merge(items)
             m.d.sync += [
-                self.out_valid[r].eq(Cat(*dones).any()),
+                self.out_valid[r].eq(ok),
                 self.out_data[r].eq(value),
                 self.out_col[r].eq(col),
                 self.out_tag[r].eq(tag),
