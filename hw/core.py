@@ -509,12 +509,15 @@ class InhibitorAttentionCore(wiring.Component):
             ready = Signal(init=1, name=f"{prefix}_ready")
             m.d.comb += port.ready.eq(ready)
             busy_n = Mux(accept, 1, Mux(finishing, 0, busy))
-            klast_n = Mux(accept, d == 1, Mux(busy, kk == d - 2, klast))
+            # kk == d - 2, registered one cycle earlier still, so no comparator
+            # sits in front of the ready flip-flop either.
+            kpen = Signal(name=f"{prefix}_kpen")
+            klast_n = Mux(accept, d == 1, Mux(busy, kpen, klast))
             nslot_n = Mux(accept & (nrow == n - 1), ~nslot, nslot)
             m.d.sync += ready.eq((~busy_n | klast_n)
                                  & ~_flag_after(full, full_pend).bit_select(nslot_n, 1))
             with m.If(busy):
-                m.d.sync += klast.eq(kk == d - 2)
+                m.d.sync += [klast.eq(kpen), kpen.eq(kk == d - 3)]
             for b, wp in enumerate(wports):
                 m.d.comb += [wp.addr.eq(_addr(base + kk, half_bits, slot)),
                              wp.data.eq(buf[0]), wp.en.eq(busy & (bank == b))]
@@ -531,7 +534,7 @@ class InhibitorAttentionCore(wiring.Component):
             with m.If(ready):
                 m.d.sync += buf.eq(port.payload)
             with m.If(accept):
-                m.d.sync += [busy.eq(1), kk.eq(0), klast.eq(d == 1),
+                m.d.sync += [busy.eq(1), kk.eq(0), klast.eq(d == 1), kpen.eq(d == 2),
                              bank.eq(nbank), base.eq(nbase), slot.eq(nslot),
                              last_row.eq(nrow == n - 1)]
                 with m.If(nrow == n - 1):
