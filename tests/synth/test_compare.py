@@ -51,3 +51,25 @@ def test_report(tmp_path):
     for name in ("eff_resources.png", "eff_fmax.png", "eff_energy.png"):
         assert (tmp_path / "img" / name).stat().st_size > 1000
     assert (tmp_path / "eff.json").exists()
+
+
+def test_report_timing_section(tmp_path):
+    rows = [_row(k, s, 8) for s in (2, 4) for k in ("inhibitor", "baseline")]
+    rows[2]["fmax_mhz"] = 160.0
+    pes = [{"pe": "L1 PE (inhibitor score)", "lut4": 17, "carry": 16, "lut4_sites": 49, "ff": 44,
+            "dsp": 0, "fmax_mhz": 253.2}]
+    text = compare.write_report(rows, tmp_path / "eff.md", command="pytest", pe_rows=pes).read_text()
+    assert "## Timing closure of the inhibitor core" in text
+    assert "| 2x2 d=8 n=16 | 102.0 | no | no | `a` -> `b` (4.00 / 5.00) |" in text
+    assert "| 4x4 d=8 n=16 | 160.0 | yes | no |" in text
+    assert "L1 PE: 49 LUT4 sites (17 LUT4 + 16 CCU2C), within the 60-site target" in text
+
+
+def test_study_in_parallel_keeps_sweep_order():
+    # baselines whose MAC PEs exceed the 28 DSPs of an ECP5-25F are not synthesised
+    rows = compare.run_study(sizes=[16, 8], dims=[16], seq_len=16, device="ecp5-25f",
+                             kinds=("baseline",), jobs=2, progress=False)
+    assert [(r["size"], r["fits"]) for r in rows] == [(8, False), (16, False)]
+    assert rows[0]["limit"] == "MULT18X18D: needs >= 64, has 28 (predicted)"
+    with pytest.raises(ValueError, match="jobs must be a positive integer, not 0"):
+        compare.run_study(jobs=0)
