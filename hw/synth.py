@@ -256,7 +256,9 @@ class SynthResult:
             f"design {self.design} (top {self.top}) on {self.device}"
             + (" [I/O wrapped]" if self.wrapped else ""),
             f"  LUT4 {self.lut4}  carry {self.carry}  (LUT4 sites {self.lut4_equiv})"
-            f"  FF {self.ff}  DSP {self.dsp}  BRAM {self.bram}  $mul before mapping {self.premap_mul}",
+            f"  FF {self.ff}  DSP {self.dsp}  BRAM {self.bram}"
+            + (f" ({self.bram_outreg_ports} ports output-registered)" if self.bram_outreg_ports else "")
+            + f"  $mul before mapping {self.premap_mul}",
         ]
         if self.pnr_run:
             fmax = "n/a" if self.fmax_mhz is None else f"{self.fmax_mhz:.1f} MHz"

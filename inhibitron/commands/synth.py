@@ -48,6 +48,9 @@ def register(subparsers) -> None:
                       help="always use the I/O wrapper")
     wrap.add_argument("--no-wrap", dest="wrap", action="store_false",
                       help="never use the I/O wrapper")
+    p.add_argument("--no-bram-outreg", action="store_true",
+                   help="ECP5: keep Yosys's unregistered block-RAM reads (do not move the "
+                        "following register into the DP16KD output register)")
     p.add_argument("--no-cache", action="store_true",
                    help="rerun even if an identical result exists in --out")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -79,7 +82,8 @@ def run(args) -> int:
     from inhibitron.hw import synth
 
     kw = dict(device=args.device, freq_mhz=args.freq, out_dir=args.out, seed=args.seed,
-              pnr=not args.no_pnr, wrap=args.wrap, cache=not args.no_cache)
+              pnr=not args.no_pnr, wrap=args.wrap, cache=not args.no_cache,
+              bram_outreg=not args.no_bram_outreg)
     try:
         if args.verilog:
             if not args.top:
