@@ -1,4 +1,4 @@
-"""Write tests/data/minilm_qkv_codes.npz: real quantized Q/K/V codes from the MiniLM teacher.
+"""Write sim/data/minilm_qkv_codes.npz: real quantized Q/K/V codes from the MiniLM teacher.
 
 Reproducible (fixed sentences from the embedded corpus, seed 0, CPU float32):
 runs the embedded all-MiniLM-L6-v2 teacher on a small batch of real English
@@ -17,7 +17,7 @@ Stored arrays (``H`` heads picked across layers and sentences)::
     layer, head, sentence (H,)   provenance
     qk_bits, v_bits              8, 8
 
-Usage: ``python scripts/make_real_vectors.py [--out tests/data/minilm_qkv_codes.npz]``
+Usage: ``python scripts/make_real_vectors.py [--out sim/data/minilm_qkv_codes.npz]``
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ HEADS_PER_LAYER = 2
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent.parent
-                                             / "tests" / "data" / "minilm_qkv_codes.npz"))
+                                             / "sim" / "data" / "minilm_qkv_codes.npz"))
     args = parser.parse_args(argv)
 
     import torch

@@ -15,13 +15,19 @@ gives an ``ArrayLayout(signed(bits), d)`` port.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 __all__ = [
+    "REAL_VECTORS",
     "Head", "random_heads", "extreme_heads", "golden_outputs", "pack_rows", "unpack_rows",
     "heads_from_npz", "mixed_heads", "pack_desc", "with_shifts",
 ]
+
+#: Real quantized Q/K/V codes of the MiniLM teacher (package data; written by
+#: ``scripts/make_real_vectors.py``).
+REAL_VECTORS = Path(__file__).with_name("data") / "minilm_qkv_codes.npz"
 
 
 @dataclass(frozen=True)

@@ -52,13 +52,12 @@ def run(args) -> int:
 
     from inhibitron.commands.generate import config_from_args
     from inhibitron.sim.runner import cosimulate
-    from inhibitron.sim.stimulus import mixed_heads
+    from inhibitron.sim.stimulus import REAL_VECTORS, mixed_heads
 
     cfg = config_from_args(args)
-    real = Path(__file__).resolve().parents[2] / "tests" / "data" / "minilm_qkv_codes.npz"
     rng = np.random.default_rng(args.seed)
     heads = mixed_heads(cfg, rng, random_count=args.heads, every_length=not args.no_every_length,
-                        real_path=real if real.is_file() else None)
+                        real_path=REAL_VECTORS)
     runs = [{"name": "full-rate", "seed": args.seed},
             {"name": "backpressure", "idle_prob": args.idle, "stall_prob": args.stall,
              "seed": args.seed + 1}]

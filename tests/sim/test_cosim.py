@@ -6,17 +6,16 @@ backpressure. Stimulus: extremes of every format and of theta, every valid
 length 1..n, random heads and real MiniLM Q/K/V codes (tests/data).
 """
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from inhibitron.hw.core import CoreConfig
 from inhibitron.sim.runner import build_core, run_cosim
-from inhibitron.sim.stimulus import mixed_heads
+from inhibitron.sim.stimulus import REAL_VECTORS, mixed_heads
 from inhibitron.sim.toolchain import have_icarus
 
-REAL = Path(__file__).resolve().parents[1] / "data" / "minilm_qkv_codes.npz"
+REAL = REAL_VECTORS
 
 CI_CONFIGS = {
     # 8-bit, d=32 (MiniLM), non-power-of-two n, 4x4 array smaller than the sequence
