@@ -283,6 +283,20 @@ class CoreConfig:
         return max(self.row_blocks * self.block_period, self.seq_len * self.head_dim)
 
     @property
+    def first_row_latency(self) -> int:
+        """Cycles from accepting an isolated head's last Q/K row to its first H beat.
+
+        ``d`` (the loader writes the row) ``+ ceil(n/C)*d`` (score job of row
+        block 0) ``+ ceil(d/C)*n`` (its mixing job) ``+ z_bits`` (row-statistics
+        divider) ``+ 2*(R + C)`` (the skew of both arrays) ``+ 27`` (register
+        stages and handshakes), with the H stream ready and V and the
+        descriptor already in. Measured in ``tests/hw/test_latency.py``.
+        """
+        n, d, R, C = self.seq_len, self.head_dim, self.rows, self.cols
+        return (d + self.key_tiles * d + self.dim_tiles * n + self.widths.z_bits
+                + 2 * (R + C) + 27)
+
+    @property
     def useful_pe_cycles_per_head(self) -> int:
         """PE-cycles that do useful work per head: ``2 * n * n * d``."""
         return 2 * self.seq_len * self.seq_len * self.head_dim

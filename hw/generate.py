@@ -111,8 +111,10 @@ def core_description(config: CoreConfig) -> dict:
             "ideal_utilization": round(config.ideal_utilization, 6),
             "formula": ("cycles_per_head = max(ceil(n/R) * block_period, n*d); "
                         "block_period = max(max(ceil(n/C)*d, z_bits+4) + 1, ceil(d/C)*n + 1)"),
-            "latency_formula": ("first H row of an isolated head, counted from the cycle its "
-                                "last input is accepted: see docs/hardware.md"),
+            "first_row_latency": config.first_row_latency,
+            "latency_formula": ("first_row_latency = cycles from the last Q/K row of an isolated "
+                                "head accepted to its first H beat = d + ceil(n/C)*d + "
+                                "ceil(d/C)*n + z_bits + 2*(R+C) + 27"),
         },
         "stream_order": "Q, K, V: rows 0..n-1 of each head; one descriptor per head; "
                         "H: rows 0..n-1, tlast on row n-1; heads in input order",
