@@ -577,8 +577,12 @@ def run_pes(*, device: str = "ecp5-85f", freq_mhz: float = 200.0, bits: int = 8,
 
 def bench_compare() -> dict:
     """``make bench`` entry: the full sweep on ECP5-85F; writes docs/efficiency.md."""
-    rows = run_study()
-    write_report(rows, "docs/efficiency.md", command="make bench", pe_rows=run_pes())
+    import os
+
+    jobs = max(1, min(4, os.cpu_count() or 1))
+    rows = run_study(jobs=jobs)
+    write_report(rows, "docs/efficiency.md", command=f"make bench (run_study(jobs={jobs}))",
+                 pe_rows=run_pes())
     table = []
     for r in rows:
         table.append({k: r.get(k) for k in ("kind", "size", "d", "lut4_sites", "ff", "dsp",
