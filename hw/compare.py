@@ -581,7 +581,7 @@ def bench_compare() -> dict:
 
     jobs = max(1, min(4, os.cpu_count() or 1))
     rows = run_study(jobs=jobs)
-    write_report(rows, "docs/efficiency.md", command=f"make bench (run_study(jobs={jobs}))",
+    write_report(rows, "docs/efficiency.md", command="make bench",
                  pe_rows=run_pes())
     table = []
     for r in rows:
