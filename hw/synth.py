@@ -59,6 +59,7 @@ __all__ = [
     "SynthResult",
     "DesignDoesNotFit",
     "ToolError",
+    "NotCached",
     "read_ports",
     "synthesize",
     "synthesize_component",
@@ -177,6 +178,10 @@ def get_device(name: str) -> Device:
 
 class ToolError(RuntimeError):
     """Yosys or nextpnr failed for a reason other than the design not fitting."""
+
+
+class NotCached(LookupError):
+    """``synthesize(..., cache_only=True)`` found no saved result for these inputs."""
 
 
 class DesignDoesNotFit(ValueError):
@@ -557,6 +562,7 @@ def synthesize(
     pnr_timeout_s: float | None = None,
     pnr_retries: int = 2,
     bram_outreg: bool = True,
+    cache_only: bool = False,
 ) -> SynthResult:
     """Synthesise and place-and-route Verilog for *device*; return the parsed figures.
 
@@ -597,6 +603,9 @@ def synthesize(
         the RAM's output register (:mod:`inhibitron.hw.ecp5_outreg`) before
         place-and-route. The absorbed flip-flops leave ``ff``; the number of
         RAM ports so registered is ``bram_outreg_ports``.
+    cache_only : bool
+        Return the saved result for identical inputs and run no tool; raise
+        :class:`NotCached` when there is none.
 
     Returns
     -------
@@ -608,6 +617,8 @@ def synthesize(
         If the design needs more of a resource than the device has.
     ToolError
         If Yosys or nextpnr fails otherwise (the message ends with the log tail).
+    NotCached
+        With ``cache_only``, if no saved result matches.
     ValueError
         For bad parameters.
     """
@@ -639,6 +650,8 @@ def synthesize(
                 return dataclasses.replace(old, design=name) if old.design != name else old
         except (ValueError, TypeError, KeyError):
             pass
+    if cache_only:
+        raise NotCached(f"no saved synthesis result of {name!r} for these inputs in {out}")
 
     from tqdm import tqdm
 

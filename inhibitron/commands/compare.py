@@ -39,13 +39,16 @@ def register(subparsers) -> None:
                    help="report path; plots go to <dir>/img (default docs/efficiency.md)")
     p.add_argument("--jobs", type=int, default=1, metavar="J",
                    help="designs synthesised at once, one core each (default 1)")
+    p.add_argument("--cached-only", action="store_true",
+                   help="report only what --build already holds; run no synthesis (missing "
+                        "points are marked 'not measured')")
     p.add_argument("--no-synth", action="store_true",
                    help="skip synthesis: cycles and energy only (printed, no report)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from inhibitron.hw import compare
+    from inhibitron.hw import compare, synth
 
     for s in args.sizes:
         if s < 1:
@@ -67,11 +70,15 @@ def run(args) -> int:
         return 0
     rows = compare.run_study(sizes=args.sizes, dims=args.dims, seq_len=args.seq_len,
                              bits=args.bits, device=args.device, freq_mhz=args.freq,
-                             out_root=args.build, jobs=args.jobs)
+                             out_root=args.build, jobs=args.jobs, cached_only=args.cached_only)
     cmd = ("inhibitron compare --sizes " + " ".join(map(str, args.sizes)) + " --dims "
            + " ".join(map(str, args.dims)) + f" --seq-len {args.seq_len} --device {args.device}"
-           + f" --freq {args.freq:g}" + (f" --jobs {args.jobs}" if args.jobs > 1 else ""))
-    pes = compare.run_pes(device=args.device, bits=args.bits, out_root=args.build)
+           + f" --freq {args.freq:g}" + (" --cached-only" if args.cached_only else ""))
+    try:
+        pes = compare.run_pes(device=args.device, bits=args.bits, out_root=args.build,
+                              cached_only=args.cached_only)
+    except synth.NotCached:
+        pes = None
     path = compare.write_report(rows, args.out, command=cmd, device=args.device,
                                 freq_mhz=args.freq, pe_rows=pes)
     print(f"wrote {path} (+ {path.with_suffix('.json').name}, plots in {path.parent / 'img'})")

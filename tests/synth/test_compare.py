@@ -73,3 +73,11 @@ def test_study_in_parallel_keeps_sweep_order():
     assert rows[0]["limit"] == "MULT18X18D: needs >= 64, has 28 (predicted)"
     with pytest.raises(ValueError, match="jobs must be a positive integer, not 0"):
         compare.run_study(jobs=0)
+
+
+def test_cached_only_point_is_not_measured(tmp_path):
+    row = compare.run_point(compare.StudyPoint("inhibitor", 2, 8, 16), out_root=tmp_path,
+                            cached_only=True, progress=False)
+    assert row["fits"] is None
+    assert row["limit"] == "not measured: no saved result (run without --cached-only)"
+    assert not list(tmp_path.rglob("*.synth.json"))

@@ -36,6 +36,12 @@ def test_small_inhibitor_core_synthesizes(tmp_path, device):
     again = synth.synthesize_component(_small_inhibitor(), top="inh_small", out_dir=tmp_path,
                                        device=device, freq_mhz=50, progress=False)
     assert again == res
+    cached = synth.synthesize_component(_small_inhibitor(), top="inh_small", out_dir=tmp_path,
+                                        device=device, freq_mhz=50, cache_only=True)
+    assert cached == res
+    with pytest.raises(synth.NotCached, match="no saved synthesis result of 'inh_small'"):
+        synth.synthesize_component(_small_inhibitor(), top="inh_small", out_dir=tmp_path,
+                                   device=device, freq_mhz=60, cache_only=True)
 
 
 MANY_MULTS = """
