@@ -42,6 +42,9 @@ def register(subparsers) -> None:
     p.add_argument("--cached-only", action="store_true",
                    help="report only what --build already holds; run no synthesis (missing "
                         "points are marked 'not measured')")
+    p.add_argument("--note", type=Path, metavar="FILE.md",
+                   help="Markdown paragraph placed under the report's header (e.g. what this "
+                        "run could not measure and why)")
     p.add_argument("--no-synth", action="store_true",
                    help="skip synthesis: cycles and energy only (printed, no report)")
     p.set_defaults(func=run)
@@ -73,13 +76,15 @@ def run(args) -> int:
                              out_root=args.build, jobs=args.jobs, cached_only=args.cached_only)
     cmd = ("inhibitron compare --sizes " + " ".join(map(str, args.sizes)) + " --dims "
            + " ".join(map(str, args.dims)) + f" --seq-len {args.seq_len} --device {args.device}"
-           + f" --freq {args.freq:g}" + (" --cached-only" if args.cached_only else ""))
+           + f" --freq {args.freq:g}" + (" --cached-only" if args.cached_only else "")
+           + (f" --note {args.note}" if args.note else ""))
     try:
         pes = compare.run_pes(device=args.device, bits=args.bits, out_root=args.build,
                               cached_only=args.cached_only)
     except synth.NotCached:
         pes = None
     path = compare.write_report(rows, args.out, command=cmd, device=args.device,
-                                freq_mhz=args.freq, pe_rows=pes)
+                                freq_mhz=args.freq, pe_rows=pes,
+                                note=args.note.read_text() if args.note else "")
     print(f"wrote {path} (+ {path.with_suffix('.json').name}, plots in {path.parent / 'img'})")
     return 0
