@@ -80,14 +80,24 @@ def _bram(shape, depth: int) -> Memory:
     return Memory(shape=shape, depth=depth, init=[], attrs={"no_rw_check": 1})
 
 
-def _flag_next(flags, set_, clr):
-    """``(flags | set) & ~clr``: the update of a flag register built by ``_flag_pair``."""
-    return (flags | set_) & ~clr
-
-
 def _flag_after(flags, pending):
-    """Next value of a ``_flag_pair`` flag, from its pending (registered) set/clear."""
-    return _flag_next(flags, *pending)
+    """Next value of a ``_flag_pair`` flag: ``(flags | set_pending) & ~clear_pending``."""
+    set_p, clr_p = pending
+    return (flags | set_p) & ~clr_p
+
+
+def _registered_ready(m, ready, *, accept, busy, finishing, last_next, full, pending, slot_next):
+    """Drive a loader's ``ready`` register: ``(~busy | finishing) & ~full[slot]``, one cycle ahead.
+
+    ``ready`` (``init=1``) gets the value that expression will have next cycle,
+    from the next values of its inputs: ``busy`` next is 1 after ``accept``, 0
+    after ``finishing``; ``last_next`` is the loader's registered
+    "last step" flag next cycle; ``slot_next`` the slot of the next row; the
+    slot flag's next value comes from its pending set/clear (``_flag_after``).
+    """
+    busy_next = Mux(accept, 1, Mux(finishing, 0, busy))
+    m.d.sync += ready.eq((~busy_next | last_next)
+                         & ~_flag_after(full, pending).bit_select(slot_next, 1))
 
 
 def _terminal_flags(m, prefix: str, start, run, inner, inner_len: int, outer, outer_len: int):
@@ -448,7 +458,7 @@ class InhibitorAttentionCore(wiring.Component):
         clr = Signal(2, name=f"{name}_clr")
         set_p = Signal(2, name=f"{name}_set_pending")
         clr_p = Signal(2, name=f"{name}_clr_pending")
-        m.d.sync += [set_p.eq(set_), clr_p.eq(clr), flags.eq(_flag_next(flags, set_p, clr_p))]
+        m.d.sync += [set_p.eq(set_), clr_p.eq(clr), flags.eq(_flag_after(flags, (set_p, clr_p)))]
         return flags, set_, clr, (set_p, clr_p)
 
     # ---------------------------------------------------------------- elaborate
@@ -500,7 +510,7 @@ class InhibitorAttentionCore(wiring.Component):
         # A beat (one row of d codes) is shifted out one code per cycle into the
         # bank of its row: Q row i -> bank i mod R at (slot, (i div R)*d + k);
         # K row j -> bank j mod C at (slot, (j div C)*d + k).
-        def qk_loader(prefix, port, mems, nbanks, half_bits, full, full_set, full_clr, full_pend):
+        def qk_loader(prefix, port, mems, nbanks, half_bits, full, full_set, full_pend):
             wports = [mem.write_port() for mem in mems]
             buf = Signal(data.ArrayLayout(signed(cfg.qk_bits), d), name=f"{prefix}_buf")
             busy = Signal(name=f"{prefix}_busy")
@@ -517,19 +527,17 @@ class InhibitorAttentionCore(wiring.Component):
             klast = Signal(name=f"{prefix}_klast")   # kk == d - 1, registered
             finishing = busy & klast
             accept = port.valid & port.ready
-            # ready = (~busy | finishing) & ~full[nslot], registered: computed from
-            # the next values of its inputs, so the load enable of the d-code
-            # buffer is one gate after two flip-flops.
+            # ready is registered, so the load enable of the d-code buffer is one
+            # gate after two flip-flops.
             ready = Signal(init=1, name=f"{prefix}_ready")
             m.d.comb += port.ready.eq(ready)
-            busy_n = Mux(accept, 1, Mux(finishing, 0, busy))
             # kk == d - 2, registered one cycle earlier still, so no comparator
             # sits in front of the ready flip-flop either.
             kpen = Signal(name=f"{prefix}_kpen")
-            klast_n = Mux(accept, d == 1, Mux(busy, kpen, klast))
-            nslot_n = Mux(accept & (nrow == n - 1), ~nslot, nslot)
-            m.d.sync += ready.eq((~busy_n | klast_n)
-                                 & ~_flag_after(full, full_pend).bit_select(nslot_n, 1))
+            _registered_ready(m, ready, accept=accept, busy=busy, finishing=finishing,
+                              last_next=Mux(accept, d == 1, Mux(busy, kpen, klast)),
+                              full=full, pending=full_pend,
+                              slot_next=Mux(accept & (nrow == n - 1), ~nslot, nslot))
             with m.If(busy):
                 m.d.sync += [klast.eq(kpen), kpen.eq(kk == d - 3)]
             for b, wp in enumerate(wports):
@@ -560,8 +568,8 @@ class InhibitorAttentionCore(wiring.Component):
                     with m.Else():
                         m.d.sync += nbank.eq(nbank + 1)
 
-        qk_loader("qld", self.q, qmem, R, q_half, qfull, qfull_set, qfull_clr, qfull_pend)
-        qk_loader("kld", self.k, kmem, C, k_half, kfull, kfull_set, kfull_clr, kfull_pend)
+        qk_loader("qld", self.q, qmem, R, q_half, qfull, qfull_set, qfull_pend)
+        qk_loader("kld", self.k, kmem, C, k_half, kfull, kfull_set, kfull_pend)
 
         # ------------------------------------------------------------ V loader
         # Row j, code l -> bank l mod C at (slot, (l div C)*n + j); C codes per cycle.
@@ -577,14 +585,13 @@ class InhibitorAttentionCore(wiring.Component):
         vtlast = Signal()                      # vt == nL - 1, registered
         vfinishing = vbusy & vtlast
         vaccept = self.v.valid & self.v.ready
-        # ready = (~vbusy | vfinishing) & ~vfull[vnslot], registered (as for Q/K).
+        # ready is registered, as for Q/K.
         vready = Signal(init=1)
         m.d.comb += self.v.ready.eq(vready)
-        vbusy_n = Mux(vaccept, 1, Mux(vfinishing, 0, vbusy))
-        vtlast_n = Mux(vaccept, nL == 1, Mux(vbusy, vt == nL - 2, vtlast))
-        vnslot_n = Mux(vaccept & (vrow == n - 1), ~vnslot, vnslot)
-        m.d.sync += vready.eq((~vbusy_n | vtlast_n)
-                              & ~_flag_after(vfull, vfull_pend).bit_select(vnslot_n, 1))
+        _registered_ready(m, vready, accept=vaccept, busy=vbusy, finishing=vfinishing,
+                          last_next=Mux(vaccept, nL == 1, Mux(vbusy, vt == nL - 2, vtlast)),
+                          full=vfull, pending=vfull_pend,
+                          slot_next=Mux(vaccept & (vrow == n - 1), ~vnslot, vnslot))
         for c, wp in enumerate(vw):
             m.d.comb += [wp.addr.eq(_addr(vaddr, v_half, vslot)), wp.data.eq(vbuf[c]),
                          wp.en.eq(vbusy)]
@@ -887,7 +894,6 @@ class InhibitorAttentionCore(wiring.Component):
         wr_data = 0
         wr_addr = 0
         wr_en = 0
-        wr_any = []
         for r in range(R):
             # stage 0: the accumulator and its head's r, registered.
             tag0 = data.View(mtag, mix.out_tag[r])
@@ -934,7 +940,6 @@ class InhibitorAttentionCore(wiring.Component):
             # h_end == h_ok & (h_col == C - 1), registered beside h_val.
             req = Signal(name=f"owr_req{r}")
             m.d.sync += req.eq(sh_ok & (sh_col == C - 1))
-            wr_any.append(req)
             wr_data = wr_data | Mux(req, row_data, 0)
             wr_addr = wr_addr | Mux(req, Cat(Const(r, _pow2_bits(R)), h_tag.oslot), 0)
             wr_en = wr_en | Mux(req, (Const(1, nL) << h_tag.tile)[:nL], 0)
