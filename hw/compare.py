@@ -99,12 +99,12 @@ def _predicted_dsp(point: StudyPoint) -> int:
 def run_point(point: StudyPoint, *, device: str = "ecp5-85f", freq_mhz: float = 150.0,
               out_root: Path | str = "build/compare", seed: int = 1, progress: bool = True,
               synthesize: bool = True, pnr_timeout_s: float | None = 1200.0,
-              cached_only: bool = False) -> dict:
+              cache_only: bool = False) -> dict:
     """Synthesise one point (cached) and return its row of the study.
 
     A baseline whose MAC PEs alone exceed the device's DSPs is not run; its row
     says so (``fits`` False, ``limit`` naming the resource, "predicted"). With
-    ``cached_only`` a point without a saved result is not synthesised either
+    ``cache_only`` a point without a saved result is not synthesised either
     (``fits`` None, ``limit`` says so).
     """
     from . import synth
@@ -129,7 +129,7 @@ def run_point(point: StudyPoint, *, device: str = "ecp5-85f", freq_mhz: float = 
         res = synth.synthesize_component(point.build(), top=point.tag, out_dir=out,
                                          device=device, freq_mhz=freq_mhz, seed=seed,
                                          progress=progress, wrap=True,
-                                         pnr_timeout_s=pnr_timeout_s, cache_only=cached_only)
+                                         pnr_timeout_s=pnr_timeout_s, cache_only=cache_only)
     except synth.NotCached:
         row.update(fits=None, limit="not measured: no saved result (run without --cached-only)")
         return row
@@ -152,7 +152,7 @@ def run_point(point: StudyPoint, *, device: str = "ecp5-85f", freq_mhz: float = 
 def run_study(*, sizes=DEFAULT_SIZES, dims=DEFAULT_DIMS, seq_len: int = 64, bits: int = 8,
               device: str = "ecp5-85f", freq_mhz: float = 150.0,
               out_root: Path | str = "build/compare", progress: bool = True,
-              kinds=KINDS, jobs: int = 1, cached_only: bool = False) -> list[dict]:
+              kinds=KINDS, jobs: int = 1, cache_only: bool = False) -> list[dict]:
     """Run every point of the sweep (smallest first), with a tqdm bar; return the rows.
 
     ``jobs`` > 1 synthesises that many points at once in worker processes (each
@@ -164,7 +164,7 @@ def run_study(*, sizes=DEFAULT_SIZES, dims=DEFAULT_DIMS, seq_len: int = 64, bits
         raise ValueError(f"jobs must be a positive integer, not {jobs!r}")
     points = [StudyPoint(kind, s, d, seq_len, bits) for d in dims for s in sorted(sizes)
               for kind in kinds]
-    kw = dict(device=device, freq_mhz=freq_mhz, out_root=out_root, cached_only=cached_only)
+    kw = dict(device=device, freq_mhz=freq_mhz, out_root=out_root, cache_only=cache_only)
     bar = tqdm(total=len(points), desc="efficiency study", unit="design", disable=not progress,
                file=sys.stderr)
     try:
@@ -563,7 +563,7 @@ def _timing_section(rows: list[dict], pe_rows: list[dict] | None) -> str:
 
 def run_pes(*, device: str = "ecp5-85f", freq_mhz: float = 200.0, bits: int = 8,
             length: int = 64, out_root: Path | str = "build/compare", progress: bool = True,
-            cached_only: bool = False) -> list[dict]:
+            cache_only: bool = False) -> list[dict]:
     """Synthesise single PEs of both cores (I/O-wrapped, cached): LUT4 sites, FF, DSP, Fmax."""
     from . import synth
     from .mac_pe import MacPE
@@ -581,7 +581,7 @@ def run_pes(*, device: str = "ecp5-85f", freq_mhz: float = 200.0, bits: int = 8,
         res = synth.synthesize_component(make(), top=f"{tag}_b{bits}_l{length}",
                                          out_dir=Path(out_root) / device / "pes" / tag,
                                          device=device, freq_mhz=freq_mhz, wrap=True,
-                                         progress=progress, cache_only=cached_only)
+                                         progress=progress, cache_only=cache_only)
         rows.append({"pe": label, "lut4": res.lut4, "carry": res.carry,
                      "lut4_sites": res.lut4_equiv, "ff": res.ff, "dsp": res.dsp,
                      "fmax_mhz": res.fmax_mhz})

@@ -73,14 +73,14 @@ def run(args) -> int:
         return 0
     rows = compare.run_study(sizes=args.sizes, dims=args.dims, seq_len=args.seq_len,
                              bits=args.bits, device=args.device, freq_mhz=args.freq,
-                             out_root=args.build, jobs=args.jobs, cached_only=args.cached_only)
+                             out_root=args.build, jobs=args.jobs, cache_only=args.cached_only)
     cmd = ("inhibitron compare --sizes " + " ".join(map(str, args.sizes)) + " --dims "
            + " ".join(map(str, args.dims)) + f" --seq-len {args.seq_len} --device {args.device}"
            + f" --freq {args.freq:g}" + (" --cached-only" if args.cached_only else "")
            + (f" --note {args.note}" if args.note else ""))
     try:
         pes = compare.run_pes(device=args.device, bits=args.bits, out_root=args.build,
-                              cached_only=args.cached_only)
+                              cache_only=args.cached_only)
     except synth.NotCached:
         pes = None
     path = compare.write_report(rows, args.out, command=cmd, device=args.device,

@@ -77,7 +77,7 @@ def test_study_in_parallel_keeps_sweep_order():
 
 def test_cached_only_point_is_not_measured(tmp_path):
     row = compare.run_point(compare.StudyPoint("inhibitor", 2, 8, 16), out_root=tmp_path,
-                            cached_only=True, progress=False)
+                            cache_only=True, progress=False)
     assert row["fits"] is None
     assert row["limit"] == "not measured: no saved result (run without --cached-only)"
     assert not list(tmp_path.rglob("*.synth.json"))
