@@ -35,6 +35,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..model.reference import qkv_lead_shape
+from . import rounding
 from .formats import AttentionFormats, IntFormat, LayerQuant
 
 __all__ = [
@@ -238,7 +239,7 @@ def inhibitor_attention_int(
     # 2. Masked row sum and mean rounded half up (exact integer division).
     key_valid = np.arange(n_k)[None, :] < lg[:, None]  # (G, n_k)
     row_sum = np.where(key_valid[:, None, :], z, 0).sum(axis=-1)  # (G, n_q)
-    mean = (2 * row_sum + lg[:, None]) // (2 * lg[:, None])  # (G, n_q)
+    mean = rounding.div_round_half_up(row_sum, lg[:, None])  # (G, n_q) floor((2S + L) / 2L)
 
     # 3. Threshold and thresholded scores.
     threshold = mean + thg[:, None]  # (G, n_q)
@@ -266,9 +267,7 @@ def inhibitor_attention_int(
     acc = x.sum(axis=1, dtype=np.int64)[:, None, :] - clipped_sum.astype(np.int64)  # (G, n_q, d_v)
 
     # 6. Round half up by 2**r, saturate.
-    rr = rg[:, None, None]
-    half = np.where(rr > 0, np.left_shift(np.int64(1), np.maximum(rr - 1, 0)), 0)
-    h = np.clip(np.right_shift(acc + half, rr), formats.out.qmin, formats.out.qmax)
+    h = rounding.saturate(rounding.round_half_up_shift(acc, rg[:, None, None]), out_bits)  # (G, n_q, d_v)
 
     h = h.reshape(lead + (n_q, d_v))
     if not return_trace:
