@@ -149,14 +149,14 @@ def lint(verilog_path, *, top: str | None = None) -> str:
     ------
     RuntimeError
         Verilator reported a warning or error (the message holds its output).
-    inhibitron.sim.toolchain.ToolchainError
+    inhibitron.hw.toolchain.ToolchainError
         Verilator is not installed (the message says what to install).
     """
-    from inhibitron.sim.toolchain import setup_verilator
+    from .toolchain import find_verilator
 
-    setup_verilator()
+    verilator = find_verilator()
     verilog_path = Path(verilog_path)
-    cmd = ["verilator", "--lint-only", "-Wall", str(WAIVERS), str(verilog_path)]
+    cmd = [*verilator.command, "--lint-only", "-Wall", str(WAIVERS), str(verilog_path)]
     if top:
         cmd += ["--top-module", top]
     proc = subprocess.run(cmd, capture_output=True, text=True)
