@@ -17,11 +17,18 @@ Right shifts by ``r`` (division by ``2**r``):
 
 Division by a positive integer ``den`` (the masked row mean):
 :func:`div_round_half_up` ``= floor((2*num + den) / (2*den))``,
-:func:`div_round_half_even`, :func:`div_floor`, :func:`div_trunc`.
+:func:`div_round_half_even`, :func:`div_floor`, :func:`div_trunc`,
+:func:`div_ceil` (a reciprocal rounded up).
 
 Range limiting: :func:`saturate` (clamp to a ``bits``-wide format),
-:func:`clamp`, and :func:`wrap` (what a register *without* saturation would
-hold, two's complement; only for tests and diagnostics).
+:func:`clamp`, :func:`out_of_range` (where :func:`saturate` would change a
+value; for counting saturations), and :func:`wrap` (what a register
+*without* saturation would hold, two's complement; only for tests and
+diagnostics).
+
+Float to integer: :func:`rint_half_even` (checked, int64) and
+:func:`round_half_even` (float-valued, unchecked; for diagnostics that count
+what a quantizer would saturate).
 
 Examples
 --------
@@ -41,12 +48,15 @@ import numpy as np
 
 __all__ = [
     "clamp",
+    "div_ceil",
     "div_floor",
     "div_round_half_even",
     "div_round_half_up",
     "div_trunc",
     "floor_shift",
+    "out_of_range",
     "rint_half_even",
+    "round_half_even",
     "round_half_even_shift",
     "round_half_up_shift",
     "saturate",
@@ -153,6 +163,20 @@ def div_trunc(num, den) -> np.ndarray:
     return np.where(num < 0, -mag, mag)
 
 
+def div_ceil(num, den) -> np.ndarray:
+    """``ceil(num / den)`` for ``den > 0`` (round toward plus infinity).
+
+    For ``num >= 0`` it equals ``(num + den - 1) // den``, the rounded-up
+    reciprocal ``ceil(2**k / den)`` of a softmax normalisation.
+
+    >>> div_ceil([7, -7, 6, 0], 2).tolist()
+    [4, -3, 3, 0]
+    >>> div_ceil(1 << 16, [3, 65536, 65537]).tolist()
+    [21846, 1, 1]
+    """
+    return -np.floor_divide(-_ints("num", num), _den(den))
+
+
 def div_round_half_up(num, den) -> np.ndarray:
     """``floor((2*num + den) / (2*den))``: ``num/den`` rounded, ties toward plus infinity.
 
@@ -198,6 +222,16 @@ def clamp(x, lo, hi) -> np.ndarray:
     return np.minimum(np.maximum(x, lo), hi)
 
 
+def _range(bits, signed: bool) -> tuple[int, int]:
+    """``(lo, hi)`` of a ``bits``-wide format (checked: 2..62 signed, 1..62 unsigned)."""
+    bits = int(bits)
+    if bits < (2 if signed else 1) or bits > 62:
+        raise ValueError(f"bits must be in {2 if signed else 1}..62, not {bits}")
+    lo = -(1 << (bits - 1)) if signed else 0
+    hi = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
+    return lo, hi
+
+
 def saturate(x, bits, *, signed: bool = True) -> np.ndarray:
     """Clamp to the full range of a ``bits``-wide format.
 
@@ -208,12 +242,27 @@ def saturate(x, bits, *, signed: bool = True) -> np.ndarray:
     >>> saturate([-1, 255, 256], 8, signed=False).tolist()
     [0, 255, 255]
     """
-    bits = int(bits)
-    if bits < (2 if signed else 1) or bits > 62:
-        raise ValueError(f"bits must be in {2 if signed else 1}..62, not {bits}")
-    lo = -(1 << (bits - 1)) if signed else 0
-    hi = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
+    lo, hi = _range(bits, signed)
     return np.minimum(np.maximum(_ints("x", x), lo), hi)
+
+
+def out_of_range(x, bits, *, signed: bool = True) -> np.ndarray:
+    """Boolean mask: where ``x`` lies outside a ``bits``-wide format.
+
+    True exactly where :func:`saturate` would change an integer value. ``x``
+    may be integer or float (e.g. :func:`round_half_even` of ``x / scale``,
+    to count what a quantizer saturates); NaN is never out of range.
+
+    >>> out_of_range([-129, -128, 127, 128], 8).tolist()
+    [True, False, False, True]
+    >>> out_of_range([-1.0, 255.0, 256.0, float("nan")], 8, signed=False).tolist()
+    [True, False, True, False]
+    """
+    lo, hi = _range(bits, signed)
+    arr = np.asarray(x)
+    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise TypeError(f"x must be an integer or float array, got dtype {arr.dtype}")
+    return (arr > hi) | (arr < lo)
 
 
 def wrap(x, bits, *, signed: bool = True) -> np.ndarray:
@@ -248,3 +297,17 @@ def rint_half_even(x) -> np.ndarray:
     if np.any(np.abs(x) >= 2.0**62):
         raise ValueError("rint_half_even: input beyond the int64 range")
     return np.rint(x).astype(np.int64)
+
+
+def round_half_even(x) -> np.ndarray:
+    """Float to the nearest integer, ties to even (``numpy.rint``), as float64.
+
+    The rounding of :func:`rint_half_even` without its checks: NaN and Inf
+    pass through and there is no int64 range limit. For diagnostics (how many
+    values would a quantizer saturate, with :func:`out_of_range`), never for
+    codes that enter the datapath.
+
+    >>> round_half_even([0.5, 1.5, 2.5, -0.5, -1.5, 1e300]).tolist()
+    [0.0, 2.0, 2.0, -0.0, -2.0, 1e+300]
+    """
+    return np.rint(np.asarray(x, dtype=np.float64))

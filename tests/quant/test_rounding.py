@@ -84,6 +84,36 @@ def test_div_table(num, den, floor, trunc, half_up, half_even):
     assert int(R.div_round_half_even(num, den)) == half_even
 
 
+# (num, den, ceil) -- exact, below/above half, ties, negatives, the reciprocal of a softmax row sum.
+CEIL_TABLE = [
+    (7, 7, 1),
+    (0, 5, 0),
+    (1, 3, 1),
+    (2, 3, 1),
+    (3, 2, 2),
+    (-3, 2, -1),
+    (-1, 3, 0),
+    (-7, 7, -1),
+    (1 << 16, 3, 21846),
+    (1 << 16, 1 << 16, 1),
+    (1 << 16, (1 << 16) + 1, 1),
+    (2**61, 3, (2**61 + 2) // 3),
+]
+
+
+@pytest.mark.parametrize("num, den, ceil", CEIL_TABLE)
+def test_div_ceil_table(num, den, ceil):
+    assert int(R.div_ceil(num, den)) == ceil
+    if num >= 0:
+        assert int(R.div_ceil(num, den)) == (num + den - 1) // den
+
+
+def test_div_ceil_exhaustive_against_fractions():
+    x = np.arange(-300, 301)
+    for den in range(1, 20):
+        assert R.div_ceil(x, den).tolist() == [-((-int(v)) // den) for v in x], den
+
+
 def _exact(num: int, den: int, mode: str) -> int:
     f = Fraction(num, den)
     fl = f.numerator // f.denominator
@@ -157,6 +187,58 @@ def test_clamp():
     assert R.clamp([3, 3], [0, 5], [2, 9]).tolist() == [2, 5]
 
 
+# (x, bits, signed, out of range) -- the same boundaries as SAT_TABLE, integer and float.
+RANGE_TABLE = [
+    (1, 2, True, False),
+    (2, 2, True, True),
+    (-2, 2, True, False),
+    (-3, 2, True, True),
+    (127, 8, True, False),
+    (128, 8, True, True),
+    (-128, 8, True, False),
+    (-129, 8, True, True),
+    (255, 8, False, False),
+    (256, 8, False, True),
+    (-1, 8, False, True),
+    (127.0, 8, True, False),
+    (128.0, 8, True, True),
+    (-129.0, 8, True, True),
+    (float("nan"), 8, True, False),
+    (float("inf"), 8, True, True),
+    (-1e300, 32, True, True),
+    (2**61 - 1, 62, True, False),
+    (2**61, 62, True, True),
+    (-(2**60) - 1, 61, True, True),
+]
+
+
+@pytest.mark.parametrize("x, bits, signed, outside", RANGE_TABLE)
+def test_out_of_range_table(x, bits, signed, outside):
+    assert bool(R.out_of_range(x, bits, signed=signed)) is outside
+
+
+def test_out_of_range_is_where_saturate_changes_the_value():
+    x = np.arange(-600, 601)
+    for bits, signed in ((2, True), (5, True), (8, True), (1, False), (4, False), (9, False)):
+        changed = R.saturate(x, bits, signed=signed) != x
+        assert np.array_equal(R.out_of_range(x, bits, signed=signed), changed), (bits, signed)
+
+
+@pytest.mark.parametrize("x, expected", [
+    (0.5, 0.0), (1.5, 2.0), (2.5, 2.0), (-0.5, 0.0), (-1.5, -2.0), (-2.5, -2.0), (0.49999999, 0.0),
+    (1e15 + 0.5, 1e15), (1e300, 1e300), (-np.inf, -np.inf),
+])
+def test_round_half_even_float(x, expected):
+    got = R.round_half_even(x)
+    assert got.dtype == np.float64 and float(got) == expected
+    if np.isfinite(x) and abs(x) < 2**62:
+        assert float(got) == float(R.rint_half_even(x))
+
+
+def test_round_half_even_keeps_nan():
+    assert np.isnan(R.round_half_even([np.nan])).tolist() == [True]
+
+
 @pytest.mark.parametrize("x, expected", [
     (0.5, 0), (1.5, 2), (2.5, 2), (3.5, 4), (-0.5, 0), (-1.5, -2), (-2.5, -2),
     (0.49999999, 0), (0.50000001, 1), (-2.4, -2), (1e15 + 0.5, 10**15),
@@ -176,6 +258,11 @@ def test_rint_half_even(x, expected):
     (R.clamp, ([1], 3, 2), ValueError, "clamp: lo > hi"),
     (R.saturate, ([1], 1), ValueError, "bits must be in 2..62"),
     (R.wrap, ([1], 0), ValueError, "bits must be in 1..62"),
+    (R.div_ceil, ([1], 0), ValueError, "den must be a positive integer"),
+    (R.div_ceil, ([1.5], 2), TypeError, "num must be an integer array"),
+    (R.out_of_range, ([1], 1), ValueError, "bits must be in 2..62"),
+    (R.out_of_range, ([1], 63), ValueError, "bits must be in 2..62"),
+    (R.out_of_range, ([True], 8), TypeError, "x must be an integer or float array"),
     (R.rint_half_even, ([np.nan],), ValueError, "NaN or Inf"),
     (R.rint_half_even, ([1e300],), ValueError, "beyond the int64 range"),
 ])
