@@ -1,4 +1,7 @@
-"""The efficiency study: inhibitor core vs dot-product baseline, side by side on an FPGA.
+"""The efficiency study's sweep: build, synthesise and measure each design point.
+
+The study compares the inhibitor core with the dot-product baseline, side by
+side on an FPGA.
 
 For each array size ``s x s`` and head dimension ``d`` (8-bit codes, ``n``
 keys per head) both cores are generated, synthesised and placed-and-routed
@@ -14,24 +17,24 @@ and compared on:
   Horowitz (ISSCC 2014, 45 nm);
 * the largest array that fits the device.
 
-:func:`run_study` returns the rows, :func:`write_report` writes
-``docs/efficiency.md`` with PNG plots in ``docs/img/``; ``inhibitron
-compare`` and ``make bench`` (:func:`bench_compare`) drive them.
+:func:`run_study` returns the rows (one per :class:`StudyPoint`, from
+:func:`run_point`), :func:`run_pes` those of single PEs;
+:func:`inhibitron.hw.compare_report.write_report` writes them as
+``docs/efficiency.md`` with PNG plots in ``docs/img/``. ``inhibitron
+compare`` and ``make bench`` (:func:`bench_compare`) drive both.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .opcount import HOROWITZ_45NM, baseline_ops, energy_pj, inhibitor_ops, summarize
+from .devices import DEFAULT_DEVICE, get_device
+from .opcount import baseline_ops, inhibitor_ops, summarize
 
-__all__ = ["StudyPoint", "run_point", "run_study", "write_report", "bench_compare",
-           "DEFAULT_SIZES", "DEFAULT_DIMS"]
+__all__ = ["StudyPoint", "run_point", "run_study", "run_pes", "bench_compare",
+           "DEFAULT_SIZES", "DEFAULT_DIMS", "KINDS"]
 
 DEFAULT_SIZES = (2, 4, 8, 16)
 DEFAULT_DIMS = (32, 64)
@@ -96,7 +99,7 @@ def _predicted_dsp(point: StudyPoint) -> int:
     return point.size * point.size if point.kind == "baseline" else 0
 
 
-def run_point(point: StudyPoint, *, device: str = "ecp5-85f", freq_mhz: float = 150.0,
+def run_point(point: StudyPoint, *, device: str = DEFAULT_DEVICE, freq_mhz: float = 150.0,
               out_root: Path | str = "build/compare", seed: int = 1, progress: bool = True,
               synthesize: bool = True, pnr_timeout_s: float | None = 1200.0,
               cache_only: bool = False) -> dict:
@@ -109,7 +112,7 @@ def run_point(point: StudyPoint, *, device: str = "ecp5-85f", freq_mhz: float = 
     """
     from . import synth
 
-    dev = synth.get_device(device)
+    dev = get_device(device)
     ops = point.ops()
     s = summarize(ops)
     row = {
@@ -122,7 +125,8 @@ def run_point(point: StudyPoint, *, device: str = "ecp5-85f", freq_mhz: float = 
         return row
     need = _predicted_dsp(point)
     if need > dev.dsp:
-        row.update(fits=False, limit=f"MULT18X18D: needs >= {need}, has {dev.dsp} (predicted)")
+        row.update(fits=False,
+                   limit=f"{dev.arch.placed_dsp}: needs >= {need}, has {dev.dsp} (predicted)")
         return row
     out = Path(out_root) / device / point.tag
     try:
@@ -136,7 +140,7 @@ def run_point(point: StudyPoint, *, device: str = "ecp5-85f", freq_mhz: float = 
     except synth.DesignDoesNotFit as exc:
         row.update(fits=False, limit=f"{exc.resource}: needs {exc.needed}, has {exc.available}")
         return row
-    except synth.ToolError as exc:
+    except (synth.ToolError, synth.ToolchainError) as exc:
         row.update(fits=None, limit=f"not measured: {str(exc).splitlines()[0]}")
         return row
     row.update(
@@ -150,7 +154,7 @@ def run_point(point: StudyPoint, *, device: str = "ecp5-85f", freq_mhz: float = 
 
 
 def run_study(*, sizes=DEFAULT_SIZES, dims=DEFAULT_DIMS, seq_len: int = 64, bits: int = 8,
-              device: str = "ecp5-85f", freq_mhz: float = 150.0,
+              device: str = DEFAULT_DEVICE, freq_mhz: float = 150.0,
               out_root: Path | str = "build/compare", progress: bool = True,
               kinds=KINDS, jobs: int = 1, cache_only: bool = False) -> list[dict]:
     """Run every point of the sweep (smallest first), with a tqdm bar; return the rows.
@@ -193,375 +197,7 @@ def run_study(*, sizes=DEFAULT_SIZES, dims=DEFAULT_DIMS, seq_len: int = 64, bits
         bar.close()
 
 
-# ----------------------------------------------------------------------------------------
-# Report
-# ----------------------------------------------------------------------------------------
-
-
-def _fmt(v, nd=0):
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        return f"{v:,.{nd}f}"
-    return f"{v:,}"
-
-
-def _pair(rows, d, s):
-    get = {r["kind"]: r for r in rows if r["d"] == d and r["size"] == s}
-    return get.get("inhibitor"), get.get("baseline")
-
-
-def _ratio(a, b, nd=2):
-    if a is None or b is None or not b:
-        return "–"
-    return f"{a / b:.{nd}f}"
-
-
-def _plots(rows, img_dir: Path, stem: str) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    img_dir.mkdir(parents=True, exist_ok=True)
-    files = []
-    dims = sorted({r["d"] for r in rows})
-    styles = {"inhibitor": ("tab:blue", "o"), "baseline": ("tab:red", "s")}
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    for kind in KINDS:
-        color, marker = styles[kind]
-        for d, ls in zip(dims, ("-", "--", ":")):
-            pts = sorted((r["size"], r) for r in rows
-                         if r["kind"] == kind and r["d"] == d and r.get("fits"))
-            if not pts:
-                continue
-            xs = [s * s for s, _ in pts]
-            for ax, key in zip(axes, ("lut4_sites", "ff", "dsp")):
-                ax.plot(xs, [r[key] for _, r in pts], ls, color=color, marker=marker,
-                        label=f"{kind}, d={d}")
-    for ax, title in zip(axes, ("LUT4 sites", "flip-flops", "DSP (MULT18X18D)")):
-        ax.set_xlabel("PEs per array (size x size)")
-        ax.set_title(title)
-        ax.set_xscale("log", base=2)
-        ax.grid(alpha=0.3)
-    axes[2].axhline(156, color="gray", lw=0.8)
-    axes[2].text(4, 160, "ECP5-85F: 156 DSPs", fontsize=8, color="gray")
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    f = img_dir / f"{stem}_resources.png"
-    fig.savefig(f, dpi=110)
-    plt.close(fig)
-    files.append(f.name)
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for kind in KINDS:
-        color, marker = styles[kind]
-        for d, ls in zip(dims, ("-", "--", ":")):
-            pts = sorted((r["size"], r["fmax_mhz"]) for r in rows
-                         if r["kind"] == kind and r["d"] == d and r.get("fmax_mhz"))
-            if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], ls, color=color, marker=marker,
-                        label=f"{kind}, d={d}")
-    ax.set_xlabel("array size (size x size)")
-    ax.set_ylabel("achieved Fmax (MHz)")
-    ax.set_title("Fmax on ECP5-85F, speed 6")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    f = img_dir / f"{stem}_fmax.png"
-    fig.savefig(f, dpi=110)
-    plt.close(fig)
-    files.append(f.name)
-
-    # energy per head: independent of the array size; by sequence length and stage
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    ns = [16, 32, 64, 128, 256, 512]
-    for kind in KINDS:
-        color, marker = styles[kind]
-        for d, ls in zip(dims, ("-", "--", ":")):
-            fn = inhibitor_ops if kind == "inhibitor" else baseline_ops
-            axes[0].plot(ns, [energy_pj(fn(n=n, d=d)) / 1e3 for n in ns], ls, color=color,
-                         marker=marker, label=f"{kind}, d={d}")
-    axes[0].set_xscale("log", base=2)
-    axes[0].set_yscale("log")
-    axes[0].set_xlabel("sequence length n")
-    axes[0].set_ylabel("arithmetic energy per head (nJ)")
-    axes[0].set_title("Energy per head (Horowitz 45 nm)")
-    axes[0].grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    n0 = rows[0]["n"] if rows else 64
-    stages = ["score", "rowstats", "softmax", "mix", "output"]
-    x = 0
-    labels = []
-    labelled: set[str] = set()
-    for d in dims:
-        for kind in KINDS:
-            fn = inhibitor_ops if kind == "inhibitor" else baseline_ops
-            by = summarize(fn(n=n0, d=d))["by_stage"]
-            bottom = 0.0
-            for st, c in zip(stages, ("tab:blue", "tab:green", "tab:orange", "tab:purple",
-                                      "tab:gray")):
-                val = by.get(st, 0.0) / 1e3
-                show = val > 0 and st not in labelled
-                if show:
-                    labelled.add(st)
-                axes[1].bar(x, val, bottom=bottom, color=c, label=st if show else None)
-                bottom += val
-            labels.append(f"{kind[:4]}.\nd={d}")
-            x += 1
-    axes[1].set_xticks(range(len(labels)), labels, fontsize=8)
-    axes[1].set_ylabel("nJ per head")
-    axes[1].set_title(f"Energy by stage, n={n0}")
-    axes[1].legend(fontsize=8)
-    fig.tight_layout()
-    f = img_dir / f"{stem}_energy.png"
-    fig.savefig(f, dpi=110)
-    plt.close(fig)
-    files.append(f.name)
-    return files
-
-
-def write_report(rows: list[dict], path: Path | str = "docs/efficiency.md", *,
-                 command: str = "inhibitron compare", device: str = "ecp5-85f",
-                 freq_mhz: float = 150.0, pe_rows: list[dict] | None = None,
-                 extra_sections: str = "", note: str = "") -> Path:
-    """Write the Markdown report (tables + PNG plots in ``<dir>/img``) and the raw rows as JSON."""
-    from . import synth
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img_dir = path.parent / "img"
-    stem = path.stem
-    files = _plots(rows, img_dir, stem)
-    dev = synth.get_device(device)
-    dims = sorted({r["d"] for r in rows})
-    sizes = sorted({r["size"] for r in rows})
-    n0 = rows[0]["n"] if rows else 64
-    bits = rows[0]["bits"] if rows else 8
-    L = []
-    L.append("# Efficiency: inhibitor attention vs dot-product attention on an FPGA\n")
-    L.append(f"Produced by `{command}` on {time.strftime('%Y-%m-%d')}; raw rows in "
-             f"`{path.with_suffix('.json').name}`. Device {dev.part} ({dev.package}, speed "
-             f"{dev.speed}): {dev.lut4:,} LUT4, {dev.dsp} MULT18X18D, {dev.bram} DP16KD. "
-             f"Yosys `synth_ecp5` + nextpnr-ecp5 (YoWASP builds), seed 1 (the next seed when routing stalls; each row's seed is in the JSON), target "
-             f"{freq_mhz:g} MHz, each core inside the I/O wrapper of `hw/wrapper_io.py` "
-             f"(resources below are the core's own; Fmax is register to register of the "
-             f"placed design). {bits}-bit Q/K/V/H codes, n = {n0} keys per head, "
-             f"valid length L = n.\n")
-    if note:
-        L.append(note.rstrip() + "\n")
-
-    # headline
-    head = []
-    for d in dims:
-        for s in sizes:
-            inh, base = _pair(rows, d, s)
-            if inh and base and inh.get("fits") and base.get("fits"):
-                head.append((d, s, inh, base))
-    if head:
-        d, s, inh, base = max(head, key=lambda t: (t[1], t[0]))
-        L.append("## Headline\n")
-        L.append(f"At {s}x{s}, d = {d} (largest size measured for both): the baseline needs "
-                 f"**{_ratio(base['lut4_sites'], inh['lut4_sites'])}x the LUT4 sites** "
-                 f"({_fmt(base['lut4_sites'])} vs {_fmt(inh['lut4_sites'])}), "
-                 f"**{base['dsp']} DSPs vs {inh['dsp']}**, runs at "
-                 f"{_fmt(base['fmax_mhz'], 1)} MHz vs {_fmt(inh['fmax_mhz'], 1)} MHz "
-                 f"(inhibitor/baseline Fmax {_ratio(inh['fmax_mhz'], base['fmax_mhz'])}x), takes "
-                 f"{_fmt(base['cycles_per_head'])} vs {_fmt(inh['cycles_per_head'])} cycles per "
-                 f"head, i.e. {_fmt(base['heads_per_s'])} vs {_fmt(inh['heads_per_s'])} heads/s; "
-                 f"arithmetic energy per head {base['energy_pj_per_head'] / 1e3:,.1f} nJ vs "
-                 f"{inh['energy_pj_per_head'] / 1e3:,.1f} nJ "
-                 f"(baseline/inhibitor {_ratio(base['energy_pj_per_head'], inh['energy_pj_per_head'])}x).\n")
-
-    # largest fitting array
-    L.append("## Largest array that fits\n")
-    for kind in KINDS:
-        for d in dims:
-            fit = [r["size"] for r in rows if r["kind"] == kind and r["d"] == d and r.get("fits")]
-            nofit = [r for r in rows if r["kind"] == kind and r["d"] == d and r.get("fits") is False]
-            txt = f"- {kind}, d = {d}: largest measured fit {max(fit)}x{max(fit)}" if fit else \
-                f"- {kind}, d = {d}: no size measured"
-            if nofit:
-                first = min(nofit, key=lambda r: r["size"])
-                txt += f"; {first['size']}x{first['size']} does not fit ({first['limit']})"
-            L.append(txt)
-    extra = sorted({r["dsp"] - r["size"] ** 2 for r in rows
-                    if r["kind"] == "baseline" and r.get("fits")}) or [4]
-    cap = int(math.isqrt(dev.dsp - max(extra)))
-    L.append(f"- DSP cap of the baseline: one MULT18X18D per MAC PE plus {max(extra)} in the "
-             f"softmax unit (measured), so at most {cap}x{cap} on "
-             f"{dev.dsp} DSPs (mapping the products to LUTs instead costs about 240 LUT4 per "
-             f"int8 MAC, DESIGN.md). The inhibitor uses no DSP at all; its cap is logic.\n")
-
-    # per-d tables
-    for d in dims:
-        L.append(f"## d = {d}\n")
-        L.append("| array | LUT4 sites inh / base (ratio) | FF inh / base | DSP inh / base | "
-                 "BRAM inh / base | Fmax MHz inh / base | cycles/head inh / base | "
-                 "heads/s inh / base |")
-        L.append("|---|---|---|---|---|---|---|---|")
-        for s in sizes:
-            inh, base = _pair(rows, d, s)
-            if not inh and not base:
-                continue
-            inh, base = inh or {}, base or {}
-
-            def g(r, k, nd=0):
-                if r.get("fits") is False:
-                    return "no fit"
-                return _fmt(r.get(k), nd)
-
-            L.append(
-                f"| {s}x{s} | {g(inh, 'lut4_sites')} / {g(base, 'lut4_sites')} "
-                f"({_ratio(base.get('lut4_sites'), inh.get('lut4_sites'))}x) "
-                f"| {g(inh, 'ff')} / {g(base, 'ff')} | {g(inh, 'dsp')} / {g(base, 'dsp')} "
-                f"| {g(inh, 'bram')} / {g(base, 'bram')} "
-                f"| {g(inh, 'fmax_mhz', 1)} / {g(base, 'fmax_mhz', 1)} "
-                f"| {_fmt(inh.get('cycles_per_head'))} / {_fmt(base.get('cycles_per_head'))} "
-                f"| {g(inh, 'heads_per_s')} / {g(base, 'heads_per_s')} |")
-        L.append("")
-    missing = [r for r in rows if r.get("fits") is None and r.get("limit")]
-    if missing:
-        L.append("Not measured (the cycle and energy columns are from the formulas):\n")
-        for r in missing:
-            L.append(f"- {r['kind']} {r['size']}x{r['size']} d = {r['d']}: {r['limit']}")
-        L.append("")
-    L.append(f"![resources vs size](img/{files[0]})\n")
-    L.append(f"![Fmax vs size](img/{files[1]})\n")
-
-    if pe_rows:
-        L.append("## Single PEs (8-bit, reduction length 64, I/O-wrapped, target 200 MHz)\n")
-        L.append("| PE | LUT4 | CCU2C | LUT4 sites | FF | DSP | Fmax MHz |")
-        L.append("|---|---|---|---|---|---|---|")
-        for r in pe_rows:
-            L.append(f"| {r['pe']} | {r['lut4']} | {r['carry']} | {r['lut4_sites']} | {r['ff']} "
-                     f"| {r['dsp']} | {_fmt(r['fmax_mhz'], 1)} |")
-        L.append("")
-
-    # energy
-    L.append("## Arithmetic energy per head\n")
-    L.append("Operation counts from `hw/opcount.py` (algorithmic: one entry per operation of "
-             "each integer contract, by bit width; the same for every array size), weighted by "
-             "Horowitz, ISSCC 2014, 45 nm: int8 add 0.03 pJ, int32 add 0.1 pJ, int8 mult 0.2 pJ, "
-             "int32 mult 3.1 pJ; adds interpolated linearly in the width, multiplies linearly in "
-             "the product of the operand widths. Memory traffic and control are not counted "
-             "(both cores read the same Q, K, V and write the same H).\n")
-    L.append("| n | d | inhibitor adds | inhibitor nJ | baseline adds | baseline mults | "
-             "baseline nJ | baseline / inhibitor |")
-    L.append("|---|---|---|---|---|---|---|---|")
-    for d in dims:
-        for n in (n0, 128, 512):
-            si = summarize(inhibitor_ops(n=n, d=d, qk_bits=bits, v_bits=bits, out_bits=bits))
-            sb = summarize(baseline_ops(n=n, d=d, qk_bits=bits, v_bits=bits, out_bits=bits))
-            L.append(f"| {n} | {d} | {si['adds']:,} | {si['energy_pj'] / 1e3:,.2f} | "
-                     f"{sb['adds']:,} | {sb['muls']:,} | {sb['energy_pj'] / 1e3:,.2f} | "
-                     f"{sb['energy_pj'] / si['energy_pj']:.2f}x |")
-    L.append("")
-    L.append(f"![energy per head](img/{files[2]})\n")
-
-    # critical paths
-    cps = [r for r in rows if r.get("critical_path")]
-    if cps:
-        L.append("## Critical paths\n")
-        L.append("| design | Fmax MHz | path ns (logic / routing) | levels | from -> to |")
-        L.append("|---|---|---|---|---|")
-        for r in cps:
-            cp = r["critical_path"]
-            L.append(f"| {r['kind']} {r['size']}x{r['size']} d={r['d']} | {_fmt(r['fmax_mhz'], 1)} "
-                     f"| {cp['delay_ns']:.2f} ({cp['logic_ns']:.2f} / {cp['routing_ns']:.2f}) "
-                     f"| {cp['logic_levels']} | `{cp['from_cell'][:60]}` -> `{cp['to_cell'][:60]}` |")
-        L.append("")
-
-    L.append(_timing_section(rows, pe_rows))
-
-    if extra_sections:
-        L.append(extra_sections.rstrip() + "\n")
-
-    L.append("## How to read this\n")
-    L.append(
-        "- **Same array, same interfaces.** Both cores use the generic output-stationary "
-        "`SystolicArray` of `hw/systolic.py`; the inhibitor with L1 and soft-threshold PEs "
-        "(two arrays, the stages overlap across row blocks, inputs double-buffered), the "
-        "baseline with MAC PEs (one array time-shared by `Q K^T` and `P V`, which halves its "
-        "DSPs) and an I-BERT integer softmax unit (3 multipliers, a 33-cycle divider per row). "
-        "Both take Q/K/V rows and a per-head descriptor on streams and return H rows.\n"
-        "- **Cycles differ by architecture as well as arithmetic.** The baseline runs its "
-        "phases one after another (scores, softmax row by row, mixing) and loads a whole head "
-        "before computing; the inhibitor overlaps its stages and heads. Its cycles per head "
-        "are the steady state of `CoreConfig.cycles_per_head`; the baseline's come from "
-        "`DotProductAttentionCore.cycles_per_head`, equal to the cosimulated count. A "
-        "pipelined softmax (one unit per array row) would shorten the baseline's schedule "
-        "at the cost of 3 DSPs and a divider per row.\n"
-        "- **Timing effort differs.** The inhibitor core was pipelined for timing (section "
-        "above); the baseline was not (unregistered control, no `no_rw_check` on its "
-        "memories, so Yosys keeps read-during-write bypass logic in front of them and the "
-        "flow retimes no block-RAM output register). Part of the Fmax gap is therefore "
-        "engineering effort, not arithmetic; the resource and energy columns do not depend "
-        "on it.\n"
-        "- **LUT4 sites** count `LUT4 + 2 x CCU2C` of the core (a carry cell occupies two "
-        "LUT4 sites); the I/O wrapper (input shift register, XOR tree) is excluded.\n"
-        "- **Energy** is arithmetic only, from a 45 nm ASIC table, not an FPGA power "
-        "measurement; it compares the work the two contracts prescribe.\n")
-    text = "\n".join(L) + "\n"
-    path.write_text(text)
-    path.with_suffix(".json").write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
-    return path
-
-
-#: Timing targets of the inhibitor core on ECP5-85F speed 6 (MHz): required, aimed for.
-TIMING_TARGETS_MHZ = (150.0, 200.0)
-#: Size target of the L1 PE (LUT4 sites, 8-bit codes).
-L1PE_LUT4_TARGET = 60
-
-
-def _timing_section(rows: list[dict], pe_rows: list[dict] | None) -> str:
-    """Markdown: the inhibitor core's Fmax against the targets, and where its critical path is."""
-    need, aim = TIMING_TARGETS_MHZ
-    inh = sorted((r for r in rows if r["kind"] == "inhibitor" and r.get("fmax_mhz")),
-                 key=lambda r: (r["d"], r["size"]))
-    L = ["## Timing closure of the inhibitor core\n",
-         f"Targets: the full core (8x8 PEs per array, 8-bit codes, d = 64) at >= {need:g} MHz, "
-         f"aiming for {aim:g} MHz, on ECP5-85F speed 6; the L1 PE at <= {L1PE_LUT4_TARGET} "
-         "LUT4 sites.\n"]
-    if inh:
-        L.append(f"| core | Fmax MHz | >= {need:g} | >= {aim:g} | critical path (ns: logic / routing) |")
-        L.append("|---|---|---|---|---|")
-        for r in inh:
-            cp = r.get("critical_path") or {}
-            path = (f"`{cp.get('from_cell', '?')[:48]}` -> `{cp.get('to_cell', '?')[:48]}` "
-                    f"({cp.get('logic_ns', 0):.2f} / {cp.get('routing_ns', 0):.2f})") if cp else "–"
-            L.append(f"| {r['size']}x{r['size']} d={r['d']} n={r['n']} | {r['fmax_mhz']:.1f} "
-                     f"| {'yes' if r['fmax_mhz'] >= need else 'no'} "
-                     f"| {'yes' if r['fmax_mhz'] >= aim else 'no'} | {path} |")
-        L.append("")
-    if pe_rows:
-        l1 = next((p for p in pe_rows if p["pe"].startswith("L1")), None)
-        if l1:
-            L.append(f"L1 PE: {l1['lut4_sites']} LUT4 sites ({l1['lut4']} LUT4 + {l1['carry']} "
-                     f"CCU2C), {'within' if l1['lut4_sites'] <= L1PE_LUT4_TARGET else 'over'} "
-                     f"the {L1PE_LUT4_TARGET}-site target, {l1['fmax_mhz']:.0f} MHz alone.\n")
-    L.append(
-        "How the core is pipelined (details in `docs/hardware.md`, section Timing):\n\n"
-        "- **Block RAM.** Every block-RAM read is followed by one fabric register, and "
-        "the flow (`hw/ecp5_outreg.py`) retimes that register into the DP16KD's own output "
-        "register (`REGMODE = OUTREG`) before nextpnr: Yosys maps block RAM without it, and "
-        "the unregistered read costs about 6 ns of clock-to-output on its own. The memories "
-        "carry `no_rw_check` (no address is read and written in the same cycle), so no "
-        "read-during-write bypass sits between the RAM and that register.\n"
-        "- **Control.** Stream `ready`s, the start conditions of the score and mixing "
-        "sequencers and the output-slot checks are flip-flops computed from the next values "
-        "of their inputs; the slot flags' set and clear pulses are registered once; "
-        "terminal counts are registered one cycle early.\n"
-        "- **Datapath.** The row statistics and the output rounder take their operands from "
-        "registers; the rounder's saturation checks run beside a narrow (out_bits + 1)-bit "
-        "adder.\n"
-        "- **Measurement.** The I/O wrapper's input shift register ends in a landing "
-        "register per bit, so wrapper wires do not set the clock.\n")
-    return "\n".join(L)
-
-
-def run_pes(*, device: str = "ecp5-85f", freq_mhz: float = 200.0, bits: int = 8,
+def run_pes(*, device: str = DEFAULT_DEVICE, freq_mhz: float = 200.0, bits: int = 8,
             length: int = 64, out_root: Path | str = "build/compare", progress: bool = True,
             cache_only: bool = False) -> list[dict]:
     """Synthesise single PEs of both cores (I/O-wrapped, cached): LUT4 sites, FF, DSP, Fmax."""
@@ -591,6 +227,8 @@ def run_pes(*, device: str = "ecp5-85f", freq_mhz: float = 200.0, bits: int = 8,
 def bench_compare() -> dict:
     """``make bench`` entry: the full sweep on ECP5-85F; writes docs/efficiency.md."""
     import os
+
+    from .compare_report import write_report
 
     jobs = max(1, min(4, os.cpu_count() or 1))
     rows = run_study(jobs=jobs)

@@ -35,7 +35,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 from .devices import DEFAULT_DEVICE, DEVICES, Device, get_device
 from .synth_cache import design_hash, load_cached

@@ -16,7 +16,7 @@ import dataclasses
 import hashlib
 import re
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 from .devices import Device
 from .synth_result import SynthResult

@@ -6,7 +6,7 @@ imports keep working. New code imports from :mod:`inhibitron.hw.toolchain`.
 
 from __future__ import annotations
 
-from inhibitron.hw.toolchain import (  # noqa: F401 - re-exported
+from inhibitron.hw.toolchain import (
     Tool,
     ToolchainError,
     find_icarus,

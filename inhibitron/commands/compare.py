@@ -13,6 +13,8 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
+    from inhibitron.hw.devices import DEFAULT_DEVICE, device_names
+
     p = subparsers.add_parser(
         "compare",
         help="inhibitor vs dot-product baseline: resources, Fmax, cycles, energy per head",
@@ -29,8 +31,8 @@ def register(subparsers) -> None:
     p.add_argument("--seq-len", type=int, default=64, metavar="N",
                    help="keys per head n, a multiple of every size (default 64)")
     p.add_argument("--bits", type=int, default=8, help="Q/K/V/H code width (default 8)")
-    p.add_argument("--device", default="ecp5-85f",
-                   choices=("ecp5-85f", "ecp5-45f", "ecp5-25f", "ice40-up5k"))
+    p.add_argument("--device", default=DEFAULT_DEVICE, choices=device_names(),
+                   help=f"target device (default {DEFAULT_DEVICE})")
     p.add_argument("--freq", type=float, default=150.0, metavar="MHZ",
                    help="nextpnr target clock (default 150)")
     p.add_argument("--build", type=Path, default=Path("build/compare"), metavar="DIR",
@@ -51,7 +53,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from inhibitron.hw import compare, synth
+    from inhibitron.hw import compare, compare_report, synth
 
     for s in args.sizes:
         if s < 1:
@@ -83,7 +85,7 @@ def run(args) -> int:
                               cache_only=args.cached_only)
     except synth.NotCached:
         pes = None
-    path = compare.write_report(rows, args.out, command=cmd, device=args.device,
+    path = compare_report.write_report(rows, args.out, command=cmd, device=args.device,
                                 freq_mhz=args.freq, pe_rows=pes,
                                 note=args.note.read_text() if args.note else "")
     print(f"wrote {path} (+ {path.with_suffix('.json').name}, plots in {path.parent / 'img'})")

@@ -15,6 +15,9 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
+    from inhibitron.hw.devices import DEFAULT_DEVICE, device_names, get_device
+
+    default = get_device(DEFAULT_DEVICE)
     p = subparsers.add_parser(
         "synth",
         help="synthesise and place-and-route a core (Yosys + nextpnr from PyPI)",
@@ -33,9 +36,9 @@ def register(subparsers) -> None:
                    "name to emit, default inhibitor_core / baseline_core)")
     p.add_argument("--core", choices=("inhibitor", "baseline"), default="inhibitor",
                    help="with --config: which core to generate (default: inhibitor)")
-    p.add_argument("--device", default="ecp5-85f",
-                   choices=("ecp5-85f", "ecp5-45f", "ecp5-25f", "ice40-up5k"),
-                   help="target device (default: ecp5-85f, CABGA381, speed 6)")
+    p.add_argument("--device", default=DEFAULT_DEVICE, choices=device_names(),
+                   help=f"target device (default: {default.name}, {default.package}, "
+                        f"speed {default.speed})")
     p.add_argument("--freq", type=float, default=100.0, metavar="MHZ",
                    help="target clock for nextpnr in MHz (default: 100); the achieved Fmax "
                    "is reported either way")
@@ -94,7 +97,7 @@ def run(args) -> int:
             result = synth.synthesize_component(component, top=args.top or default_top, **kw)
     except synth.DesignDoesNotFit as exc:
         raise UserError(str(exc)) from None
-    except synth.ToolError as exc:
+    except (synth.ToolError, synth.ToolchainError) as exc:
         raise UserError(str(exc)) from None
     print(result.to_json() if args.json else result.summary())
     print(f"saved {Path(args.out) / (result.top + '.synth.json')}")

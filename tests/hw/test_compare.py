@@ -2,7 +2,7 @@
 
 import pytest
 
-from inhibitron.hw import compare
+from inhibitron.hw import compare, compare_report
 
 
 def _row(kind, size, d, **kw):
@@ -42,7 +42,7 @@ def test_predicted_dsp_limit_skips_synthesis():
 def test_report(tmp_path):
     rows = [_row(k, s, 8) for s in (2, 4) for k in ("inhibitor", "baseline")]
     rows.append(dict(_row("baseline", 8, 8), fits=False, limit="MULT18X18D: needs 67, has 28"))
-    path = compare.write_report(rows, tmp_path / "eff.md", command="pytest")
+    path = compare_report.write_report(rows, tmp_path / "eff.md", command="pytest")
     text = path.read_text()
     assert "## Headline" in text and "4x4, d = 8" in text
     assert "| 2x2 |" in text and "no fit" in text
@@ -58,7 +58,7 @@ def test_report_timing_section(tmp_path):
     rows[2]["fmax_mhz"] = 160.0
     pes = [{"pe": "L1 PE (inhibitor score)", "lut4": 17, "carry": 16, "lut4_sites": 49, "ff": 44,
             "dsp": 0, "fmax_mhz": 253.2}]
-    text = compare.write_report(rows, tmp_path / "eff.md", command="pytest", pe_rows=pes).read_text()
+    text = compare_report.write_report(rows, tmp_path / "eff.md", command="pytest", pe_rows=pes).read_text()
     assert "## Timing closure of the inhibitor core" in text
     assert "| 2x2 d=8 n=16 | 102.0 | no | no | `a` -> `b` (4.00 / 5.00) |" in text
     assert "| 4x4 d=8 n=16 | 160.0 | yes | no |" in text
