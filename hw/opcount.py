@@ -30,12 +30,10 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 
+from amaranth.utils import ceil_log2
+
 __all__ = ["Op", "HOROWITZ_45NM", "EnergyTable", "inhibitor_ops", "baseline_ops", "energy_pj",
            "summarize"]
-
-
-def _clog2(x: int) -> int:
-    return max(0, (x - 1).bit_length())
 
 
 @dataclass(frozen=True)
@@ -115,10 +113,10 @@ def inhibitor_ops(*, n: int, d: int, valid_len: int | None = None, qk_bits: int 
     Per output code: a rounding add and two saturation compares.
     """
     L = _check(n, d, valid_len)
-    z_bits = qk_bits + _clog2(d)
-    sum_bits = z_bits + _clog2(n)
+    z_bits = qk_bits + ceil_log2(d)
+    sum_bits = z_bits + ceil_log2(n)
     div_bits = sum_bits + 2
-    acc_bits = v_bits + _clog2(n)
+    acc_bits = v_bits + ceil_log2(n)
     nn, nL = n * n, n * L
     return [
         Op("score", "q-k", "add", qk_bits + 1, 0, nn * d),
@@ -154,13 +152,13 @@ def baseline_ops(*, n: int, d: int, valid_len: int | None = None, qk_bits: int =
 
     cst = constants or DEFAULT_CONSTANTS
     L = _check(n, d, valid_len)
-    s_bits = 2 * qk_bits + _clog2(d)
+    s_bits = 2 * qk_bits + ceil_log2(d)
     x_bits = s_bits + 1
     e_bits = cst.e_bits
-    sum_bits = e_bits + _clog2(n + 1)
+    sum_bits = e_bits + ceil_log2(n + 1)
     rec_bits = cst.recip_bits - e_bits + 2
     b_bits = cst.B.bit_length()
-    acc_bits = cst.p_bits + v_bits + _clog2(n)
+    acc_bits = cst.p_bits + v_bits + ceil_log2(n)
     nn, nL = n * n, n * L
     return [
         Op("score", "q*k", "mul", qk_bits, qk_bits, nn * d),
