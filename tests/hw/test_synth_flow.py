@@ -1,8 +1,6 @@
-"""Synthesis + place-and-route of the real (small) inhibitor core; parsing; does-not-fit errors."""
+"""Synthesis + place-and-route of the real (small) inhibitor core; does-not-fit and argument errors; the I/O wrapper."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 
@@ -69,44 +67,6 @@ def test_does_not_fit_names_resource(tmp_path):
                              r"the device has 28") as info:
         synth.synthesize(v, top="many", device="ecp5-25f", out_dir=tmp_path / "o", progress=False)
     assert (info.value.needed, info.value.available) == (40, 28)
-
-
-def test_parse_overuse_from_nextpnr_log():
-    log = ("Info: Device utilisation:\n"
-           "Info: \t          TRELLIS_IO:      33/    197    16%\n"
-           "Info: \t          MULT18X18D:      40/     28   142%\n"
-           "Info: \t        TRELLIS_COMB:    1061/  24288     4%\n")
-    assert synth.parse_overuse(log) == [("MULT18X18D", 40, 28)]
-
-
-def test_parse_reports():
-    stat = {"design": {"num_cells_by_type": {"LUT4": 10, "CCU2C": 3, "TRELLIS_FF": 7,
-                                             "MULT18X18D": 2, "DP16KD": 1}}}
-    got = synth.parse_yosys_stat(stat, "ecp5")
-    assert (got["lut4"], got["carry"], got["lut4_equiv"], got["ff"], got["dsp"], got["bram"]) == \
-        (10, 3, 16, 7, 2, 1)
-    report = {"fmax": {"clk": {"achieved": 123.4, "constraint": 100}},
-              "utilization": {"TRELLIS_COMB": {"used": 5, "available": 10},
-                              "DCCA": {"used": 0, "available": 4}},
-              "critical_paths": [{"from": "clk", "to": "clk", "path": [
-                  {"type": "clk-to-q", "delay": 0.5, "from": {"cell": "a"}, "to": {"cell": "a"}},
-                  {"type": "routing", "delay": 1.0, "from": {"cell": "a"}, "to": {"cell": "b"},
-                   "sources": ["x.py:3"]},
-                  {"type": "logic", "delay": 2.0, "from": {"cell": "b"}, "to": {"cell": "b"}},
-                  {"type": "setup", "delay": 0.1, "from": {"cell": "b"}, "to": {"cell": "b"}}]}]}
-    got = synth.parse_nextpnr_report(report, "ecp5")
-    assert got["fmax_mhz"] == pytest.approx(123.4)
-    assert got["utilization"] == {"TRELLIS_COMB": [5, 10]}
-    cp = got["critical_path"]
-    assert cp["delay_ns"] == pytest.approx(3.6) and cp["routing_ns"] == pytest.approx(1.0)
-    assert (cp["from_cell"], cp["to_cell"], cp["sources"]) == ("a", "b", ["x.py:3"])
-    json.dumps(got)
-
-
-def test_device_errors():
-    with pytest.raises(ValueError, match=r"device must be one of ecp5-25f, ecp5-45f, ecp5-85f, "
-                                         r"ice40-up5k, not 'xc7a35t'"):
-        synth.get_device("xc7a35t")
 
 
 def test_synthesize_argument_errors(tmp_path):
