@@ -1,4 +1,4 @@
-"""Synthesis + place-and-route of the real (small) inhibitor core; does-not-fit and argument errors; the I/O wrapper."""
+"""Synthesis + place-and-route of the small inhibitor core; does-not-fit and argument errors; I/O wrapper."""
 
 from __future__ import annotations
 
