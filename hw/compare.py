@@ -68,17 +68,19 @@ class StudyPoint:
 
     def build(self):
         """The Amaranth core of this point."""
+        from ..quant.formats import AttentionFormats
+
         b = self.bits
         if self.kind == "inhibitor":
             from .core import CoreConfig, InhibitorAttentionCore
 
             cfg = CoreConfig(rows=self.size, cols=self.size, seq_len=self.seq_len,
-                             head_dim=self.head_dim, qk_bits=b, v_bits=b, out_bits=b)
+                             head_dim=self.head_dim, formats=AttentionFormats(b, b, b))
             return InhibitorAttentionCore(cfg)
         from .baseline import BaselineConfig, DotProductAttentionCore
 
         cfg = BaselineConfig(rows=self.size, cols=self.size, seq_len=self.seq_len,
-                             head_dim=self.head_dim, qk_bits=b, v_bits=b, out_bits=b)
+                             head_dim=self.head_dim, formats=AttentionFormats(b, b, b))
         return DotProductAttentionCore(cfg)
 
     def cycles_per_head(self) -> int:
