@@ -166,7 +166,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
 
     from inhibitron.model.corpus import load_corpus
     from inhibitron.model.data import heldout_sentences, split_heldout, text_dataset
-    from inhibitron.model.distill import distill_layerwise
+    from inhibitron.model.recipes import distill_layerwise
     from inhibitron.model.quality import fidelity
     from inhibitron.model.recipes import default_config
     from inhibitron.model.surgery import default_teacher_path, load_teacher, save_student, to_inhibitor

@@ -1,10 +1,18 @@
-"""Configuration of the distillation recipes, with the paper's hyperparameters as defaults.
+"""The distillation recipes of InhibiDistilbert, and the registry that lists them.
 
-One typed, frozen, validated dataclass, :class:`DistillConfig`, configures
-every recipe; :func:`default_config` returns it filled with the values of
-the InhibiDistilbert experiments (Zhang & Brännvall 2024, Tables 3-6), as
-set in the thesis code behind the paper (GitHub ``tonytonfisk2/MSc2024``).
-The workflow is "generate a default config, edit, pass it in"::
+A recipe is a function registered with :func:`register`, which records
+next to it everything the rest of the toolkit needs: its paper
+hyperparameters (read by :func:`default_config`), where it comes from in the
+paper, and what it trains on (read by ``inhibitron distill``, which builds
+its ``--recipe`` choices, help and model/data set-up from
+:func:`recipe_names` and :func:`get_recipe`). Adding a recipe is one
+decorated function here (and its test).
+
+The values are those of the InhibiDistilbert experiments (Zhang & Brännvall
+2024, Tables 3-6), as set in the thesis code behind the paper (GitHub
+``tonytonfisk2/MSc2024``); where each comes from is listed in
+``docs/distillation.md``. The workflow is "generate a default config, edit,
+pass it in"::
 
     >>> cfg = default_config("layerwise")
     >>> cfg.lr, cfg.epochs, cfg.batch_size, cfg.grad_accum, cfg.schedule
@@ -14,226 +22,137 @@ The workflow is "generate a default config, edit, pass it in"::
     >>> short.max_steps
     10
 
-Where each default comes from is listed in ``docs/distillation.md``.
+Recipes, in the paper's order::
 
-Recipes
--------
-``layerwise``  (Exp. 1a) bottom-up, one layer at a time: only that layer's
-    Q/K/V projections and its gamma/eta/delta train, on the MSE between
-    teacher and student attention contexts; the layer is frozen afterwards.
-``full``       (Exp. 1b) every parameter trains on the sum over layers of
-    the hidden-state MSE.
-``task``       (Exp. 2) task-specific KD from a fine-tuned teacher: KL of
-    the soft targets at temperature T (times T^2) and hidden-state MSE,
-    weighted ``alpha_kd``/``alpha_hidden``.
-``finetune``   (Table 6) plain fine-tuning for sequence classification
-    (cross-entropy; MSE for a regression task).
-``qat``        fine-tuning with the fake-quantized inhibitor attention of
-    :mod:`inhibitron.quant.qat` (straight-through estimator).
+    distill_layerwise(teacher, student, data, config, out_dir)   layerwise  Exp. 1a
+    distill_full(teacher, student, data, config, out_dir)        full       Exp. 1b
+    distill_task(teacher, student, data, config, out_dir)        task       Exp. 2
+    finetune(student, data, config, out_dir)                     finetune   Table 6
+    finetune_qat(student, data, config, out_dir, teacher=...)    qat        QAT (quant.qat)
+
+Every recipe function also takes its arguments as keywords (``teacher``,
+``student``, ``data``, ``config``, ``out_dir``, ``tokenizer``, ``env``,
+``resume``, ``stop_after_steps``, ``progress``, ``run_info``), runs through
+:func:`inhibitron.model.training.run_phases` and returns the metric history
+(one dict per optimizer step); the run folder is described in
+:mod:`inhibitron.model.training`.
+
+This module does not import PyTorch at import time (the CLI reads the
+registry to build ``inhibitron --help``): the recipe functions import the
+training code when they run.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
 
-__all__ = ["RECIPES", "SCHEDULES", "DistillConfig", "default_config", "PAPER_DEFAULTS"]
+from .distill_config import SCHEDULES, DistillConfig
 
-#: The recipe names, in the paper's order.
-RECIPES = ("layerwise", "full", "task", "finetune", "qat")
+__all__ = [
+    "REGISTRY",
+    "Recipe",
+    "DistillConfig",
+    "SCHEDULES",
+    "default_config",
+    "distill_full",
+    "distill_layerwise",
+    "distill_task",
+    "finetune",
+    "finetune_qat",
+    "get_recipe",
+    "recipe_names",
+    "register",
+]
 
-#: Learning-rate schedules after the linear warm-up.
-SCHEDULES = ("cosine", "linear", "constant")
+#: What a recipe trains on: an unlabelled corpus, labelled examples (GLUE/IMDb), or either.
+DATA_KINDS = ("text", "labelled", "either")
 
 
 @dataclass(frozen=True)
-class DistillConfig:
-    """Hyperparameters of one recipe run (see :func:`default_config` for the paper's values).
+class Recipe:
+    """One registered recipe: the function and what its callers need to know about it.
 
-    Parameters
-    ----------
-    recipe : str
-        One of :data:`RECIPES`.
-    epochs : float
-        Passes over the training data; for ``layerwise`` *per layer*.
-        Fractions are allowed (short runs).
-    batch_size : int
-        Sequences per micro-batch, summed over all data-parallel processes
-        (the global micro-batch); must be divisible by the number of processes.
-    grad_accum : int
-        Micro-batches per optimizer step (effective batch ``batch_size * grad_accum``).
-    lr : float
-        Peak learning rate of AdamW.
-    weight_decay : float
-        AdamW decoupled weight decay.
-    adam_beta1, adam_beta2, adam_eps : float
-        AdamW moments and epsilon.
-    warmup_ratio : float
-        Fraction of each phase's optimizer steps with linear warm-up from 0.
-    schedule : str
-        Decay after warm-up, one of :data:`SCHEDULES`.
-    max_grad_norm : float
-        Clip the global gradient norm (0 disables).
-    max_steps : int or None
-        Cap on optimizer steps per phase (per layer for ``layerwise``); the
-        schedule is laid out over the capped length.
-    seed : int
-        Seeds parameter init of new heads, data order and dropout.
-    max_length : int
-        Tokens per sequence window (special tokens included).
-    layer_input : str
-        ``layerwise`` only: what the trained layer sees, ``"student"`` (its own
-        lower, already distilled layers: the thesis code) or ``"teacher"``
-        (the teacher's hidden state: decoupled layers).
-    layers : tuple of int or None
-        ``layerwise`` only: the layers to distil, bottom-up; None = all.
-    fit_eta : bool
-        ``layerwise`` only: before a layer trains, set each head's output
-        scale eta to its least-squares fit to the teacher's context on the
-        phase's first optimizer step of data (closed form; an addition of
-        ours: the inhibitor sums over keys where softmax averages, so eta=1
-        starts about ``n`` times too large and AdamW at 5e-4 needs thousands
-        of steps to shrink it). False reproduces the thesis.
-    temperature : float
-        ``task`` only: softmax temperature of the soft targets.
-    alpha_kd, alpha_hidden : float
-        ``task`` only: weights of the KL term and of the hidden-state MSE.
-    log_every : int
-        Optimizer steps between progress-bar/metric updates of the plot.
-    checkpoint_every : int
-        Optimizer steps between checkpoints (0: only at the end of each phase).
-    keep_checkpoints : int
-        Most recent checkpoints kept on disk (>= 1).
+    Members
+    -------
+    name : str
+        ``DistillConfig.recipe`` and the CLI's ``--recipe`` value.
+    function : callable
+        The recipe, called with keywords (see the module docstring).
+    defaults : mapping
+        The paper's values of :class:`DistillConfig` fields for this recipe.
+    source : str
+        Where it comes from in the paper (``"Exp. 1a"``), shown in the CLI help; may be empty.
+    data : str
+        One of :data:`DATA_KINDS`. ``"text"``: teacher and student are encoders
+        (``BertModel``/``DistilBertModel`` and its inhibitor twin) and the data a
+        corpus; ``"labelled"``: the student is a ``*ForSequenceClassification``
+        model and the data labelled; ``"either"``: labelled when the user gives labelled data.
+    classifier_teacher : bool
+        With labelled data, distil from a fine-tuned classifier teacher (required);
+        otherwise labelled runs have no teacher.
+    fake_quant : bool
+        The function takes ``fake_quant=`` (a model -> model swap to fake-quantized
+        attention, built by the caller from :mod:`inhibitron.quant.qat`).
+    int8_fidelity : bool
+        After the run, the CLI also measures fidelity with int8 attention cores.
     """
 
-    recipe: str = "layerwise"  # one of RECIPES
-    epochs: float = 2.0  # passes over the data (per layer for layerwise)
-    batch_size: int = 8  # global sequences per micro-batch
-    grad_accum: int = 4  # micro-batches per optimizer step
-    lr: float = 5e-4  # AdamW peak learning rate
-    weight_decay: float = 0.0  # AdamW weight decay (HF Trainer default)
-    adam_beta1: float = 0.9  # HF Trainer default
-    adam_beta2: float = 0.999  # HF Trainer default
-    adam_eps: float = 1e-8  # HF Trainer default
-    warmup_ratio: float = 0.05  # linear warm-up fraction of the phase
-    schedule: str = "cosine"  # decay after warm-up
-    max_grad_norm: float = 1.0  # gradient clipping (HF Trainer default)
-    max_steps: int | None = None  # cap on optimizer steps per phase
-    seed: int = 42  # thesis seed
-    max_length: int = 128  # tokens per window
-    layer_input: str = "student"  # layerwise: input of the trained layer
-    layers: tuple[int, ...] | None = None  # layerwise: which layers (None = all)
-    fit_eta: bool = True  # layerwise: least-squares eta before each layer trains
-    temperature: float = 4.0  # task: soft-target temperature
-    alpha_kd: float = 0.5  # task: weight of the KL term
-    alpha_hidden: float = 0.5  # task: weight of the hidden-state MSE
-    log_every: int = 10  # steps between plot/log refreshes
-    checkpoint_every: int = 200  # steps between checkpoints (0 = end of phase only)
-    keep_checkpoints: int = 2  # checkpoints kept
-
-    def __post_init__(self):
-        def bad(name, what):
-            raise ValueError(f"{name} must be {what}, not {getattr(self, name)!r}")
-
-        if self.recipe not in RECIPES:
-            bad("recipe", f"one of {RECIPES}")
-        if self.schedule not in SCHEDULES:
-            bad("schedule", f"one of {SCHEDULES}")
-        if self.layer_input not in ("student", "teacher"):
-            bad("layer_input", "'student' or 'teacher'")
-        for name in ("batch_size", "grad_accum", "max_length", "log_every", "keep_checkpoints"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                bad(name, "a positive integer")
-        if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
-            bad("checkpoint_every", "an integer >= 0")
-        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps <= 0):
-            bad("max_steps", "a positive integer or None")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            bad("seed", "an integer >= 0")
-        for name, lo, hi in (
-            ("epochs", 0.0, math.inf), ("lr", 0.0, math.inf), ("temperature", 0.0, math.inf),
-            ("adam_eps", 0.0, math.inf),
-        ):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not (lo < v < hi):
-                bad(name, "a positive number")
-        for name in ("weight_decay", "max_grad_norm", "alpha_kd", "alpha_hidden"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not (0.0 <= v < math.inf):
-                bad(name, "a number >= 0")
-        for name in ("warmup_ratio", "adam_beta1", "adam_beta2"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not (0.0 <= v < 1.0):
-                bad(name, "a number in [0, 1)")
-        if not isinstance(self.fit_eta, bool):
-            bad("fit_eta", "a bool")
-        if self.layers is not None:
-            layers = tuple(self.layers)
-            if not layers or any(not isinstance(i, int) or i < 0 for i in layers):
-                bad("layers", "a non-empty tuple of layer indices >= 0, or None")
-            if list(layers) != sorted(set(layers)):
-                bad("layers", "strictly increasing (bottom-up)")
-            object.__setattr__(self, "layers", layers)
-        if self.recipe == "task" and self.alpha_kd == 0 and self.alpha_hidden == 0:
-            raise ValueError("alpha_kd and alpha_hidden are both 0: the task recipe would have no loss")
-
-    # -- serialisation (checkpoints, run records) ---------------------------
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form."""
-        d = dataclasses.asdict(self)
-        if d["layers"] is not None:
-            d["layers"] = list(d["layers"])
-        return d
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "DistillConfig":
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown DistillConfig fields {unknown}")
-        d = dict(data)
-        if d.get("layers") is not None:
-            d["layers"] = tuple(d["layers"])
-        return cls(**d)
-
-    #: Fields that do not change the training trajectory (may differ on resume).
-    RUNTIME_FIELDS = ("log_every", "checkpoint_every", "keep_checkpoints")
-
-    def trajectory_diff(self, other: "DistillConfig") -> list[str]:
-        """Names of the fields that differ and would change the training trajectory."""
-        return [
-            f.name for f in fields(self)
-            if f.name not in self.RUNTIME_FIELDS and getattr(self, f.name) != getattr(other, f.name)
-        ]
+    name: str
+    function: Callable[..., list[dict]]
+    defaults: Mapping[str, Any]
+    source: str = ""
+    data: str = "text"
+    classifier_teacher: bool = False
+    fake_quant: bool = False
+    int8_fidelity: bool = False
 
 
-#: The paper's values per recipe (Tables 3-6; sources in docs/distillation.md).
-PAPER_DEFAULTS: dict[str, dict[str, Any]] = {
-    # Exp. 1a, KD_weight_init/weights_init.ipynb: EPOCHS=2 per layer, BATCH_SIZE=8,
-    # gradient_accumulation_steps=4, LEARNING_RATE=5e-4, cosine, warmup_ratio=0.05, seed 42.
-    "layerwise": dict(epochs=2.0, batch_size=8, grad_accum=4, lr=5e-4, weight_decay=0.0,
-                      warmup_ratio=0.05, schedule="cosine"),
-    # Exp. 1b, KD_weight_init/iDistilbert_weights_init.ipynb: EPOCHS=3, BATCH_SIZE=8,
-    # gradient_accumulation_steps=32, LEARNING_RATE=3e-4, cosine, warmup_ratio=0.05, seed 42.
-    "full": dict(epochs=3.0, batch_size=8, grad_accum=32, lr=3e-4, weight_decay=0.0,
-                 warmup_ratio=0.05, schedule="cosine"),
-    # Exp. 2, KD_task_specific/inhibit_bert/KD_iDistilbert_QNLI.ipynb (and QQP): temperature 4,
-    # alpha_ce 0.5 / alpha_cos 0.5, EPOCHS=5, BATCH_SIZE=8, LEARNING_RATE=2e-5, linear, no warm-up.
-    "task": dict(epochs=5.0, batch_size=8, grad_accum=1, lr=2e-5, weight_decay=0.0,
-                 warmup_ratio=0.0, schedule="linear", temperature=4.0, alpha_kd=0.5, alpha_hidden=0.5),
-    # Table 6, KD_task_specific/inhibit_bert/FT_iDistilbert_GLUE.ipynb: EPOCHS=4, BATCH_SIZE=8,
-    # LEARNING_RATE=2e-5, cosine, weight_decay=0.01, no warm-up.
-    "finetune": dict(epochs=4.0, batch_size=8, grad_accum=1, lr=2e-5, weight_decay=0.01,
-                     warmup_ratio=0.0, schedule="cosine"),
-    # QAT (not in the paper, whose only quantization was post-training dynamic int8):
-    # the fine-tuning settings with one epoch and a 5% warm-up for the fake-quant start.
-    "qat": dict(epochs=1.0, batch_size=8, grad_accum=1, lr=2e-5, weight_decay=0.01,
-                warmup_ratio=0.05, schedule="cosine"),
-}
+#: name -> Recipe, in registration order (the paper's). Add with :func:`register`.
+REGISTRY: dict[str, Recipe] = {}
+
+
+def register(name: str, *, defaults: Mapping[str, Any], source: str = "", data: str = "text",
+             classifier_teacher: bool = False, fake_quant: bool = False, int8_fidelity: bool = False):
+    """Decorator: register the decorated function as recipe ``name`` (see :class:`Recipe`).
+
+    Raises
+    ------
+    ValueError
+        ``name`` is taken or not an identifier-like string, ``data`` is not one
+        of :data:`DATA_KINDS`, or ``defaults`` names a field DistillConfig lacks.
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"recipe name must be an identifier, not {name!r}")
+    if name in REGISTRY:
+        raise ValueError(f"recipe {name!r} is already registered")
+    if data not in DATA_KINDS:
+        raise ValueError(f"data must be one of {DATA_KINDS}, not {data!r}")
+    unknown = sorted(set(defaults) - {f.name for f in fields(DistillConfig)})
+    if unknown:
+        raise ValueError(f"defaults of recipe {name!r} name unknown DistillConfig fields {unknown}")
+
+    def decorate(function: Callable[..., list[dict]]) -> Callable[..., list[dict]]:
+        REGISTRY[name] = Recipe(name, function, MappingProxyType(dict(defaults)), source, data,
+                                classifier_teacher, fake_quant, int8_fidelity)
+        return function
+
+    return decorate
+
+
+def recipe_names() -> tuple[str, ...]:
+    """The registered recipe names, in registration order."""
+    return tuple(REGISTRY)
+
+
+def get_recipe(name: str) -> Recipe:
+    """The registered recipe ``name``; ValueError naming the choices if there is none."""
+    if name not in REGISTRY:
+        raise ValueError(f"recipe must be one of {recipe_names()}, not {name!r}")
+    return REGISTRY[name]
 
 
 def default_config(recipe: str, **overrides: Any) -> DistillConfig:
@@ -244,11 +163,235 @@ def default_config(recipe: str, **overrides: Any) -> DistillConfig:
     ValueError
         Unknown recipe, unknown field or an invalid value.
     """
-    if recipe not in PAPER_DEFAULTS:
-        raise ValueError(f"recipe must be one of {RECIPES}, not {recipe!r}")
+    defaults = get_recipe(recipe).defaults
     known = {f.name for f in fields(DistillConfig)}
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ValueError(f"unknown DistillConfig fields {unknown}")
-    values = {**PAPER_DEFAULTS[recipe], **overrides, "recipe": recipe}
+    values = {**defaults, **overrides, "recipe": recipe}
     return DistillConfig(**values)
+
+
+def __getattr__(name: str):
+    # Read-only views kept for older callers: RECIPES (names), PAPER_DEFAULTS (name -> defaults).
+    if name == "RECIPES":
+        return recipe_names()
+    if name == "PAPER_DEFAULTS":
+        return {r.name: dict(r.defaults) for r in REGISTRY.values()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _expect(config: DistillConfig, recipe: str) -> None:
+    if not isinstance(config, DistillConfig):
+        raise TypeError(f"config must be a DistillConfig, not {type(config).__name__}")
+    if config.recipe != recipe:
+        raise ValueError(f"config is for recipe {config.recipe!r}; use default_config({recipe!r})")
+
+
+# ---------------------------------------------------------------------------
+# The recipes
+# ---------------------------------------------------------------------------
+
+
+@register(
+    "layerwise", source="Exp. 1a", data="text", int8_fidelity=True,
+    # KD_weight_init/weights_init.ipynb: EPOCHS=2 per layer, BATCH_SIZE=8,
+    # gradient_accumulation_steps=4, LEARNING_RATE=5e-4, cosine, warmup_ratio=0.05, seed 42.
+    defaults=dict(epochs=2.0, batch_size=8, grad_accum=4, lr=5e-4, weight_decay=0.0,
+                  warmup_ratio=0.05, schedule="cosine"),
+)
+def distill_layerwise(teacher, student, data, config: DistillConfig, out_dir, *,
+                      tokenizer=None, env=None, resume=False, stop_after_steps=None, progress=True,
+                      run_info=None) -> list[dict]:
+    """Experiment 1a: layer-wise distillation of the attention contexts, bottom-up.
+
+    For each layer ``i`` (``config.layers``, default all) in turn, only the
+    layer's Q/K/V projections and its inhibitor's gamma/eta/delta train, on
+    the MSE (over valid tokens) between the teacher's and the student's
+    attention context of layer ``i`` (the self-attention output before the
+    output projection). The layer sees the *student's* own hidden state (its
+    lower layers already distilled and frozen; the thesis code) or, with
+    ``config.layer_input="teacher"``, the teacher's. After its epochs the
+    layer is frozen. Forward passes stop at layer ``i``.
+
+    Parameters
+    ----------
+    teacher : BertModel / DistilBertModel (frozen, eval)
+    student : its inhibitor twin (:func:`~inhibitron.model.surgery.to_inhibitor`)
+    data : TokenDataset of unlabelled text (:func:`~inhibitron.model.data.text_dataset`)
+    config : DistillConfig with ``recipe="layerwise"``
+    out_dir : path-like; see :func:`~inhibitron.model.training.train`.
+    tokenizer : saved next to the final student when given.
+
+    Returns
+    -------
+    list of dict: the metric history (see :func:`~inhibitron.model.training.train`).
+    """
+    from .losses import fit_eta, layer_trainable_names, layerwise_loss
+    from .surgery import attention_modules
+    from .training import Phase, prepare_models, run_phases
+
+    _expect(config, "layerwise")
+    env = prepare_models(teacher, student, env)
+    n_layers = len(attention_modules(student))
+    if len(attention_modules(teacher)) != n_layers:
+        raise ValueError(
+            f"layer-wise distillation needs as many teacher layers as student layers "
+            f"({len(attention_modules(teacher))} vs {n_layers})"
+        )
+    layers = config.layers if config.layers is not None else tuple(range(n_layers))
+    if layers[-1] >= n_layers:
+        raise ValueError(f"config.layers names layer {layers[-1]}; the model has {n_layers} (0..{n_layers - 1})")
+    phases = [Phase(f"layer {i}", i, layer_trainable_names(student, i),
+                    layerwise_loss(teacher, student, i, config.layer_input),
+                    fit_eta(teacher, student, i, config.layer_input) if config.fit_eta else None)
+              for i in layers]
+    return run_phases(student, phases, data, config, out_dir, env=env, tokenizer=tokenizer, resume=resume,
+                      stop_after_steps=stop_after_steps, progress=progress, run_info=run_info)
+
+
+@register(
+    "full", source="Exp. 1b", data="text", int8_fidelity=True,
+    # KD_weight_init/iDistilbert_weights_init.ipynb: EPOCHS=3, BATCH_SIZE=8,
+    # gradient_accumulation_steps=32, LEARNING_RATE=3e-4, cosine, warmup_ratio=0.05, seed 42.
+    defaults=dict(epochs=3.0, batch_size=8, grad_accum=32, lr=3e-4, weight_decay=0.0,
+                  warmup_ratio=0.05, schedule="cosine"),
+)
+def distill_full(teacher, student, data, config: DistillConfig, out_dir, *,
+                 tokenizer=None, env=None, resume=False, stop_after_steps=None, progress=True,
+                 run_info=None) -> list[dict]:
+    """Experiment 1b: every student parameter trains on the sum over layers of the
+    hidden-state MSE (valid tokens) against the teacher. Arguments as :func:`distill_layerwise`."""
+    from .losses import full_loss
+    from .training import Phase, prepare_models, run_phases
+
+    _expect(config, "full")
+    env = prepare_models(teacher, student, env)
+    names = [n for n, _ in student.named_parameters()]
+    phases = [Phase("full", None, names, full_loss(teacher, student))]
+    return run_phases(student, phases, data, config, out_dir, env=env, tokenizer=tokenizer, resume=resume,
+                      stop_after_steps=stop_after_steps, progress=progress, run_info=run_info)
+
+
+@register(
+    "task", source="Exp. 2", data="labelled", classifier_teacher=True,
+    # KD_task_specific/inhibit_bert/KD_iDistilbert_QNLI.ipynb (and QQP): temperature 4,
+    # alpha_ce 0.5 / alpha_cos 0.5, EPOCHS=5, BATCH_SIZE=8, LEARNING_RATE=2e-5, linear, no warm-up.
+    defaults=dict(epochs=5.0, batch_size=8, grad_accum=1, lr=2e-5, weight_decay=0.0,
+                  warmup_ratio=0.0, schedule="linear", temperature=4.0, alpha_kd=0.5, alpha_hidden=0.5),
+)
+def distill_task(teacher, student, data, config: DistillConfig, out_dir, *,
+                 tokenizer=None, env=None, resume=False, stop_after_steps=None, progress=True,
+                 run_info=None) -> list[dict]:
+    """Experiment 2: task-specific distillation from a fine-tuned classifier.
+
+    Loss = ``alpha_kd * T^2 * KL(softmax(t/T) || softmax(s/T))`` (per sequence)
+    ``+ alpha_hidden * mean over student layers of the hidden-state MSE``
+    (student layer ``i`` matched to teacher layer ``round((i+1) L_t / L_s)``).
+    ``teacher`` and ``student`` are ``*ForSequenceClassification`` models
+    (:func:`~inhibitron.model.classifier.load_classifier`,
+    :func:`~inhibitron.model.classifier.classifier_student`); ``data`` a labelled
+    :class:`~inhibitron.model.data.TokenDataset` (labels unused by the loss).
+    """
+    from .losses import task_loss
+    from .training import Phase, prepare_models, run_phases
+
+    _expect(config, "task")
+    env = prepare_models(teacher, student, env)
+    if getattr(teacher, "num_labels", None) != getattr(student, "num_labels", None):
+        raise ValueError(f"teacher has {getattr(teacher, 'num_labels', None)} labels, "
+                         f"student {getattr(student, 'num_labels', None)}")
+    if config.alpha_hidden > 0:
+        th, sh = teacher.config.hidden_size if hasattr(teacher.config, "hidden_size") else teacher.config.dim, \
+            student.config.hidden_size if hasattr(student.config, "hidden_size") else student.config.dim
+        if th != sh:
+            raise ValueError(f"hidden-state MSE needs equal hidden sizes (teacher {th}, student {sh}); "
+                             "set alpha_hidden=0")
+    names = [n for n, _ in student.named_parameters()]
+    phases = [Phase("task", None, names, task_loss(teacher, student, config))]
+    return run_phases(student, phases, data, config, out_dir, env=env, tokenizer=tokenizer, resume=resume,
+                      stop_after_steps=stop_after_steps, progress=progress, run_info=run_info)
+
+
+@register(
+    "finetune", source="Table 6", data="labelled",
+    # KD_task_specific/inhibit_bert/FT_iDistilbert_GLUE.ipynb: EPOCHS=4, BATCH_SIZE=8,
+    # LEARNING_RATE=2e-5, cosine, weight_decay=0.01, no warm-up.
+    defaults=dict(epochs=4.0, batch_size=8, grad_accum=1, lr=2e-5, weight_decay=0.01,
+                  warmup_ratio=0.0, schedule="cosine"),
+)
+def finetune(student, data, config: DistillConfig, out_dir, *, teacher=None, tokenizer=None, env=None,
+             resume=False, stop_after_steps=None, progress=True, run_info=None) -> list[dict]:
+    """Table 6: fine-tune a ``*ForSequenceClassification`` student on labelled data
+    (cross-entropy; MSE when it has one output, a regression task). ``teacher`` must be
+    None (it is accepted so that every recipe takes the same keywords)."""
+    from .losses import supervised_loss
+    from .training import Phase, prepare_models, run_phases
+
+    _expect(config, "finetune")
+    if teacher is not None:
+        raise ValueError("fine-tuning learns from the labels and takes no teacher")
+    if data.labels is None:
+        raise ValueError("fine-tuning needs labelled data (GLUE .tsv or an IMDb folder)")
+    env = prepare_models(None, student, env)
+    names = [n for n, _ in student.named_parameters()]
+    phases = [Phase("finetune", None, names, supervised_loss(student))]
+    return run_phases(student, phases, data, config, out_dir, env=env, tokenizer=tokenizer, resume=resume,
+                      stop_after_steps=stop_after_steps, progress=progress, run_info=run_info)
+
+
+@register(
+    "qat", data="either", fake_quant=True,
+    # Not in the paper, whose only quantization was post-training dynamic int8:
+    # the fine-tuning settings with one epoch and a 5% warm-up for the fake-quant start.
+    defaults=dict(epochs=1.0, batch_size=8, grad_accum=1, lr=2e-5, weight_decay=0.01,
+                  warmup_ratio=0.05, schedule="cosine"),
+)
+def finetune_qat(student, data, config: DistillConfig, out_dir, *, fake_quant,
+                 teacher=None, tokenizer=None, env=None, resume=False, stop_after_steps=None,
+                 progress=True, run_info=None) -> list[dict]:
+    """Quantization-aware fine-tuning with a fake-quantized inhibitor attention.
+
+    ``fake_quant(student) -> student`` swaps the student's attention cores for
+    their fake-quantized versions (straight-through estimator); it comes from
+    ``inhibitron.quant.qat`` (the model package does not import quant: the
+    CLI passes it). The student then trains: on the labels when ``teacher``
+    is None (``data`` must be labelled), else on the hidden-state MSE
+    against the float ``teacher`` (task-agnostic QAT on text). The final
+    student is saved as its config and raw state dict (fake-quant modules included).
+    """
+    from .losses import full_loss, supervised_loss
+    from .training import Phase, prepare_models, run_phases
+
+    _expect(config, "qat")
+    if not callable(fake_quant):
+        raise TypeError("fake_quant must be a callable that swaps in the fake-quantized attention")
+    env = prepare_models(teacher, student, env)
+    student = fake_quant(student) or student
+    student.to(env.device)
+    names = [n for n, _ in student.named_parameters()]
+    if teacher is None:
+        if data.labels is None:
+            raise ValueError("QAT needs labelled data or a teacher to distil from")
+        loss = supervised_loss(student)
+    else:
+        loss = full_loss(teacher, student)
+    phases = [Phase("qat", None, names, loss)]
+    return run_phases(student, phases, data, config, out_dir, env=env, tokenizer=tokenizer, resume=resume,
+                      stop_after_steps=stop_after_steps, progress=progress, run_info=run_info,
+                      save=_save_state_dict)
+
+
+def _save_state_dict(student, out_dir: Path, tokenizer, env) -> None:
+    """Save ``student`` as ``config.json`` + ``model.safetensors`` of its raw state dict."""
+    if not env.is_main:
+        return
+    from safetensors.torch import save_file
+
+    folder = out_dir / "student"
+    folder.mkdir(parents=True, exist_ok=True)
+    student.config.save_pretrained(folder)
+    save_file({k: v.detach().contiguous().cpu() for k, v in student.state_dict().items()},
+              str(folder / "model.safetensors"))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)

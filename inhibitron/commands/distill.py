@@ -36,8 +36,10 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("Examples::", 1)[1],
     )
-    p.add_argument("--recipe", choices=("layerwise", "full", "task", "finetune", "qat"), default="layerwise",
-                   help="layerwise (Exp. 1a), full (Exp. 1b), task (Exp. 2), finetune (Table 6), qat")
+    from ..model.recipes import REGISTRY  # the recipe registry; imports no torch
+
+    p.add_argument("--recipe", choices=tuple(REGISTRY), default="layerwise",
+                   help=", ".join(f"{r.name} ({r.source})" if r.source else r.name for r in REGISTRY.values()))
     p.add_argument("--print-config", metavar="RECIPE", help="print the default configuration of RECIPE and exit")
     p.add_argument("--out", help="run folder (metrics, checkpoints, final student)")
     p.add_argument("--teacher", help="teacher folder (default: the embedded all-MiniLM-L6-v2; "
@@ -105,7 +107,7 @@ def run(args) -> int:
 
 
 def _run(args, config, env) -> int:
-    from ..model import distill
+    from ..model.classifier import classifier_student, load_classifier
     from ..model.corpus import load_corpus
     from ..model.data import (
         heldout_sentences,
@@ -115,18 +117,21 @@ def _run(args, config, env) -> int:
         text_dataset,
     )
     from ..model.quality import fidelity, fidelity_table
+    from ..model.recipes import get_recipe
+    from ..model.schedule import phase_steps
     from ..model.surgery import load_student, load_teacher, to_inhibitor
 
     resume = args.resume_from or args.resume
     progress = not args.no_progress
     run_info = {"teacher": args.teacher or "embedded all-MiniLM-L6-v2", "student_start": args.student,
                 "corpus": args.corpus or "embedded pydoc_data.topics", "data": args.data}
-    labelled = args.recipe in ("task", "finetune") or (args.recipe == "qat" and args.data)
+    recipe = get_recipe(args.recipe)
+    labelled = recipe.data == "labelled" or (recipe.data == "either" and bool(args.data))
     if labelled and not args.data:
         raise UserError(f"--recipe {args.recipe} needs --data (a GLUE .tsv file or an IMDb folder)")
 
     # Models ---------------------------------------------------------------
-    if args.recipe in ("layerwise", "full") or (args.recipe == "qat" and not args.data):
+    if not labelled:
         teacher, tokenizer = load_teacher(args.teacher)
         student = load_student(args.student) if args.student else to_inhibitor(teacher, variant=args.variant)
         student.train()
@@ -134,10 +139,10 @@ def _run(args, config, env) -> int:
         from transformers import AutoTokenizer
 
         examples, num_labels = load_labelled(args.data, args.task)
-        if args.recipe == "task":
+        if recipe.classifier_teacher:
             if not args.teacher:
-                raise UserError("--recipe task needs --teacher, a fine-tuned sequence-classifier folder")
-            teacher = distill.load_classifier(args.teacher, num_labels=num_labels)
+                raise UserError(f"--recipe {args.recipe} needs --teacher, a fine-tuned sequence-classifier folder")
+            teacher = load_classifier(args.teacher, num_labels=num_labels)
             tok_dir = args.teacher
             source = args.student or teacher
         else:
@@ -151,8 +156,7 @@ def _run(args, config, env) -> int:
 
                 tok_dir = args.teacher or default_teacher_path()
         tokenizer = AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
-        student = distill.classifier_student(source, num_labels=num_labels, variant=args.variant,
-                                             seed=config.seed)
+        student = classifier_student(source, num_labels=num_labels, variant=args.variant, seed=config.seed)
 
     # Data -----------------------------------------------------------------
     held: list[str] = []
@@ -170,7 +174,7 @@ def _run(args, config, env) -> int:
             data.token_type_ids = data.token_type_ids[: args.max_sequences]
         if data.labels is not None:
             data.labels = data.labels[: args.max_sequences]
-    n_batches, steps = distill.phase_steps(config, len(data))
+    n_batches, steps = phase_steps(config, len(data))
     if env.is_main:
         print(f"distill {config.recipe}: {len(data)} sequences, {steps} optimizer steps per phase "
               f"(batch {config.batch_size} x accum {config.grad_accum}, lr {config.lr:g}, "
@@ -182,18 +186,10 @@ def _run(args, config, env) -> int:
                                     progress=progress)
 
     common = dict(tokenizer=tokenizer, env=env, resume=resume, progress=progress, run_info=run_info)
-    if config.recipe == "layerwise":
-        history = distill.distill_layerwise(teacher, student, data, config, args.out, **common)
-    elif config.recipe == "full":
-        history = distill.distill_full(teacher, student, data, config, args.out, **common)
-    elif config.recipe == "task":
-        history = distill.distill_task(teacher, student, data, config, args.out, **common)
-    elif config.recipe == "finetune":
-        history = distill.finetune(student, data, config, args.out, **common)
-    else:
-        fake_quant = _fake_quant_from_quant(student, data, config.max_length)
-        history = distill.finetune_qat(student, data, config, args.out, fake_quant=fake_quant,
-                                       teacher=teacher, **common)
+    if recipe.fake_quant:
+        common["fake_quant"] = _fake_quant_from_quant(student, data, config.max_length)
+    history = recipe.function(teacher=teacher, student=student, data=data, config=config, out_dir=args.out,
+                              **common)
 
     from pathlib import Path
 
@@ -201,7 +197,7 @@ def _run(args, config, env) -> int:
     if held and env.is_main:
         scores["after"] = fidelity(teacher, student, held, tokenizer, max_length=config.max_length,
                                    progress=progress)
-        int8 = _int8_copy(student, data, config.max_length) if config.recipe in ("layerwise", "full") else None
+        int8 = _int8_copy(student, data, config.max_length) if recipe.int8_fidelity else None
         if int8 is not None:
             scores["after, int8 attention"] = fidelity(teacher, int8, held, tokenizer, max_length=config.max_length,
                                                         progress=progress)

@@ -7,11 +7,22 @@ import json
 import pytest
 import torch
 
-from inhibitron.model import distill
-from inhibitron.model.recipes import DistillConfig, default_config
+from inhibitron.model.classifier import classifier_student
+from inhibitron.model.distill_config import DistillConfig
+from inhibitron.model.losses import layer_trainable_names, layerwise_loss
+from inhibitron.model.recipes import (
+    default_config,
+    distill_full,
+    distill_layerwise,
+    distill_task,
+    finetune,
+    finetune_qat,
+)
+from inhibitron.model.schedule import lr_factor
 from inhibitron.model.surgery import attention_modules, to_inhibitor
-
-from .conftest import make_classifier, make_teacher, random_tokens
+from inhibitron.model.train_checkpoint import CheckpointError, latest_checkpoint
+from inhibitron.model.train_metrics import read_metrics
+from tiny_models import make_classifier, make_teacher, random_tokens
 
 # Full-batch training (one global batch = the whole data set): the loss of
 # each step is the same objective, so "lowers its loss" is deterministic.
@@ -27,7 +38,7 @@ def test_layerwise_lowers_each_layer_loss(kind, tmp_path):
     teacher = make_teacher(kind)
     student = to_inhibitor(teacher)
     cfg = default_config("layerwise", max_steps=6, lr=3e-3, **FULL_BATCH)
-    hist = distill.distill_layerwise(teacher, student, random_tokens(8), cfg, tmp_path / "run", progress=False)
+    hist = distill_layerwise(teacher, student, random_tokens(8), cfg, tmp_path / "run", progress=False)
     assert [r["phase"] for r in hist] == ["layer 0"] * 6 + ["layer 1"] * 6
     for layer in (0, 1):
         losses = [r["loss"] for r in hist if r["layer"] == layer]
@@ -35,7 +46,7 @@ def test_layerwise_lowers_each_layer_loss(kind, tmp_path):
     out = tmp_path / "run"
     for name in ("run.json", "metrics.jsonl", "losses.png", "phases.jsonl", "student/model.safetensors"):
         assert (out / name).is_file(), name
-    assert len(distill.read_metrics(out / "metrics.jsonl")) == 12
+    assert len(read_metrics(out / "metrics.jsonl")) == 12
 
 
 def test_layerwise_fit_eta_is_least_squares(tmp_path):
@@ -43,13 +54,13 @@ def test_layerwise_fit_eta_is_least_squares(tmp_path):
     teacher = make_teacher()
     student = to_inhibitor(teacher)
     cfg = default_config("layerwise", max_steps=1, lr=1e-12, layers=(0,), **FULL_BATCH)
-    hist = distill.distill_layerwise(teacher, student, random_tokens(8), cfg, tmp_path / "r", progress=False)
+    hist = distill_layerwise(teacher, student, random_tokens(8), cfg, tmp_path / "r", progress=False)
     info = [json.loads(x) for x in (tmp_path / "r" / "phases.jsonl").read_text().splitlines()]
     assert info[0]["phase"] == "layer 0" and info[0]["eta_before"] == [1.0] * 4
     assert all(abs(e) < 0.5 for e in info[0]["eta_after"])  # summing over keys: eta << 1
     data = random_tokens(8)
     batch = data.collate(list(range(8)))
-    loss_fn = distill._layerwise_loss(teacher, student, 0, "student")
+    loss_fn = layerwise_loss(teacher, student, 0, "student")
     inhib = attention_modules(student)[0][2].inhibitor
     count = float(data.lengths(range(8)))
 
@@ -73,10 +84,10 @@ def test_layerwise_trains_only_current_layer_qkv_and_inhibitor(tmp_path):
     student = to_inhibitor(teacher)
     before = _snapshot(student)
     cfg = default_config("layerwise", max_steps=3, lr=1e-2, layers=(1,), **FULL_BATCH)
-    distill.distill_layerwise(teacher, student, random_tokens(8), cfg, tmp_path / "r", progress=False)
+    distill_layerwise(teacher, student, random_tokens(8), cfg, tmp_path / "r", progress=False)
     after = _snapshot(student)
     changed = {k for k in before if not torch.equal(before[k], after[k])}
-    expected = set(distill.layer_trainable_names(student, 1))
+    expected = set(layer_trainable_names(student, 1))
     assert expected == {
         f"encoder.layer.1.attention.self.{m}.{p}" for m in ("query", "key", "value") for p in ("weight", "bias")
     } | {f"encoder.layer.1.attention.self.inhibitor.{p}" for p in ("gamma", "eta", "delta")}
@@ -87,10 +98,10 @@ def test_layerwise_trains_only_current_layer_qkv_and_inhibitor(tmp_path):
 
 def test_layerwise_distilbert_excludes_out_lin(tmp_path):
     student = to_inhibitor(make_teacher("distilbert"))
-    names = distill.layer_trainable_names(student, 0)
+    names = layer_trainable_names(student, 0)
     assert any(".q_lin." in n for n in names) and not any("out_lin" in n for n in names)
     with pytest.raises(ValueError, match="layer 5 does not exist: the model has 2 layers"):
-        distill.layer_trainable_names(student, 5)
+        layer_trainable_names(student, 5)
 
 
 def test_layer_frozen_after_its_phase(tmp_path):
@@ -98,11 +109,11 @@ def test_layer_frozen_after_its_phase(tmp_path):
     teacher = make_teacher()
     data = random_tokens(8)
     s1, s2 = to_inhibitor(teacher), to_inhibitor(teacher)
-    distill.distill_layerwise(teacher, s1, data, default_config("layerwise", max_steps=3, layers=(0,), **FULL_BATCH),
-                              tmp_path / "a", progress=False)
-    distill.distill_layerwise(teacher, s2, data, default_config("layerwise", max_steps=3, **FULL_BATCH),
-                              tmp_path / "b", progress=False)
-    for n in distill.layer_trainable_names(s1, 0):
+    distill_layerwise(teacher, s1, data, default_config("layerwise", max_steps=3, layers=(0,), **FULL_BATCH),
+                      tmp_path / "a", progress=False)
+    distill_layerwise(teacher, s2, data, default_config("layerwise", max_steps=3, **FULL_BATCH),
+                      tmp_path / "b", progress=False)
+    for n in layer_trainable_names(s1, 0):
         assert torch.equal(s1.state_dict()[n], s2.state_dict()[n]), n
 
 
@@ -110,7 +121,7 @@ def test_layerwise_teacher_input_mode(tmp_path):
     teacher = make_teacher()
     student = to_inhibitor(teacher)
     cfg = default_config("layerwise", max_steps=4, lr=3e-3, layer_input="teacher", **FULL_BATCH)
-    hist = distill.distill_layerwise(teacher, student, random_tokens(8), cfg, tmp_path / "r", progress=False)
+    hist = distill_layerwise(teacher, student, random_tokens(8), cfg, tmp_path / "r", progress=False)
     l1 = [r["loss"] for r in hist if r["layer"] == 1]
     assert l1[-1] < l1[0]
 
@@ -120,40 +131,40 @@ def test_full_lowers_loss(kind, tmp_path):
     teacher = make_teacher(kind)
     student = to_inhibitor(teacher)
     cfg = default_config("full", max_steps=8, lr=3e-3, **FULL_BATCH)
-    hist = distill.distill_full(teacher, student, random_tokens(8), cfg, tmp_path / "r", progress=False)
+    hist = distill_full(teacher, student, random_tokens(8), cfg, tmp_path / "r", progress=False)
     assert hist[-1]["loss"] < 0.7 * hist[0]["loss"]
     assert set(hist[0]) >= {"loss", "hidden_mse", "lr", "epoch", "step", "grad_norm"}
 
 
 def test_task_kd_lowers_loss(tmp_path):
     teacher = make_classifier("bert", num_labels=3, seed=1)
-    student = distill.classifier_student(make_teacher("bert"), num_labels=3)
+    student = classifier_student(make_teacher("bert"), num_labels=3)
     cfg = default_config("task", max_steps=8, lr=3e-3, **FULL_BATCH)
     assert (cfg.temperature, cfg.alpha_kd, cfg.alpha_hidden) == (4.0, 0.5, 0.5)
-    hist = distill.distill_task(teacher, student, random_tokens(8, labels=3), cfg, tmp_path / "r", progress=False)
+    hist = distill_task(teacher, student, random_tokens(8, labels=3), cfg, tmp_path / "r", progress=False)
     assert hist[-1]["loss"] < 0.8 * hist[0]["loss"]
     assert hist[-1]["kd"] < hist[0]["kd"] and {"kd", "hidden_mse"} <= set(hist[0])
 
 
 def test_task_kd_label_mismatch(tmp_path):
     teacher = make_classifier("bert", num_labels=3)
-    student = distill.classifier_student(make_teacher("bert"), num_labels=2)
+    student = classifier_student(make_teacher("bert"), num_labels=2)
     with pytest.raises(ValueError, match="teacher has 3 labels, student 2"):
-        distill.distill_task(teacher, student, random_tokens(8, labels=2), default_config("task"), tmp_path / "r")
+        distill_task(teacher, student, random_tokens(8, labels=2), default_config("task"), tmp_path / "r")
 
 
 @pytest.mark.parametrize("kind", ["bert", "distilbert"])
 def test_finetune_lowers_loss(kind, tmp_path):
-    student = distill.classifier_student(make_teacher(kind), num_labels=2)
+    student = classifier_student(make_teacher(kind), num_labels=2)
     cfg = default_config("finetune", max_steps=8, lr=3e-3, **FULL_BATCH)
-    hist = distill.finetune(student, random_tokens(8, labels=2), cfg, tmp_path / "r", progress=False)
+    hist = finetune(student, random_tokens(8, labels=2), cfg, tmp_path / "r", progress=False)
     assert hist[-1]["ce"] < 0.7 * hist[0]["ce"]
 
 
 def test_finetune_needs_labels(tmp_path):
-    student = distill.classifier_student(make_teacher(), num_labels=2)
+    student = classifier_student(make_teacher(), num_labels=2)
     with pytest.raises(ValueError, match="fine-tuning needs labelled data"):
-        distill.finetune(student, random_tokens(8), default_config("finetune"), tmp_path / "r")
+        finetune(student, random_tokens(8), default_config("finetune"), tmp_path / "r")
 
 
 def test_qat_lowers_loss(tmp_path):
@@ -177,8 +188,8 @@ def test_qat_lowers_loss(tmp_path):
         return qat.to_qat(model, lqs, inplace=True)
 
     cfg = default_config("qat", max_steps=6, lr=3e-3, **FULL_BATCH)
-    hist = distill.finetune_qat(student, data, cfg, tmp_path / "r", fake_quant=fake_quant, teacher=teacher,
-                                progress=False)
+    hist = finetune_qat(student, data, cfg, tmp_path / "r", fake_quant=fake_quant, teacher=teacher,
+                        progress=False)
     assert hist[-1]["loss"] < hist[0]["loss"]
     assert (tmp_path / "r" / "student" / "model.safetensors").is_file()
 
@@ -197,17 +208,17 @@ def test_resume_is_bit_identical(stop, tmp_path):
     teacher = make_teacher(**kw)
 
     ref_student = to_inhibitor(teacher)
-    ref = distill.distill_layerwise(teacher, ref_student, data, cfg, tmp_path / "ref", progress=False)
+    ref = distill_layerwise(teacher, ref_student, data, cfg, tmp_path / "ref", progress=False)
 
     student = to_inhibitor(teacher)
-    part = distill.distill_layerwise(teacher, student, data, cfg, tmp_path / "run", progress=False,
-                                     stop_after_steps=stop)
+    part = distill_layerwise(teacher, student, data, cfg, tmp_path / "run", progress=False,
+                             stop_after_steps=stop)
     assert len(part) == stop
     assert not (tmp_path / "run" / "student").exists()  # not finished: no final student
     fresh = to_inhibitor(teacher)  # a new process would rebuild the model from scratch
-    done = distill.distill_layerwise(teacher, fresh, data, cfg, tmp_path / "run", progress=False, resume=True)
+    done = distill_layerwise(teacher, fresh, data, cfg, tmp_path / "run", progress=False, resume=True)
     assert [r["loss"] for r in done] == [r["loss"] for r in ref]
-    assert [r["step"] for r in distill.read_metrics(tmp_path / "run" / "metrics.jsonl")] == list(range(1, 9))
+    assert [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")] == list(range(1, 9))
     for k, v in ref_student.state_dict().items():
         assert torch.equal(v, fresh.state_dict()[k]), k
 
@@ -216,7 +227,7 @@ def test_checkpoint_files_are_safetensors_and_json(tmp_path):
     teacher = make_teacher()
     cfg = default_config("full", max_steps=2, checkpoint_every=1, keep_checkpoints=1, **{
         k: v for k, v in FULL_BATCH.items() if k != "checkpoint_every"})
-    distill.distill_full(teacher, to_inhibitor(teacher), random_tokens(8), cfg, tmp_path / "r", progress=False)
+    distill_full(teacher, to_inhibitor(teacher), random_tokens(8), cfg, tmp_path / "r", progress=False)
     ckpts = sorted((tmp_path / "r" / "checkpoints").iterdir())
     assert [c.name for c in ckpts] == ["step-0000002"]  # keep_checkpoints=1
     files = sorted(p.name for p in ckpts[0].iterdir())
@@ -239,49 +250,49 @@ def _quick(tmp_path, name="r", **kw):
 
 def test_refuses_to_overwrite_a_run(tmp_path):
     teacher, cfg, out = _quick(tmp_path)
-    distill.distill_full(teacher, to_inhibitor(teacher), random_tokens(8), cfg, out, progress=False)
+    distill_full(teacher, to_inhibitor(teacher), random_tokens(8), cfg, out, progress=False)
     before = (out / "metrics.jsonl").read_text()
-    with pytest.raises(distill.CheckpointError, match="already holds a run .* resume it \\(--resume\\)"):
-        distill.distill_full(teacher, to_inhibitor(teacher), random_tokens(8), cfg, out, progress=False)
+    with pytest.raises(CheckpointError, match="already holds a run .* resume it \\(--resume\\)"):
+        distill_full(teacher, to_inhibitor(teacher), random_tokens(8), cfg, out, progress=False)
     assert (out / "metrics.jsonl").read_text() == before
 
 
 def test_resume_without_checkpoint(tmp_path):
     teacher, cfg, out = _quick(tmp_path)
-    with pytest.raises(distill.CheckpointError, match="nothing to resume: .* has no checkpoints/step-"):
-        distill.distill_full(teacher, to_inhibitor(teacher), random_tokens(8), cfg, out, resume=True)
-    with pytest.raises(distill.CheckpointError, match="checkpoint '.*nowhere' does not exist"):
-        distill.distill_full(teacher, to_inhibitor(teacher), random_tokens(8), cfg, out, resume=tmp_path / "nowhere")
+    with pytest.raises(CheckpointError, match="nothing to resume: .* has no checkpoints/step-"):
+        distill_full(teacher, to_inhibitor(teacher), random_tokens(8), cfg, out, resume=True)
+    with pytest.raises(CheckpointError, match="checkpoint '.*nowhere' does not exist"):
+        distill_full(teacher, to_inhibitor(teacher), random_tokens(8), cfg, out, resume=tmp_path / "nowhere")
 
 
 def test_resume_with_other_config_or_recipe_or_model(tmp_path):
     teacher, cfg, out = _quick(tmp_path)
-    distill.distill_full(teacher, to_inhibitor(teacher), random_tokens(8), cfg, out, progress=False,
-                         stop_after_steps=1)
+    distill_full(teacher, to_inhibitor(teacher), random_tokens(8), cfg, out, progress=False,
+                 stop_after_steps=1)
     other = default_config("full", max_steps=2, **{**FULL_BATCH, "lr": 1e-3})
-    with pytest.raises(distill.CheckpointError, match=r"configuration differs \(lr: checkpoint 0.0003 vs now 0.001\)"):
-        distill.distill_full(teacher, to_inhibitor(teacher), random_tokens(8), other, out, resume=True)
+    with pytest.raises(CheckpointError, match=r"configuration differs \(lr: checkpoint 0.0003 vs now 0.001\)"):
+        distill_full(teacher, to_inhibitor(teacher), random_tokens(8), other, out, resume=True)
     lw = default_config("layerwise", max_steps=2, **FULL_BATCH)
-    with pytest.raises(distill.CheckpointError, match="written by recipe 'full', this run is 'layerwise'"):
-        distill.distill_layerwise(teacher, to_inhibitor(teacher), random_tokens(8), lw, out, resume=True)
+    with pytest.raises(CheckpointError, match="written by recipe 'full', this run is 'layerwise'"):
+        distill_layerwise(teacher, to_inhibitor(teacher), random_tokens(8), lw, out, resume=True)
     wide = make_teacher(intermediate_size=48)
-    with pytest.raises(distill.CheckpointError, match="student architecture differs .*intermediate.dense"):
-        distill.distill_full(wide, to_inhibitor(wide), random_tokens(8), cfg, out, resume=True)
+    with pytest.raises(CheckpointError, match="student architecture differs .*intermediate.dense"):
+        distill_full(wide, to_inhibitor(wide), random_tokens(8), cfg, out, resume=True)
     # The run folder is untouched by the refusals.
-    assert len(distill.read_metrics(out / "metrics.jsonl")) == 1
+    assert len(read_metrics(out / "metrics.jsonl")) == 1
 
 
 def test_damaged_checkpoint(tmp_path):
     teacher, cfg, out = _quick(tmp_path)
-    distill.distill_full(teacher, to_inhibitor(teacher), random_tokens(8), cfg, out, progress=False,
-                         stop_after_steps=1)
-    ckpt = distill.latest_checkpoint(out)
+    distill_full(teacher, to_inhibitor(teacher), random_tokens(8), cfg, out, progress=False,
+                 stop_after_steps=1)
+    ckpt = latest_checkpoint(out)
     (ckpt / "trainer.json").write_text("{not json")
-    with pytest.raises(distill.CheckpointError, match="trainer.json is damaged"):
-        distill.distill_full(teacher, to_inhibitor(teacher), random_tokens(8), cfg, out, resume=True)
+    with pytest.raises(CheckpointError, match="trainer.json is damaged"):
+        distill_full(teacher, to_inhibitor(teacher), random_tokens(8), cfg, out, resume=True)
     (ckpt / "trainer.json").write_text(json.dumps({"format": "something else"}))
-    with pytest.raises(distill.CheckpointError, match="not an Inhibitron distillation checkpoint"):
-        distill.distill_full(teacher, to_inhibitor(teacher), random_tokens(8), cfg, out, resume=ckpt)
+    with pytest.raises(CheckpointError, match="not an Inhibitron distillation checkpoint"):
+        distill_full(teacher, to_inhibitor(teacher), random_tokens(8), cfg, out, resume=ckpt)
 
 
 def test_config_validation():
@@ -311,15 +322,15 @@ def test_paper_defaults():
 
 
 def test_lr_schedule_and_batch_errors(tmp_path):
-    assert distill.lr_factor(0, 100, 0.05, "linear") == 0.0
-    assert distill.lr_factor(5, 100, 0.05, "linear") == 1.0
-    assert distill.lr_factor(100, 100, 0.05, "cosine") == 0.0
+    assert lr_factor(0, 100, 0.05, "linear") == 0.0
+    assert lr_factor(5, 100, 0.05, "linear") == 1.0
+    assert lr_factor(100, 100, 0.05, "cosine") == 0.0
     teacher = make_teacher()
     with pytest.raises(ValueError, match="training data has 3 sequences, fewer than one batch"):
-        distill.distill_full(teacher, to_inhibitor(teacher), random_tokens(3), default_config("full"),
+        distill_full(teacher, to_inhibitor(teacher), random_tokens(3), default_config("full"),
                              tmp_path / "r", progress=False)
     with pytest.raises(ValueError, match="config is for recipe 'full'; use default_config\\('layerwise'\\)"):
-        distill.distill_layerwise(teacher, to_inhibitor(teacher), random_tokens(8), default_config("full"),
+        distill_layerwise(teacher, to_inhibitor(teacher), random_tokens(8), default_config("full"),
                                   tmp_path / "r2")
     with pytest.raises(TypeError, match="no inhibitor attention"):
-        distill.distill_full(teacher, make_teacher(), random_tokens(8), default_config("full"), tmp_path / "r3")
+        distill_full(teacher, make_teacher(), random_tokens(8), default_config("full"), tmp_path / "r3")

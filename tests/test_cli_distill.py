@@ -12,10 +12,10 @@ from inhibitron.commands import distill as distill_cmd
 from inhibitron.commands import report as report_cmd
 from inhibitron.model.corpus import CorpusError
 from inhibitron.model.data import LabelledDataError
-from inhibitron.model.distill import CheckpointError
+from inhibitron.model.train_checkpoint import CheckpointError
 from inhibitron.model.surgery import ModelFolderError, load_teacher
 
-from .conftest import make_classifier, make_teacher
+from tiny_models import make_classifier, make_teacher
 
 SHORT = ["--max-steps", "2", "--max-sequences", "8", "--batch-size", "4", "--grad-accum", "1",
          "--max-length", "32", "--no-progress"]

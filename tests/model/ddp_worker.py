@@ -10,12 +10,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: tests.distill.conftest
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: tiny_models
 
-from inhibitron.model import ddp, distill  # noqa: E402
-from inhibitron.model.recipes import default_config  # noqa: E402
+from inhibitron.model import ddp  # noqa: E402
+from inhibitron.model.recipes import default_config, distill_full, distill_layerwise  # noqa: E402
 from inhibitron.model.surgery import to_inhibitor  # noqa: E402
-from tests.distill.conftest import make_teacher, random_tokens  # noqa: E402
+from tiny_models import make_teacher, random_tokens  # noqa: E402
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def _one(recipe: str, out: Path, env) -> None:
     extra = {"fit_eta": False} if recipe == "layerwise" else {}
     cfg = default_config(recipe, max_steps=3, batch_size=4, grad_accum=2, lr=3e-3, warmup_ratio=0.0,
                          checkpoint_every=0, **extra)
-    fn = distill.distill_layerwise if recipe == "layerwise" else distill.distill_full
+    fn = distill_layerwise if recipe == "layerwise" else distill_full
     data = random_tokens(16, seed=3, min_len=12, max_len=12)
     hist = fn(teacher, student, data, cfg, out / recipe, env=env, progress=False)
     if env.is_main:

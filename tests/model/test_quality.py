@@ -9,7 +9,7 @@ from inhibitron.model import quality
 from inhibitron.model.data import heldout_sentences
 from inhibitron.model.surgery import load_teacher, to_inhibitor
 
-from .conftest import make_classifier, make_teacher, random_tokens
+from tiny_models import make_classifier, make_teacher, random_tokens
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,66 @@
+"""Tiny random BERT/DistilBERT teachers, classifiers and token datasets, shared by the tests.
+
+Imported as ``from tiny_models import ...`` (``tests/`` is on ``sys.path``
+under pytest: ``tests/conftest.py`` puts it there). Models have 2 layers,
+4 heads, hidden size 32 and a 97-token vocabulary ([PAD]=0, [CLS]=1,
+[SEP]=2), no dropout; importing this module sets torch to one thread.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+torch.set_num_threads(1)
+
+
+def tiny_bert_config(**kw):
+    from transformers import BertConfig
+
+    base = dict(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
+                attention_probs_dropout_prob=0.0, initializer_range=0.2, pad_token_id=0)
+    base.update(kw)
+    return BertConfig(**base)
+
+
+def tiny_distilbert_config(**kw):
+    from transformers import DistilBertConfig
+
+    base = dict(vocab_size=97, dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=64,
+                dropout=0.0, attention_dropout=0.0, initializer_range=0.2, pad_token_id=0)
+    base.update(kw)
+    return DistilBertConfig(**base)
+
+
+def make_teacher(kind: str = "bert", seed: int = 0, **kw):
+    from transformers import BertModel, DistilBertModel
+
+    torch.manual_seed(seed)
+    if kind == "bert":
+        return BertModel(tiny_bert_config(**kw)).eval()
+    return DistilBertModel(tiny_distilbert_config(**kw)).eval()
+
+
+def make_classifier(kind: str = "bert", num_labels: int = 2, seed: int = 0, **kw):
+    from transformers import BertForSequenceClassification, DistilBertForSequenceClassification
+
+    torch.manual_seed(seed)
+    if kind == "bert":
+        return BertForSequenceClassification(tiny_bert_config(num_labels=num_labels, **kw)).eval()
+    return DistilBertForSequenceClassification(tiny_distilbert_config(num_labels=num_labels, **kw)).eval()
+
+
+def random_tokens(n: int, seed: int = 0, *, min_len: int = 5, max_len: int = 20, labels: int | None = None):
+    """A TokenDataset of ``n`` random sequences ([CLS]=1 ... [SEP]=2, ids 3..96)."""
+    from inhibitron.model.data import TokenDataset
+
+    rng = random.Random(seed)
+    ids = []
+    for _ in range(n):
+        L = rng.randint(min_len, max_len)
+        ids.append([1] + [rng.randint(3, 96) for _ in range(L - 2)] + [2])
+    lab = [rng.randint(0, labels - 1) for _ in range(n)] if labels else None
+    return TokenDataset(ids, None, lab, 0)
+
