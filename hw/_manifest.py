@@ -1,9 +1,9 @@
 """Read the core parameters of one layer from a quantized checkpoint's manifest.
 
-The checkpoint layout is :mod:`inhibitron.quant.export` (``manifest.json``
+The checkpoint layout is :mod:`inhibitron.quant.checkpoint` (``manifest.json``
 with ``format_version`` and ``layers[i].attention`` = ``LayerQuant.to_dict()``,
 ``layers[i].seq_len``). A directory or manifest path is loaded (and its file
-hashes verified) with :func:`inhibitron.quant.export.load_checkpoint`; a
+hashes verified) with :func:`inhibitron.quant.checkpoint.load_checkpoint`; a
 mapping is taken as the parsed manifest.
 """
 
@@ -26,7 +26,7 @@ def layer_quant(manifest, *, layer: int):
     FileNotFoundError
         ``manifest`` is a path that does not exist.
     """
-    from inhibitron.quant.export import FORMAT_VERSION, load_checkpoint
+    from inhibitron.quant.checkpoint import FORMAT_VERSION, load_checkpoint
     from inhibitron.quant.formats import LayerQuant
 
     if not isinstance(layer, int) or isinstance(layer, bool) or layer < 0:

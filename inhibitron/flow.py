@@ -242,7 +242,8 @@ def run_demo(config: DemoConfig) -> DemoResult:
     t = stage(3, f"calibration on {cfg.calib_sentences} real sentences, int{cfg.bits} quantization, export")
     from inhibitron.model.capture import tokenize
     from inhibitron.model.corpus import embedded_sentences
-    from inhibitron.quant.export import export_student, load_checkpoint
+    from inhibitron.quant.checkpoint import load_checkpoint
+    from inhibitron.quant.export import export_student
     from inhibitron.quant.formats import AttentionFormats
     from inhibitron.quant.qat import to_qat
 

@@ -16,7 +16,9 @@ the value's ``width``-bit two's complement::
 
 The bytes depend only on the arguments (no dates, no paths, ``\\n`` line
 ends): the same tensor gives the same file. :func:`read_memimage` reads it
-back (and is what testbenches can use).
+back (and is what testbenches can use). :func:`write_checkpoint_images` is
+the ``memimages`` exporter (:mod:`inhibitron.quant.exporters`): the images
+of every tensor an FPGA design preloads, per layer of a checkpoint.
 
 >>> text = memimage_text([-1, 5, -128], width=8, tensor="t")
 >>> text.splitlines()[-3:]
@@ -33,7 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["memimage_text", "read_memimage", "read_memimage_text", "write_memimage"]
+from .exporters import ExportJob, ExportResult
+from .projection import BIAS_BITS, PROJECTIONS
+
+__all__ = ["memimage_text", "read_memimage", "read_memimage_text", "write_checkpoint_images", "write_memimage"]
 
 _HEADER = "// inhibitron memory image"
 
@@ -148,3 +153,31 @@ def read_memimage(path: str | os.PathLike, *, width: int, signed: bool = True) -
     """Read a file written by :func:`write_memimage` (flat int64 array)."""
     path = Path(path)
     return read_memimage_text(path.read_text(encoding="ascii"), width=width, signed=signed, name=str(path))
+
+
+def write_checkpoint_images(job: ExportJob) -> ExportResult:
+    """The ``memimages`` exporter: ``mem/layer_XX/*.hex`` for every layer of ``job.checkpoint``.
+
+    Per layer: the four projection weights (``weight_bits`` words), their
+    biases (32-bit words) and the per-head thresholds at the core's register
+    width (signed ``theta_bits``). Returns the files and the manifest's
+    ``memory_images`` section (``path``, ``tensor``, ``width``, ``signed``,
+    ``depth``, ``shape`` per image).
+    """
+    entries = []
+    for layer in job.checkpoint.layers:
+        tensor_file = f"layer_{layer.index:02d}.safetensors"
+        folder = Path("mem") / tensor_file.split(".")[0]
+        items = []
+        for p in PROJECTIONS:
+            lin = layer.projections[p]
+            items.append((f"{p}.weight", lin.weight, lin.weight_bits))
+            if lin.bias is not None:
+                items.append((f"{p}.bias", lin.bias, BIAS_BITS))
+        # The threshold register of each head, at the core's width (signed z_bits + 1).
+        items.append(("attention.theta", layer.attention.theta, layer.attention.widths(layer.seq_len).theta_bits))
+        for name, values, width in items:
+            rel = folder / (name.replace(".", "_") + ".hex")
+            entry = write_memimage(job.out_dir / rel, values, width=width, tensor=f"{tensor_file}:{name}")
+            entries.append({"path": rel.as_posix(), **entry})
+    return ExportResult(files=tuple(e["path"] for e in entries), manifest={"memory_images": entries})

@@ -26,15 +26,22 @@ Where, Mod for the floor shift), saturation to the output format, and
 equals :func:`inhibitron.quant.golden.inhibitor_attention_int` bit for bit on
 the codes ``QuantizeLinear`` produced (tested); the key mask must be a prefix
 (valid length ``L = sum(mask)``), as in the hardware.
+
+:func:`onnx_files` builds both graphs of every layer of a student;
+:func:`write_onnx_graphs` is the ``onnx`` exporter
+(:mod:`inhibitron.quant.exporters`) that writes them into a checkpoint.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from .exporters import ExportJob, ExportResult
 
 __all__ = [
     "OPSET",
@@ -44,6 +51,8 @@ __all__ = [
     "save_model",
     "check_model",
     "run_model",
+    "onnx_files",
+    "write_onnx_graphs",
 ]
 
 #: ONNX default-domain opset of both graphs (21: int16 QuantizeLinear, per-axis QDQ).
@@ -356,3 +365,41 @@ def run_model(model, feeds: dict) -> list[np.ndarray]:
     opts.inter_op_num_threads = 1
     sess = ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
     return sess.run(None, feeds)
+
+
+def onnx_files(model, layer_quants: Sequence) -> tuple[dict[str, bytes], list[str]]:
+    """ONNX graphs of every layer: ``onnx/layer_XX_float.onnx`` and ``..._qdq.onnx``.
+
+    Parameters
+    ----------
+    model : a student of :func:`inhibitron.model.surgery.to_inhibitor`
+    layer_quants : sequence of LayerQuant, one per layer
+
+    Returns ``(files, notes)``; a QDQ graph is skipped (with a note) when a
+    format is wider than QuantizeLinear supports.
+    """
+    from inhibitron.model.surgery import iter_inhibitors
+
+    files, notes = {}, []
+    for (i, inhib), lq in zip(iter_inhibitors(model), layer_quants):
+        fg = float_graph(inhib, name=f"layer_{i:02d}_float")
+        check_model(fg)
+        files[f"onnx/layer_{i:02d}_float.onnx"] = fg.SerializeToString(deterministic=True)
+        try:
+            qg = qdq_graph(lq, name=f"layer_{i:02d}_qdq")
+        except ValueError as exc:
+            notes.append(f"layer {i}: no QDQ graph: {exc}")
+            continue
+        check_model(qg)
+        files[f"onnx/layer_{i:02d}_qdq.onnx"] = qg.SerializeToString(deterministic=True)
+    return files, notes
+
+
+def write_onnx_graphs(job: ExportJob) -> ExportResult:
+    """The ``onnx`` exporter: :func:`onnx_files` of ``job.model`` with the checkpoint's records."""
+    files, notes = onnx_files(job.model, job.checkpoint.layer_quants)
+    for rel, data in files.items():
+        path = job.out_dir / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return ExportResult(files=tuple(files), notes=tuple(notes))

@@ -16,16 +16,16 @@ from inhibitron.cli import UserError
 from inhibitron.commands import export as export_cmd
 from inhibitron.model.surgery import iter_inhibitors, to_inhibitor
 from inhibitron.quant.calibrate import FormatTooNarrowError
-from inhibitron.quant.export import (
+from inhibitron.quant.calibrate_model import calibrate_student
+from inhibitron.quant.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
-    build_checkpoint,
-    calibrate_student,
     canonical_json,
-    export_student,
     load_checkpoint,
     write_checkpoint,
 )
+from inhibitron.quant.export import export_student
+from inhibitron.quant.projection import build_checkpoint
 from inhibitron.quant.formats import AttentionFormats
 from inhibitron.quant.qat import to_qat
 
@@ -208,7 +208,7 @@ def test_nan_or_inf_weight_names_the_tensor(tmp_path, value):
 
 
 def test_nan_bias_names_the_tensor_in_build(student):
-    from inhibitron.quant.export import quantize_linear
+    from inhibitron.quant.projection import quantize_linear
 
     lin = torch.nn.Linear(4, 3)
     with torch.no_grad():
@@ -311,7 +311,7 @@ def test_missing_file_is_named(exported, tmp_path):
 
 
 def edit_manifest(path: Path, fn, *, rehash: bool):
-    from inhibitron.quant.export import _content_hash
+    from inhibitron.quant.checkpoint import _content_hash
 
     mpath = path / "manifest.json"
     m = json.loads(mpath.read_text())
