@@ -17,10 +17,10 @@ name            default   writes (module that owns the format)
 ==============  ========  ==================================================================
 ``checkpoint``  always    ``layer_XX.safetensors`` and the manifest's ``layers``
                           (:mod:`inhibitron.quant.checkpoint`)
-``memimages``   yes       ``mem/layer_XX/*.hex`` ``$readmemh`` images and the manifest's
-                          ``memory_images`` (:mod:`inhibitron.quant.memimage`)
 ``onnx``        yes       ``onnx/layer_XX_float.onnx``, ``onnx/layer_XX_qdq.onnx``
                           (:mod:`inhibitron.quant.onnx_export`); needs the PyTorch student
+``memimages``   yes       ``mem/layer_XX/*.hex`` ``$readmemh`` images and the manifest's
+                          ``memory_images`` (:mod:`inhibitron.quant.memimage`)
 ==============  ========  ==================================================================
 
 Adding a format
@@ -219,15 +219,15 @@ def _checkpoint(job: ExportJob) -> ExportResult:
     return write_layer_tensors(job)
 
 
-@register("memimages", help="$readmemh memory images")
-def _memimages(job: ExportJob) -> ExportResult:
-    from .memimage import write_checkpoint_images
-
-    return write_checkpoint_images(job)
-
-
 @register("onnx", help="the ONNX graphs", needs_model=True)
 def _onnx(job: ExportJob) -> ExportResult:
     from .onnx_export import write_onnx_graphs
 
     return write_onnx_graphs(job)
+
+
+@register("memimages", help="$readmemh memory images")
+def _memimages(job: ExportJob) -> ExportResult:
+    from .memimage import write_checkpoint_images
+
+    return write_checkpoint_images(job)

@@ -2,13 +2,17 @@
 
 The checkpoint directory holds ``manifest.json``, integer tensors in
 safetensors, ONNX graphs (float and QDQ) of every layer's attention and
-``$readmemh`` memory images (see ``docs/export.md``).
+``$readmemh`` memory images (see ``docs/export.md``). The format flags
+(``--no-onnx``, ``--no-memimages``, ...) come from the exporter registry,
+:mod:`inhibitron.quant.exporters`.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+
+from inhibitron.quant.exporters import exporters  # the registry only: no torch, no numpy
 
 HELP = "calibrate on real text and write a quantized checkpoint (safetensors + ONNX + memory images)"
 
@@ -57,9 +61,26 @@ def register(subparsers) -> None:
                         "serves the layer, r is a run-time descriptor field), one (a, b, r) per layer, "
                         "or all per head")
     p.add_argument("--seed", type=int, default=0, help="seed of the sentence sample")
-    p.add_argument("--no-onnx", action="store_true", help="do not write the ONNX graphs")
-    p.add_argument("--no-memimages", action="store_true", help="do not write $readmemh memory images")
+    for exporter in exporters():  # one flag per optional format of the registry
+        if exporter.required:
+            continue
+        if exporter.default:
+            p.add_argument(f"--no-{exporter.name}", action="store_true", help=f"do not write {exporter.help}")
+        else:
+            p.add_argument(f"--{exporter.name}", action="store_true", help=f"also write {exporter.help}")
     p.set_defaults(func=run)
+
+
+def _export_formats(args) -> tuple[str, ...]:
+    """The optional formats the flags select, in registry order."""
+    chosen = []
+    for exporter in exporters():
+        dest = exporter.name.replace("-", "_")
+        if exporter.required:
+            continue
+        if (not getattr(args, f"no_{dest}")) if exporter.default else getattr(args, dest):
+            chosen.append(exporter.name)
+    return tuple(chosen)
 
 
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
@@ -158,8 +179,8 @@ def run(args) -> int:
             path, cal = export_student(
                 student, out, input_ids=input_ids, attention_mask=attention_mask, formats=formats,
                 weight_bits=args.bits, act_bits=args.bits, seq_len=args.max_length, observer=args.observer,
-                shared_shifts=_SHIFTS[args.shifts], onnx=not args.no_onnx,
-                memory_images=not args.no_memimages, force=args.force, progress=True,
+                shared_shifts=_SHIFTS[args.shifts], export_formats=_export_formats(args),
+                force=args.force, progress=True,
                 calibration_notes={"corpus": "embedded (pydoc_data.topics)", "seed": args.seed,
                                    "model": str(args.model) if args.model else "embedded all-MiniLM-L6-v2"},
             )
