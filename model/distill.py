@@ -18,7 +18,13 @@ from __future__ import annotations
 
 from .classifier import classifier_student, load_classifier
 from .losses import LossTerm, layer_trainable_names
-from .recipes import distill_full, distill_layerwise, distill_task, finetune, finetune_qat
+from .recipes import (
+    distill_full,
+    distill_layerwise,
+    distill_task,
+    finetune,
+    finetune_qat,
+)
 from .schedule import lr_factor, phase_steps
 from .train_checkpoint import CheckpointError, latest_checkpoint
 from .train_metrics import plot_losses, read_metrics
@@ -26,8 +32,8 @@ from .training import Phase, train
 
 __all__ = [
     "CheckpointError",
-    "Phase",
     "LossTerm",
+    "Phase",
     "classifier_student",
     "distill_full",
     "distill_layerwise",

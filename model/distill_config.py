@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from typing import Any
 
 __all__ = ["SCHEDULES", "DistillConfig"]
 
@@ -111,7 +112,8 @@ class DistillConfig:
         def bad(name, what):
             raise ValueError(f"{name} must be {what}, not {getattr(self, name)!r}")
 
-        from .recipes import recipe_names  # the registry (torch-free); imports this module
+        # The registry (torch-free); it imports this module, hence the late import.
+        from .recipes import recipe_names
 
         if self.recipe not in recipe_names():
             bad("recipe", f"one of {recipe_names()}")
@@ -165,7 +167,7 @@ class DistillConfig:
         return d
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "DistillConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> DistillConfig:
         """Inverse of :meth:`to_dict`; unknown keys are an error."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
@@ -179,7 +181,7 @@ class DistillConfig:
     #: Fields that do not change the training trajectory (may differ on resume).
     RUNTIME_FIELDS = ("log_every", "checkpoint_every", "keep_checkpoints")
 
-    def trajectory_diff(self, other: "DistillConfig") -> list[str]:
+    def trajectory_diff(self, other: DistillConfig) -> list[str]:
         """Names of the fields that differ and would change the training trajectory."""
         return [
             f.name for f in fields(self)

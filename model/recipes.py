@@ -54,9 +54,9 @@ from .distill_config import SCHEDULES, DistillConfig
 
 __all__ = [
     "REGISTRY",
-    "Recipe",
-    "DistillConfig",
     "SCHEDULES",
+    "DistillConfig",
+    "Recipe",
     "default_config",
     "distill_full",
     "distill_layerwise",
@@ -197,8 +197,8 @@ def _expect(config: DistillConfig, recipe: str) -> None:
     "layerwise", source="Exp. 1a", data="text", int8_fidelity=True,
     # KD_weight_init/weights_init.ipynb: EPOCHS=2 per layer, BATCH_SIZE=8,
     # gradient_accumulation_steps=4, LEARNING_RATE=5e-4, cosine, warmup_ratio=0.05, seed 42.
-    defaults=dict(epochs=2.0, batch_size=8, grad_accum=4, lr=5e-4, weight_decay=0.0,
-                  warmup_ratio=0.05, schedule="cosine"),
+    defaults={"epochs": 2.0, "batch_size": 8, "grad_accum": 4, "lr": 5e-4, "weight_decay": 0.0,
+              "warmup_ratio": 0.05, "schedule": "cosine"},
 )
 def distill_layerwise(teacher, student, data, config: DistillConfig, out_dir, *,
                       tokenizer=None, env=None, resume=False, stop_after_steps=None, progress=True,
@@ -254,8 +254,8 @@ def distill_layerwise(teacher, student, data, config: DistillConfig, out_dir, *,
     "full", source="Exp. 1b", data="text", int8_fidelity=True,
     # KD_weight_init/iDistilbert_weights_init.ipynb: EPOCHS=3, BATCH_SIZE=8,
     # gradient_accumulation_steps=32, LEARNING_RATE=3e-4, cosine, warmup_ratio=0.05, seed 42.
-    defaults=dict(epochs=3.0, batch_size=8, grad_accum=32, lr=3e-4, weight_decay=0.0,
-                  warmup_ratio=0.05, schedule="cosine"),
+    defaults={"epochs": 3.0, "batch_size": 8, "grad_accum": 32, "lr": 3e-4, "weight_decay": 0.0,
+              "warmup_ratio": 0.05, "schedule": "cosine"},
 )
 def distill_full(teacher, student, data, config: DistillConfig, out_dir, *,
                  tokenizer=None, env=None, resume=False, stop_after_steps=None, progress=True,
@@ -277,8 +277,9 @@ def distill_full(teacher, student, data, config: DistillConfig, out_dir, *,
     "task", source="Exp. 2", data="labelled", classifier_teacher=True,
     # KD_task_specific/inhibit_bert/KD_iDistilbert_QNLI.ipynb (and QQP): temperature 4,
     # alpha_ce 0.5 / alpha_cos 0.5, EPOCHS=5, BATCH_SIZE=8, LEARNING_RATE=2e-5, linear, no warm-up.
-    defaults=dict(epochs=5.0, batch_size=8, grad_accum=1, lr=2e-5, weight_decay=0.0,
-                  warmup_ratio=0.0, schedule="linear", temperature=4.0, alpha_kd=0.5, alpha_hidden=0.5),
+    defaults={"epochs": 5.0, "batch_size": 8, "grad_accum": 1, "lr": 2e-5, "weight_decay": 0.0,
+              "warmup_ratio": 0.0, "schedule": "linear", "temperature": 4.0, "alpha_kd": 0.5,
+              "alpha_hidden": 0.5},
 )
 def distill_task(teacher, student, data, config: DistillConfig, out_dir, *,
                  tokenizer=None, env=None, resume=False, stop_after_steps=None, progress=True,
@@ -317,8 +318,8 @@ def distill_task(teacher, student, data, config: DistillConfig, out_dir, *,
     "finetune", source="Table 6", data="labelled",
     # KD_task_specific/inhibit_bert/FT_iDistilbert_GLUE.ipynb: EPOCHS=4, BATCH_SIZE=8,
     # LEARNING_RATE=2e-5, cosine, weight_decay=0.01, no warm-up.
-    defaults=dict(epochs=4.0, batch_size=8, grad_accum=1, lr=2e-5, weight_decay=0.01,
-                  warmup_ratio=0.0, schedule="cosine"),
+    defaults={"epochs": 4.0, "batch_size": 8, "grad_accum": 1, "lr": 2e-5, "weight_decay": 0.01,
+              "warmup_ratio": 0.0, "schedule": "cosine"},
 )
 def finetune(student, data, config: DistillConfig, out_dir, *, teacher=None, tokenizer=None, env=None,
              resume=False, stop_after_steps=None, progress=True, run_info=None) -> list[dict]:
@@ -344,8 +345,8 @@ def finetune(student, data, config: DistillConfig, out_dir, *, teacher=None, tok
     "qat", data="either", fake_quant=True,
     # Not in the paper, whose only quantization was post-training dynamic int8:
     # the fine-tuning settings with one epoch and a 5% warm-up for the fake-quant start.
-    defaults=dict(epochs=1.0, batch_size=8, grad_accum=1, lr=2e-5, weight_decay=0.01,
-                  warmup_ratio=0.05, schedule="cosine"),
+    defaults={"epochs": 1.0, "batch_size": 8, "grad_accum": 1, "lr": 2e-5, "weight_decay": 0.01,
+              "warmup_ratio": 0.05, "schedule": "cosine"},
 )
 def finetune_qat(student, data, config: DistillConfig, out_dir, *, fake_quant,
                  teacher=None, tokenizer=None, env=None, resume=False, stop_after_steps=None,

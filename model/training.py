@@ -76,7 +76,7 @@ class Phase:
     layer: int | None  # the layer trained (layer-wise), else None
     trainable: list[str]  # parameter names of the student that train
     loss: Callable[[dict[str, torch.Tensor]], dict[str, LossTerm]]  # batch -> terms
-    setup: Callable[[list[dict[str, torch.Tensor]], "ddp.DistEnv"], dict] | None = None
+    setup: Callable[[list[dict[str, torch.Tensor]], ddp.DistEnv], dict] | None = None
     # ``setup(batches, env) -> info``: runs once when the phase starts fresh (not on resume),
     # before its optimizer exists, on the local shards of the phase's first optimizer step.
 

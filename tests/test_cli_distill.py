@@ -12,8 +12,8 @@ from inhibitron.commands import distill as distill_cmd
 from inhibitron.commands import report as report_cmd
 from inhibitron.model.corpus import CorpusError
 from inhibitron.model.data import LabelledDataError
-from inhibitron.model.train_checkpoint import CheckpointError
 from inhibitron.model.surgery import ModelFolderError, load_teacher
+from inhibitron.model.train_checkpoint import CheckpointError
 
 from tiny_models import make_classifier, make_teacher
 
@@ -47,6 +47,43 @@ def folders(tmp_path_factory):
         f"{'a fine and charming film' if i % 2 else 'a dull and tedious plot'} number {i} .\t{i % 2}\n"
         for i in range(12)))
     return root
+
+
+def _recipe_action(parser_or_sub):
+    parser = argparse.ArgumentParser(prog="inhibitron")
+    sub = parser.add_subparsers(dest="command")
+    distill_cmd.register(sub)
+    (action,) = [a for a in sub.choices["distill"]._actions if a.dest == "recipe"]
+    return action
+
+
+def test_recipe_choices_and_help_come_from_the_registry():
+    from inhibitron.model.recipes import recipe_names
+
+    action = _recipe_action(None)
+    assert tuple(action.choices) == recipe_names()
+    assert action.help == "layerwise (Exp. 1a), full (Exp. 1b), task (Exp. 2), finetune (Table 6), qat"
+
+
+def test_a_registered_recipe_runs_from_the_cli(folders, tmp_path, monkeypatch):
+    """Adding a recipe is one registration: the CLI offers it, builds its models and data, and calls it."""
+    from inhibitron.model import recipes
+
+    monkeypatch.setattr(recipes, "REGISTRY", dict(recipes.REGISTRY))
+    seen = {}
+
+    @recipes.register("dummy", defaults={"epochs": 1.0, "batch_size": 4}, source="test")
+    def dummy(teacher, student, data, config, out_dir, **kw):
+        seen.update(teacher=teacher, student=student, data=data, config=config, out_dir=out_dir, **kw)
+        return []
+
+    assert "dummy" in _recipe_action(None).choices
+    assert "dummy (test)" in _recipe_action(None).help
+    assert cli("distill", "--recipe", "dummy", "--teacher", folders / "teacher", "--out", tmp_path / "d", *SHORT) == 0
+    assert seen["config"].recipe == "dummy" and seen["config"].max_steps == 2
+    assert len(seen["data"]) == 8 and seen["out_dir"] == str(tmp_path / "d")
+    assert hasattr(seen["teacher"], "encoder") and seen["tokenizer"] is not None
+    assert "fake_quant" not in seen
 
 
 def test_print_config(capsys):

@@ -14,13 +14,18 @@ import torch
 
 torch.set_num_threads(1)
 
+#: Full-batch training (one global batch = the whole data set): the loss of
+#: each step is the same objective, so "lowers its loss" is deterministic.
+FULL_BATCH = {"epochs": 100.0, "batch_size": 8, "grad_accum": 1, "warmup_ratio": 0.0, "schedule": "constant",
+              "checkpoint_every": 0}
+
 
 def tiny_bert_config(**kw):
     from transformers import BertConfig
 
-    base = dict(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
-                attention_probs_dropout_prob=0.0, initializer_range=0.2, pad_token_id=0)
+    base = {"vocab_size": 97, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "intermediate_size": 64, "max_position_embeddings": 64, "hidden_dropout_prob": 0.0,
+            "attention_probs_dropout_prob": 0.0, "initializer_range": 0.2, "pad_token_id": 0}
     base.update(kw)
     return BertConfig(**base)
 
@@ -28,8 +33,9 @@ def tiny_bert_config(**kw):
 def tiny_distilbert_config(**kw):
     from transformers import DistilBertConfig
 
-    base = dict(vocab_size=97, dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=64,
-                dropout=0.0, attention_dropout=0.0, initializer_range=0.2, pad_token_id=0)
+    base = {"vocab_size": 97, "dim": 32, "n_layers": 2, "n_heads": 4, "hidden_dim": 64,
+            "max_position_embeddings": 64, "dropout": 0.0, "attention_dropout": 0.0, "initializer_range": 0.2,
+            "pad_token_id": 0}
     base.update(kw)
     return DistilBertConfig(**base)
 
@@ -44,7 +50,10 @@ def make_teacher(kind: str = "bert", seed: int = 0, **kw):
 
 
 def make_classifier(kind: str = "bert", num_labels: int = 2, seed: int = 0, **kw):
-    from transformers import BertForSequenceClassification, DistilBertForSequenceClassification
+    from transformers import (
+        BertForSequenceClassification,
+        DistilBertForSequenceClassification,
+    )
 
     torch.manual_seed(seed)
     if kind == "bert":

@@ -174,7 +174,7 @@ def _run(args, config, env) -> int:
             data.token_type_ids = data.token_type_ids[: args.max_sequences]
         if data.labels is not None:
             data.labels = data.labels[: args.max_sequences]
-    n_batches, steps = phase_steps(config, len(data))
+    _, steps = phase_steps(config, len(data))
     if env.is_main:
         print(f"distill {config.recipe}: {len(data)} sequences, {steps} optimizer steps per phase "
               f"(batch {config.batch_size} x accum {config.grad_accum}, lr {config.lr:g}, "
@@ -185,7 +185,7 @@ def _run(args, config, env) -> int:
         scores["before"] = fidelity(teacher, student, held, tokenizer, max_length=config.max_length,
                                     progress=progress)
 
-    common = dict(tokenizer=tokenizer, env=env, resume=resume, progress=progress, run_info=run_info)
+    common = {"tokenizer": tokenizer, "env": env, "resume": resume, "progress": progress, "run_info": run_info}
     if recipe.fake_quant:
         common["fake_quant"] = _fake_quant_from_quant(student, data, config.max_length)
     history = recipe.function(teacher=teacher, student=student, data=data, config=config, out_dir=args.out,

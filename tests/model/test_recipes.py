@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from inhibitron.model.classifier import classifier_student
-from inhibitron.model.distill_config import DistillConfig
 from inhibitron.model.losses import layer_trainable_names, layerwise_loss
 from inhibitron.model.recipes import (
     default_config,
@@ -20,13 +19,9 @@ from inhibitron.model.recipes import (
 )
 from inhibitron.model.schedule import lr_factor
 from inhibitron.model.surgery import attention_modules, to_inhibitor
-from inhibitron.model.train_checkpoint import CheckpointError, latest_checkpoint
 from inhibitron.model.train_metrics import read_metrics
-from tiny_models import make_classifier, make_teacher, random_tokens
 
-# Full-batch training (one global batch = the whole data set): the loss of
-# each step is the same objective, so "lowers its loss" is deterministic.
-FULL_BATCH = dict(epochs=100.0, batch_size=8, grad_accum=1, warmup_ratio=0.0, schedule="constant", checkpoint_every=0)
+from tiny_models import FULL_BATCH, make_classifier, make_teacher, random_tokens
 
 
 def _snapshot(model):
@@ -169,8 +164,8 @@ def test_finetune_needs_labels(tmp_path):
 
 def test_qat_lowers_loss(tmp_path):
     qat = pytest.importorskip("inhibitron.quant.qat")
-    from inhibitron.quant.calibrate import fold_layer, observe_layer
     from inhibitron.model.capture import capture_qkv
+    from inhibitron.quant.calibrate import fold_layer, observe_layer
 
     teacher = make_teacher()
     student = to_inhibitor(teacher)
@@ -192,122 +187,6 @@ def test_qat_lowers_loss(tmp_path):
                         progress=False)
     assert hist[-1]["loss"] < hist[0]["loss"]
     assert (tmp_path / "r" / "student" / "model.safetensors").is_file()
-
-
-# ---------------------------------------------------------------------------
-# Resume
-# ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("stop", [3, 4])  # mid-phase, and exactly at the layer boundary
-def test_resume_is_bit_identical(stop, tmp_path):
-    """Interrupted + resumed == uninterrupted, with dropout active (RNG state restored)."""
-    kw = dict(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
-    cfg = default_config("layerwise", max_steps=4, batch_size=4, grad_accum=2, checkpoint_every=2)
-    data = random_tokens(24)
-    teacher = make_teacher(**kw)
-
-    ref_student = to_inhibitor(teacher)
-    ref = distill_layerwise(teacher, ref_student, data, cfg, tmp_path / "ref", progress=False)
-
-    student = to_inhibitor(teacher)
-    part = distill_layerwise(teacher, student, data, cfg, tmp_path / "run", progress=False,
-                             stop_after_steps=stop)
-    assert len(part) == stop
-    assert not (tmp_path / "run" / "student").exists()  # not finished: no final student
-    fresh = to_inhibitor(teacher)  # a new process would rebuild the model from scratch
-    done = distill_layerwise(teacher, fresh, data, cfg, tmp_path / "run", progress=False, resume=True)
-    assert [r["loss"] for r in done] == [r["loss"] for r in ref]
-    assert [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")] == list(range(1, 9))
-    for k, v in ref_student.state_dict().items():
-        assert torch.equal(v, fresh.state_dict()[k]), k
-
-
-def test_checkpoint_files_are_safetensors_and_json(tmp_path):
-    teacher = make_teacher()
-    cfg = default_config("full", max_steps=2, checkpoint_every=1, keep_checkpoints=1, **{
-        k: v for k, v in FULL_BATCH.items() if k != "checkpoint_every"})
-    distill_full(teacher, to_inhibitor(teacher), random_tokens(8), cfg, tmp_path / "r", progress=False)
-    ckpts = sorted((tmp_path / "r" / "checkpoints").iterdir())
-    assert [c.name for c in ckpts] == ["step-0000002"]  # keep_checkpoints=1
-    files = sorted(p.name for p in ckpts[0].iterdir())
-    assert files == ["model.safetensors", "optimizer.safetensors", "rng-rank0.safetensors", "trainer.json"]
-    meta = json.loads((ckpts[0] / "trainer.json").read_text())
-    assert meta["global_step"] == 2 and meta["recipe"] == "full"
-    assert DistillConfig.from_dict(meta["config"]) == cfg
-
-
-# ---------------------------------------------------------------------------
-# Bad input: nothing overwritten, incompatible resumes refused
-# ---------------------------------------------------------------------------
-
-
-def _quick(tmp_path, name="r", **kw):
-    teacher = make_teacher()
-    cfg = default_config("full", max_steps=2, **{**FULL_BATCH, **kw})
-    return teacher, cfg, tmp_path / name
-
-
-def test_refuses_to_overwrite_a_run(tmp_path):
-    teacher, cfg, out = _quick(tmp_path)
-    distill_full(teacher, to_inhibitor(teacher), random_tokens(8), cfg, out, progress=False)
-    before = (out / "metrics.jsonl").read_text()
-    with pytest.raises(CheckpointError, match="already holds a run .* resume it \\(--resume\\)"):
-        distill_full(teacher, to_inhibitor(teacher), random_tokens(8), cfg, out, progress=False)
-    assert (out / "metrics.jsonl").read_text() == before
-
-
-def test_resume_without_checkpoint(tmp_path):
-    teacher, cfg, out = _quick(tmp_path)
-    with pytest.raises(CheckpointError, match="nothing to resume: .* has no checkpoints/step-"):
-        distill_full(teacher, to_inhibitor(teacher), random_tokens(8), cfg, out, resume=True)
-    with pytest.raises(CheckpointError, match="checkpoint '.*nowhere' does not exist"):
-        distill_full(teacher, to_inhibitor(teacher), random_tokens(8), cfg, out, resume=tmp_path / "nowhere")
-
-
-def test_resume_with_other_config_or_recipe_or_model(tmp_path):
-    teacher, cfg, out = _quick(tmp_path)
-    distill_full(teacher, to_inhibitor(teacher), random_tokens(8), cfg, out, progress=False,
-                 stop_after_steps=1)
-    other = default_config("full", max_steps=2, **{**FULL_BATCH, "lr": 1e-3})
-    with pytest.raises(CheckpointError, match=r"configuration differs \(lr: checkpoint 0.0003 vs now 0.001\)"):
-        distill_full(teacher, to_inhibitor(teacher), random_tokens(8), other, out, resume=True)
-    lw = default_config("layerwise", max_steps=2, **FULL_BATCH)
-    with pytest.raises(CheckpointError, match="written by recipe 'full', this run is 'layerwise'"):
-        distill_layerwise(teacher, to_inhibitor(teacher), random_tokens(8), lw, out, resume=True)
-    wide = make_teacher(intermediate_size=48)
-    with pytest.raises(CheckpointError, match="student architecture differs .*intermediate.dense"):
-        distill_full(wide, to_inhibitor(wide), random_tokens(8), cfg, out, resume=True)
-    # The run folder is untouched by the refusals.
-    assert len(read_metrics(out / "metrics.jsonl")) == 1
-
-
-def test_damaged_checkpoint(tmp_path):
-    teacher, cfg, out = _quick(tmp_path)
-    distill_full(teacher, to_inhibitor(teacher), random_tokens(8), cfg, out, progress=False,
-                 stop_after_steps=1)
-    ckpt = latest_checkpoint(out)
-    (ckpt / "trainer.json").write_text("{not json")
-    with pytest.raises(CheckpointError, match="trainer.json is damaged"):
-        distill_full(teacher, to_inhibitor(teacher), random_tokens(8), cfg, out, resume=True)
-    (ckpt / "trainer.json").write_text(json.dumps({"format": "something else"}))
-    with pytest.raises(CheckpointError, match="not an Inhibitron distillation checkpoint"):
-        distill_full(teacher, to_inhibitor(teacher), random_tokens(8), cfg, out, resume=ckpt)
-
-
-def test_config_validation():
-    with pytest.raises(ValueError, match="recipe must be one of"):
-        default_config("bogus")
-    with pytest.raises(ValueError, match="unknown DistillConfig fields \\['learning_rate'\\]"):
-        default_config("full", learning_rate=1.0)
-    with pytest.raises(ValueError, match="batch_size must be a positive integer, not 0"):
-        default_config("full", batch_size=0)
-    with pytest.raises(ValueError, match="schedule must be one of"):
-        default_config("full", schedule="step")
-    with pytest.raises(ValueError, match="layers must be strictly increasing"):
-        default_config("layerwise", layers=(1, 0))
-    with pytest.raises(ValueError, match="alpha_kd and alpha_hidden are both 0"):
-        default_config("task", alpha_kd=0.0, alpha_hidden=0.0)
 
 
 def test_paper_defaults():
@@ -334,3 +213,76 @@ def test_lr_schedule_and_batch_errors(tmp_path):
                                   tmp_path / "r2")
     with pytest.raises(TypeError, match="no inhibitor attention"):
         distill_full(teacher, make_teacher(), random_tokens(8), default_config("full"), tmp_path / "r3")
+
+
+# ---------------------------------------------------------------------------
+# The registry
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    """A private copy of the recipe registry: registrations in a test do not leak."""
+    from inhibitron.model import recipes
+
+    monkeypatch.setattr(recipes, "REGISTRY", dict(recipes.REGISTRY))
+    return recipes
+
+
+def test_registry_lists_the_paper_recipes_in_order():
+    from inhibitron.model import recipes
+
+    assert recipes.recipe_names() == ("layerwise", "full", "task", "finetune", "qat")
+    assert recipes.RECIPES == recipes.recipe_names()
+    assert recipes.get_recipe("layerwise").function is distill_layerwise
+    assert recipes.get_recipe("finetune").function is finetune
+    assert recipes.PAPER_DEFAULTS["full"]["grad_accum"] == 32
+    assert [recipes.get_recipe(n).data for n in recipes.recipe_names()] == [
+        "text", "text", "labelled", "labelled", "either"]
+    with pytest.raises(ValueError, match=r"recipe must be one of \('layerwise', .*'qat'\), not 'bogus'"):
+        recipes.get_recipe("bogus")
+
+
+def test_a_registered_recipe_gets_a_default_config(registry):
+    @registry.register("dummy", defaults={"epochs": 0.5, "lr": 1e-3}, source="Exp. X")
+    def dummy(teacher, student, data, config, out_dir, **kw):
+        return []
+
+    assert registry.recipe_names()[-1] == "dummy"
+    assert registry.get_recipe("dummy").function is dummy and registry.get_recipe("dummy").source == "Exp. X"
+    cfg = default_config("dummy", max_steps=3)
+    assert (cfg.recipe, cfg.epochs, cfg.lr, cfg.max_steps) == ("dummy", 0.5, 1e-3, 3)
+
+
+def test_register_refuses_bad_recipes(registry):
+    def fn(**kw):
+        return []
+
+    with pytest.raises(ValueError, match="recipe 'full' is already registered"):
+        registry.register("full", defaults={})(fn)
+    with pytest.raises(ValueError, match="data must be one of .*, not 'images'"):
+        registry.register("x", defaults={}, data="images")(fn)
+    with pytest.raises(ValueError, match=r"defaults of recipe 'x' name unknown DistillConfig fields \['learning_rate'\]"):
+        registry.register("x", defaults={"learning_rate": 1.0})(fn)
+    with pytest.raises(ValueError, match="recipe name must be an identifier, not 'two words'"):
+        registry.register("two words", defaults={})(fn)
+    assert "x" not in registry.recipe_names()
+
+
+def test_registry_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, inhibitron.model.recipes as r; r.default_config('task'); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_distill_module_re_exports_the_api():
+    """``inhibitron.model.distill`` stays a one-import facade over the split modules."""
+    from inhibitron.model import distill, recipes, train_checkpoint, training
+
+    assert distill.distill_layerwise is recipes.distill_layerwise
+    assert distill.CheckpointError is train_checkpoint.CheckpointError
+    assert distill.train is training.train
+    assert all(hasattr(distill, name) for name in distill.__all__)
