@@ -49,7 +49,8 @@ def folders(tmp_path_factory):
     return root
 
 
-def _recipe_action(parser_or_sub):
+def _recipe_action():
+    """The ``--recipe`` argument of a freshly built ``distill`` parser."""
     parser = argparse.ArgumentParser(prog="inhibitron")
     sub = parser.add_subparsers(dest="command")
     distill_cmd.register(sub)
@@ -60,7 +61,7 @@ def _recipe_action(parser_or_sub):
 def test_recipe_choices_and_help_come_from_the_registry():
     from inhibitron.model.recipes import recipe_names
 
-    action = _recipe_action(None)
+    action = _recipe_action()
     assert tuple(action.choices) == recipe_names()
     assert action.help == "layerwise (Exp. 1a), full (Exp. 1b), task (Exp. 2), finetune (Table 6), qat"
 
@@ -77,8 +78,8 @@ def test_a_registered_recipe_runs_from_the_cli(folders, tmp_path, monkeypatch):
         seen.update(teacher=teacher, student=student, data=data, config=config, out_dir=out_dir, **kw)
         return []
 
-    assert "dummy" in _recipe_action(None).choices
-    assert "dummy (test)" in _recipe_action(None).help
+    assert "dummy" in _recipe_action().choices
+    assert "dummy (test)" in _recipe_action().help
     assert cli("distill", "--recipe", "dummy", "--teacher", folders / "teacher", "--out", tmp_path / "d", *SHORT) == 0
     assert seen["config"].recipe == "dummy" and seen["config"].max_steps == 2
     assert len(seen["data"]) == 8 and seen["out_dir"] == str(tmp_path / "d")
