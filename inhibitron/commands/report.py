@@ -98,7 +98,7 @@ def run(args) -> int:
     import torch
 
     from ..model.data import heldout_sentences
-    from ..quant.export import load_checkpoint
+    from ..quant.checkpoint import load_checkpoint
     from ..quant.report import build_report, capture_report_inputs
 
     if args.threads:

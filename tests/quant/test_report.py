@@ -9,10 +9,35 @@ import torch
 
 from inhibitron.model.surgery import to_inhibitor
 
-from .conftest import make_teacher, random_tokens
-
 export = pytest.importorskip("inhibitron.quant.export")
+checkpoint = pytest.importorskip("inhibitron.quant.checkpoint")
 report = pytest.importorskip("inhibitron.quant.report")
+
+
+def make_teacher(kind: str = "bert", seed: int = 0):
+    """The tiny random BERT of tests/distill/conftest.py (same configuration and seed)."""
+    from transformers import BertConfig, BertModel
+
+    assert kind == "bert"
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
+                     attention_probs_dropout_prob=0.0, initializer_range=0.2, pad_token_id=0)
+    return BertModel(cfg).eval()
+
+
+def random_tokens(n: int, seed: int = 0, *, min_len: int = 5, max_len: int = 20):
+    """A TokenDataset of ``n`` random sequences ([CLS]=1 ... [SEP]=2, ids 3..96), as tests/distill/conftest.py."""
+    import random
+
+    from inhibitron.model.data import TokenDataset
+
+    rng = random.Random(seed)
+    ids = []
+    for _ in range(n):
+        L = rng.randint(min_len, max_len)
+        ids.append([1] + [rng.randint(3, 96) for _ in range(L - 2)] + [2])
+    return TokenDataset(ids, None, None, 0)
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +49,7 @@ def small(tmp_path_factory):
     path, _ = export.export_student(student, root / "ckpt", input_ids=batch["input_ids"],
                                     attention_mask=batch["attention_mask"], seq_len=32, onnx=False,
                                     memory_images=False)
-    ckpt = export.load_checkpoint(path)
+    ckpt = checkpoint.load_checkpoint(path)
     with torch.no_grad():
         inputs = report.capture_report_inputs(student, input_ids=batch["input_ids"],
                                               attention_mask=batch["attention_mask"])
