@@ -4,6 +4,9 @@
 (all-MiniLM-L6-v2) on a few real English sentences of the embedded corpus,
 captured once per session with the model package's own API and converted to
 float64 numpy: a list of 6 dicts ``{"q","k","v": (B, 12, n, 32), "mask": (B, n)}``.
+
+``student`` / ``exported``: a tiny BERT student and its quantized checkpoint
+(every default format), once per test module (``export_fixtures.py``).
 """
 
 from __future__ import annotations
@@ -38,3 +41,25 @@ def minilm_layers():
     assert len(layers) == 6 and layers[0]["q"].shape[1:2] == (12,) and layers[0]["q"].shape[-1] == 32
     assert not layers[0]["mask"].all(), "the fixture should contain padding"
     return layers
+
+
+@pytest.fixture(scope="module")
+def student():
+    """A tiny "distilled" BERT student (export_fixtures.tiny_student)."""
+    pytest.importorskip("torch")
+    from export_fixtures import tiny_student
+
+    return tiny_student()
+
+
+@pytest.fixture(scope="module")
+def exported(student, tmp_path_factory):
+    """``(path, calibration)`` of the tiny student exported with every default format."""
+    from export_fixtures import SEQ, inputs
+
+    from inhibitron.quant.export import export_student
+
+    ids, am = inputs()
+    out = tmp_path_factory.mktemp("ckpt") / "model_q8"
+    path, cal = export_student(student, out, input_ids=ids, attention_mask=am, seq_len=SEQ)
+    return path, cal

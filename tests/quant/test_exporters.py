@@ -25,7 +25,7 @@ def registry(monkeypatch):
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    from test_export import SEQ, inputs, tiny_student
+    from export_fixtures import SEQ, inputs, tiny_student
 
     ids, am = inputs()
     path, _ = export_student(tiny_student(), tmp_path_factory.mktemp("x") / "ck", input_ids=ids, attention_mask=am,
