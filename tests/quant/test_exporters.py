@@ -126,3 +126,10 @@ def test_cli_flags_come_from_the_registry(registry):
     registry.register("q-onnx", help="QONNX graphs", default=False)(_bad("dict"))
     assert export_cmd._export_formats(parse([])) == ("onnx", "memimages")
     assert export_cmd._export_formats(parse(["--q-onnx", "--no-memimages"])) == ("onnx", "q-onnx")
+
+
+def test_doctests():
+    import doctest
+
+    result = doctest.testmod(X)
+    assert result.failed == 0 and result.attempted >= 1
