@@ -33,92 +33,25 @@ least significant bits):
 ``q``, ``k``, ``v``  In: ``n`` rows each of ``d`` signed codes.
 ``h``  Out: ``n`` rows of ``d`` signed ``out_bits`` codes; ``last`` field on the final row.
 
-Cycle count per head: :meth:`DotProductAttentionCore.cycles_per_head`.
+Cycle count per head: :meth:`BaselineConfig.cycles_per_head` (``hw/baseline_config.py``).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
-from dataclasses import dataclass, field
 from functools import partial
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
-from ..quant.baseline_golden import DEFAULT_CONSTANTS, SoftmaxConstants
-from .mac_pe import MacPE, mac_acc_bits
-from .pe import check_int
+from .baseline_config import BaselineConfig
+from .mac_pe import MacPE
+from .shell import OutputRounder
 from .systolic import SystolicArray
 
 __all__ = ["BaselineConfig", "DotProductAttentionCore"]
-
-
-def _clog2(x: int) -> int:
-    return max(0, (x - 1).bit_length())
-
-
-@dataclass(frozen=True, kw_only=True)
-class BaselineConfig:
-    """Sizes and formats of a :class:`DotProductAttentionCore`.
-
-    Parameters
-    ----------
-    rows, cols : int
-        Systolic array shape R x C.
-    seq_len : int
-        ``n``, keys (and query rows) per head; a multiple of ``rows`` and of ``cols``.
-    head_dim : int
-        ``d``; a multiple of ``cols`` and at least ``cols``.
-    qk_bits, v_bits, out_bits : int
-        Signed widths of Q/K codes, V codes and output codes (2..16).
-    name : str
-        Verilog module name.
-    constants : SoftmaxConstants
-        The integer softmax's constants (``docs/baseline.md``).
-    """
-
-    rows: int = 4                 # R
-    cols: int = 4                 # C
-    seq_len: int = 16             # n
-    head_dim: int = 16            # d
-    qk_bits: int = 8
-    v_bits: int = 8
-    out_bits: int = 8
-    name: str = "baseline_attention_core"
-    constants: SoftmaxConstants = field(default_factory=lambda: DEFAULT_CONSTANTS)
-
-    def __post_init__(self):
-        for name in ("rows", "cols", "seq_len", "head_dim"):
-            check_int(name, getattr(self, name), minimum=1)
-        for name in ("qk_bits", "v_bits", "out_bits"):
-            check_int(name, getattr(self, name), minimum=2, maximum=16)
-        if self.seq_len % self.rows or self.seq_len % self.cols:
-            raise ValueError(f"seq_len must be a multiple of rows={self.rows} and cols={self.cols}, "
-                             f"not {self.seq_len}")
-        if not isinstance(self.name, str) or not self.name.isidentifier():
-            raise ValueError(f"name must be a Verilog identifier, not {self.name!r}")
-        if self.head_dim % self.cols:
-            raise ValueError(f"head_dim must be a multiple of cols={self.cols}, not {self.head_dim}")
-        if not isinstance(self.constants, SoftmaxConstants):
-            raise TypeError(f"constants must be a SoftmaxConstants, not {self.constants!r}")
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "BaselineConfig":
-        d = dict(d)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown BaselineConfig field(s) {unknown}; known: {sorted(names)}")
-        if isinstance(d.get("constants"), dict):
-            d["constants"] = SoftmaxConstants(**d["constants"])
-        return cls(**d)
 
 
 class DotProductAttentionCore(wiring.Component):
@@ -144,17 +77,10 @@ class DotProductAttentionCore(wiring.Component):
         if not isinstance(config, BaselineConfig):
             raise TypeError(f"config must be a BaselineConfig, not {config!r}")
         self._cfg = cfg = config
-        cst = cfg.constants
-        n, d = cfg.seq_len, cfg.head_dim
-        self.desc_layout = data.StructLayout({
-            "length": unsigned(_clog2(n + 1)),
-            "score_mult": unsigned(cst.m_bits),
-            "shift": unsigned(self.shift_bits),
-        })
-        self.row_qk = data.ArrayLayout(signed(cfg.qk_bits), d)
-        self.row_v = data.ArrayLayout(signed(cfg.v_bits), d)
-        self.out_layout = data.StructLayout({
-            "data": data.ArrayLayout(signed(cfg.out_bits), d), "last": 1})
+        self.desc_layout = cfg.descriptor_layout
+        self.row_qk = cfg.row_layout(cfg.qk_bits)
+        self.row_v = cfg.row_layout(cfg.v_bits)
+        self.out_layout = cfg.h_layout
         super().__init__({
             "desc": In(stream.Signature(self.desc_layout)),
             "q": In(stream.Signature(self.row_qk)),
@@ -167,68 +93,9 @@ class DotProductAttentionCore(wiring.Component):
 
     config = property(lambda self: self._cfg, doc="The :class:`BaselineConfig`.")
 
-    # -- derived widths -------------------------------------------------------------
-    @property
-    def acc_bits(self) -> int:
-        """Signed accumulator width of the shared MAC PE."""
-        return mac_acc_bits(a_bits=self.pe_a_bits, a_signed=True, b_bits=self.pe_b_bits,
-                            b_signed=True, length=self.pe_length)
-
-    @property
-    def out_shift_max(self) -> int:
-        """Largest meaningful output shift ``r``: ``acc_bits + 1`` (every larger ``r``
-        gives ``h = 0``, as does ``acc_bits + 1`` itself); the field saturates there."""
-        return self.acc_bits + 1
-
-    @property
-    def shift_bits(self) -> int:
-        """Width of the descriptor's ``shift`` field (``r``)."""
-        return self.out_shift_max.bit_length()
-
-    @property
-    def score_bits(self) -> int:
-        c = self._cfg
-        return mac_acc_bits(a_bits=c.qk_bits, a_signed=True, b_bits=c.qk_bits, b_signed=True,
-                            length=c.head_dim)
-
-    @property
-    def pe_a_bits(self) -> int:
-        """Shared PE row operand: signed, holds Q codes and the unsigned weights P."""
-        return max(self._cfg.qk_bits, self._cfg.constants.p_bits + 1)
-
-    @property
-    def pe_b_bits(self) -> int:
-        return max(self._cfg.qk_bits, self._cfg.v_bits)
-
-    @property
-    def pe_length(self) -> int:
-        return max(self._cfg.seq_len, self._cfg.head_dim)
-
-    # -- cycles ---------------------------------------------------------------------
-    # Pipeline depths of the softmax passes (cycles after the last issue).
-    EXP_DEPTH = 7
-    NORM_DEPTH = 4
-    OUT_PIPE = 2  # output rounding stages
-
     def cycles_per_head(self, valid_len: int | None = None) -> int:
-        """Cycles from the descriptor handshake to the last output row, with the
-        input rows arriving at full rate and the output never stalled.
-
-        ``n`` load cycles (Q, K, V in parallel) + per block of R rows:
-        scores ``(n/C) (C' + d)`` with ``C' = max(R, C)`` for the first tile and
-        ``C`` after, + drain, softmax ``R (L + EXP + 1 + (RB + 1) + n + NORM + 1)``,
-        mixing ``(d/C) n`` + drain, output ``R``.
-        """
-        c = self._cfg
-        n, d, R, C = c.seq_len, c.head_dim, c.rows, c.cols
-        L = n if valid_len is None else valid_len
-        lat = 1 + 1 + 2 + R + C  # operand register + array latency (term 1 + 2) + skew, +1
-        score = (max(R, C) + 1 + d) + (n // C - 1) * (C + 1 + d) + lat + 1
-        soft = R * ((L + self.EXP_DEPTH + 1) + (c.constants.recip_bits + 1 + 1)
-                    + (n + self.NORM_DEPTH + 1))
-        mix = (d // C) * (n + 1) + lat + 1 + self.OUT_PIPE
-        out = R
-        return 1 + n + (n // R) * (score + soft + mix + out)
+        """:meth:`BaselineConfig.cycles_per_head` of this core's configuration."""
+        return self._cfg.cycles_per_head(valid_len)
 
     # -- hardware -------------------------------------------------------------------
     def elaborate(self, platform):
@@ -237,22 +104,23 @@ class DotProductAttentionCore(wiring.Component):
         cst = cfg.constants
         n, d, R, C = cfg.seq_len, cfg.head_dim, cfg.rows, cfg.cols
         qb, vb, ob = cfg.qk_bits, cfg.v_bits, cfg.out_bits
-        sb = self.score_bits
+        sb = cfg.score_bits
         eb = cst.e_bits
         F, SH, RB, PF = cst.exp_frac_bits, cst.score_shift, cst.recip_bits, cst.p_frac
-        nb = _clog2(n + 1)
+        nb = cfg.length_bits
 
         m.submodules.array = arr = SystolicArray(
-            pe=partial(MacPE, a_bits=self.pe_a_bits, b_bits=self.pe_b_bits, length=self.pe_length,
-                       tag_width=max(1, _clog2(max(n, d) // C))),
+            pe=partial(MacPE, a_bits=cfg.pe_a_bits, b_bits=cfg.pe_b_bits, length=cfg.pe_length,
+                       tag_width=max(1, ceil_log2(max(n, d) // C))),
             rows=R, cols=C)
-        acc_bits = arr.pe_prototype.acc_shape.width
+        acc_bits = cfg.acc_bits
+        assert arr.pe_prototype.acc_shape.width == acc_bits
         lat = arr.latency + 1  # + the operand register stage
 
         # ---------------- descriptor ----------------
         L = Signal(nb)
         M = Signal(cst.m_bits)
-        rsh = Signal(self.shift_bits)
+        rsh = Signal(cfg.shift_bits)
 
         # ---------------- input memories ----------------
         q_mem = Memory(shape=unsigned(qb * d), depth=n, init=[])
@@ -289,7 +157,7 @@ class DotProductAttentionCore(wiring.Component):
         blk = Signal(range(max(n // R, 2)))      # block of query rows
         tile = Signal(range(max(n // C, d // C, 2)))
         step = Signal(range(max(n, d, max(R, C) + 1) + 2))
-        drain = Signal(range(lat + R + C + self.OUT_PIPE + 4))
+        drain = Signal(range(lat + R + C + cfg.OUT_PIPE + 4))
         row = Signal(range(max(R, 2)))
         first_tile_load = Signal()
 
@@ -297,8 +165,8 @@ class DotProductAttentionCore(wiring.Component):
         kregs = [Signal(qb * d, name=f"kreg{c}") for c in range(C)]
 
         # array input defaults
-        a_in = [Signal(signed(self.pe_a_bits), name=f"a_in{r}") for r in range(R)]
-        b_in = [Signal(signed(self.pe_b_bits), name=f"b_in{c}") for c in range(C)]
+        a_in = [Signal(signed(cfg.pe_a_bits), name=f"a_in{r}") for r in range(R)]
+        b_in = [Signal(signed(cfg.pe_b_bits), name=f"b_in{c}") for c in range(C)]
         # one register stage between the operand multiplexers and the array (timing)
         arr_valid, arr_first, arr_last = Signal(), Signal(), Signal()
         arr_tag = Signal.like(arr.tag)
@@ -315,12 +183,6 @@ class DotProductAttentionCore(wiring.Component):
         mix_tile = Signal(range(max(n // C, d // C, 2)))
 
         # ---------------- array result write-back ----------------
-        # (acc + 2**(r-1)) >> r is 0 for every r > acc_bits, so r is clamped to acc_bits + 1;
-        # both are registered (constant during a head: the descriptor is latched long before)
-        rs = Signal(range(acc_bits + 2))
-        m.d.sync += rs.eq(Mux(rsh > acc_bits + 1, acc_bits + 1, rsh))
-        half_r = Signal(acc_bits + 1)
-        m.d.sync += half_r.eq((Const(1, 1) << rs) >> 1)
         for r in range(R):
             res = arr.out_data[r]
             col = arr.out_tag[r] * C + arr.out_col[r]
@@ -331,22 +193,17 @@ class DotProductAttentionCore(wiring.Component):
                     with m.If(~mx_seen[r] | (res.as_signed() > mx[r])):
                         m.d.sync += mx[r].eq(res.as_signed())
                     m.d.sync += mx_seen[r].eq(1)
-            # mixing results, OUT_PIPE = 2 stages: (1) acc + half, (2) >> r; then saturate
-            v1, v2 = Signal(name=f"ov1_{r}"), Signal(name=f"ov2_{r}")
-            col1 = Signal(range(max(n, d) + 1), name=f"ocol1_{r}")
-            col2 = Signal(range(max(n, d) + 1), name=f"ocol2_{r}")
-            sum1 = Signal(signed(acc_bits + 2), name=f"osum1_{r}")
-            shifted = Signal(signed(acc_bits + 2), name=f"oshift2_{r}")
-            m.d.sync += [v1.eq(arr.out_valid[r] & mode_mix), col1.eq(col),
-                         sum1.eq(res.as_signed() + half_r),
-                         v2.eq(v1), col2.eq(col1), shifted.eq(sum1 >> rs)]
-            sat = Signal(signed(ob), name=f"sat{r}")
-            lo, hi = -(1 << (ob - 1)), (1 << (ob - 1)) - 1
-            m.d.comb += sat.eq(Mux(shifted > hi, hi, Mux(shifted < lo, lo, shifted)))
-            with m.If(v2):
+            # mixing results: the shared output stage (round half up by r, saturate),
+            # OUT_PIPE = OutputRounder.latency registered stages; the column rides along.
+            m.submodules[f"rounder{r}"] = rnd = OutputRounder(
+                acc_bits=acc_bits, shift_bits=cfg.shift_bits, out_bits=ob,
+                tag_width=ceil_log2(max(n, d) + 1))
+            m.d.comb += [rnd.i_valid.eq(arr.out_valid[r] & mode_mix), rnd.i_acc.eq(res),
+                         rnd.i_shift.eq(rsh), rnd.i_tag.eq(col)]
+            with m.If(rnd.o_valid):
                 for l in range(d):
-                    with m.If(col2 == l):
-                        m.d.sync += obuf[r][l].eq(sat)
+                    with m.If(rnd.o_tag == l):
+                        m.d.sync += obuf[r][l].eq(rnd.o_h)
 
         # ---------------- softmax unit ----------------
         sm_row_data = Signal(wb)
@@ -364,12 +221,12 @@ class DotProductAttentionCore(wiring.Component):
 
         # exp pipeline: issue j at stage 0 (address); stages 1..EXP_DEPTH
         e_issue = Signal()
-        e_j = Signal(range(n + self.EXP_DEPTH + 2))
-        ev = Signal(self.EXP_DEPTH + 1)       # valid shift register
-        ej = [Signal(range(n), name=f"ej{i}") for i in range(self.EXP_DEPTH + 1)]
+        e_j = Signal(range(n + cfg.EXP_DEPTH + 2))
+        ev = Signal(cfg.EXP_DEPTH + 1)       # valid shift register
+        ej = [Signal(range(n), name=f"ej{i}") for i in range(cfg.EXP_DEPTH + 1)]
         m.d.sync += ev.eq(Cat(e_issue, ev[:-1]))
         m.d.sync += ej[0].eq(e_j)
-        for i in range(1, self.EXP_DEPTH + 1):
+        for i in range(1, cfg.EXP_DEPTH + 1):
             m.d.sync += ej[i].eq(ej[i - 1])
         xb = sb + 1
         x1 = Signal(unsigned(xb))                       # stage 2: mx - s
@@ -395,7 +252,7 @@ class DotProductAttentionCore(wiring.Component):
         m.d.sync += [sq5.eq(base4 * base4), big5.eq(big4), zq5.eq(zq4)]     # -> stage 5
         m.d.sync += e6.eq(Mux(big5, 0, ((sq5 + cst.C) >> zq5)[:eb]))        # -> stage 6
         row_sum = Signal(eb + nb)
-        e_out_valid = ev[self.EXP_DEPTH - 1]  # e6 valid in the cycle after stage-6 register load
+        # e6 is valid in the cycle after the stage-6 register load, at ev[EXP_DEPTH - 1].
         # ev[i] is 1 in the cycle when the issue of i+1 cycles ago is in flight; e6 is
         # registered at the clock edge ending cycle issue+5, so it is visible in cycle issue+6.
 
@@ -409,14 +266,14 @@ class DotProductAttentionCore(wiring.Component):
 
         # normalise pipeline
         n_issue = Signal()
-        n_j = Signal(range(n + self.NORM_DEPTH + 2))
-        nv = Signal(self.NORM_DEPTH + 1)
-        nj = [Signal(range(n), name=f"nj{i}") for i in range(self.NORM_DEPTH + 1)]
-        nvalidkey = Signal(self.NORM_DEPTH + 1)
+        n_j = Signal(range(n + cfg.NORM_DEPTH + 2))
+        nv = Signal(cfg.NORM_DEPTH + 1)
+        nj = [Signal(range(n), name=f"nj{i}") for i in range(cfg.NORM_DEPTH + 1)]
+        nvalidkey = Signal(cfg.NORM_DEPTH + 1)
         m.d.sync += nv.eq(Cat(n_issue, nv[:-1]))
         m.d.sync += nvalidkey.eq(Cat(n_j < L, nvalidkey[:-1]))
         m.d.sync += nj[0].eq(n_j)
-        for i in range(1, self.NORM_DEPTH + 1):
+        for i in range(1, cfg.NORM_DEPTH + 1):
             m.d.sync += nj[i].eq(nj[i - 1])
         e_q = Signal(eb)                                                    # stage 1: register
         m.d.sync += e_q.eq(sm_row_data[:eb])
@@ -498,14 +355,14 @@ class DotProductAttentionCore(wiring.Component):
                         with m.Case(r):
                             m.d.comb += s_rd[r].addr.eq(e_j)
                             # write back e (pipeline tail) into the same memory
-                            with m.If(ev[self.EXP_DEPTH - 1]):
-                                m.d.comb += [s_wr[r].addr.eq(ej[self.EXP_DEPTH - 1]),
+                            with m.If(ev[cfg.EXP_DEPTH - 1]):
+                                m.d.comb += [s_wr[r].addr.eq(ej[cfg.EXP_DEPTH - 1]),
                                              s_wr[r].data.eq(e6), s_wr[r].en.eq(1)]
-                with m.If(ev[self.EXP_DEPTH - 1]):
+                with m.If(ev[cfg.EXP_DEPTH - 1]):
                     m.d.sync += row_sum.eq(row_sum + e6)
                 m.d.comb += e_issue.eq(e_j < L)
                 m.d.sync += e_j.eq(e_j + 1)
-                with m.If(e_j == L + self.EXP_DEPTH):
+                with m.If(e_j == L + cfg.EXP_DEPTH):
                     m.d.sync += [dividend.eq((1 << RB) + row_sum - 1), rem.eq(0), quot.eq(0),
                                  div_i.eq(0)]
                     m.next = "SM_DIV"
@@ -525,11 +382,11 @@ class DotProductAttentionCore(wiring.Component):
                     for r in range(R):
                         with m.Case(r):
                             m.d.comb += s_rd[r].addr.eq(n_j)
-                            m.d.comb += p_wr.en.eq(Mux(nv[self.NORM_DEPTH - 1], 1 << r, 0))
-                m.d.comb += [p_wr.addr.eq(nj[self.NORM_DEPTH - 1]), p_wr.data.eq(p3.replicate(R))]
+                            m.d.comb += p_wr.en.eq(Mux(nv[cfg.NORM_DEPTH - 1], 1 << r, 0))
+                m.d.comb += [p_wr.addr.eq(nj[cfg.NORM_DEPTH - 1]), p_wr.data.eq(p3.replicate(R))]
                 m.d.comb += n_issue.eq(n_j < n)
                 m.d.sync += n_j.eq(n_j + 1)
-                with m.If(n_j == n + self.NORM_DEPTH):
+                with m.If(n_j == n + cfg.NORM_DEPTH):
                     with m.If(row == R - 1):
                         m.d.sync += [tile.eq(0), step.eq(0)]
                         m.next = "M_RUN"
@@ -552,7 +409,7 @@ class DotProductAttentionCore(wiring.Component):
             with m.State("M_DRAIN"):
                 m.d.comb += mode_mix.eq(1)
                 m.d.sync += drain.eq(drain + 1)
-                with m.If(drain == lat + R + C + self.OUT_PIPE):
+                with m.If(drain == lat + R + C + cfg.OUT_PIPE):
                     m.d.sync += row.eq(0)
                     m.next = "OUT"
             with m.State("OUT"):

@@ -66,29 +66,31 @@ class StudyPoint:
     def tag(self) -> str:
         return f"{self.kind}_{self.size}x{self.size}_d{self.head_dim}_n{self.seq_len}_b{self.bits}"
 
+    def build_config(self):
+        """The :class:`~inhibitron.hw.config.CoreConfig` or :class:`~inhibitron.hw.baseline_config.BaselineConfig` of this point."""
+        from ..quant.formats import AttentionFormats
+        from .baseline_config import BaselineConfig
+        from .config import CoreConfig
+
+        config_type = CoreConfig if self.kind == "inhibitor" else BaselineConfig
+        b = self.bits
+        return config_type(rows=self.size, cols=self.size, seq_len=self.seq_len,
+                           head_dim=self.head_dim, formats=AttentionFormats(b, b, b))
+
     def build(self):
         """The Amaranth core of this point."""
-        from ..quant.formats import AttentionFormats
+        from .baseline import DotProductAttentionCore
+        from .core import InhibitorAttentionCore
 
-        b = self.bits
-        if self.kind == "inhibitor":
-            from .core import CoreConfig, InhibitorAttentionCore
-
-            cfg = CoreConfig(rows=self.size, cols=self.size, seq_len=self.seq_len,
-                             head_dim=self.head_dim, formats=AttentionFormats(b, b, b))
-            return InhibitorAttentionCore(cfg)
-        from .baseline import BaselineConfig, DotProductAttentionCore
-
-        cfg = BaselineConfig(rows=self.size, cols=self.size, seq_len=self.seq_len,
-                             head_dim=self.head_dim, formats=AttentionFormats(b, b, b))
-        return DotProductAttentionCore(cfg)
+        core_type = InhibitorAttentionCore if self.kind == "inhibitor" else DotProductAttentionCore
+        return core_type(self.build_config())
 
     def cycles_per_head(self) -> int:
-        core = self.build()
-        core._MustUse__silence = True  # built for its formulas only, never elaborated
+        """Steady-state cycles per head, from the core's configuration (nothing is built)."""
+        cfg = self.build_config()
         if self.kind == "inhibitor":
-            return int(core.config.cycles_per_head)
-        return int(core.cycles_per_head(self.seq_len))
+            return int(cfg.cycles_per_head)
+        return int(cfg.cycles_per_head(self.seq_len))
 
     def ops(self):
         kw = dict(n=self.seq_len, d=self.head_dim, qk_bits=self.bits, v_bits=self.bits,

@@ -32,72 +32,37 @@ divider.
 from __future__ import annotations
 
 import functools
-import json
-import math
-import os
-import re
-from dataclasses import dataclass, fields
-from typing import Any, Mapping
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import bits_for, ceil_log2
 
-from ..quant.formats import AttentionFormats, DatapathWidths
+from .config import MANIFEST_VERSIONS, CoreConfig
 from .pe import L1PE, SoftThresholdPE
 from .rowstats import RowStatistics, ThresholdClip
+from .shell import OutputRounder, SlotFlags, bram
 from .systolic import SystolicArray
 
 __all__ = ["CoreConfig", "InhibitorAttentionCore", "MANIFEST_VERSIONS"]
 
-#: Manifest layout versions :meth:`CoreConfig.from_manifest` understands.
-MANIFEST_VERSIONS = (1,)
-
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
+def _slot_bits(x: int) -> int:
+    """Address bits of one slot of ``x`` entries (at least 1)."""
+    return max(1, ceil_log2(x))
 
 
-def _ubits(x: int) -> int:
-    return max(1, int(x).bit_length())
-
-
-def _pow2_bits(x: int) -> int:
-    """Address bits for ``x`` entries (at least 1)."""
-    return max(1, (int(x) - 1).bit_length())
-
-
-def _bram(shape, depth: int) -> Memory:
-    """A zero-initialised memory whose read and write ports never collide.
-
-    The ``no_rw_check`` attribute lets Yosys map it to block RAM without the
-    soft read-during-write bypass it otherwise builds between two RAM ports;
-    callers guarantee that no address is read and written in the same cycle.
-    """
-    return Memory(shape=shape, depth=depth, init=[], attrs={"no_rw_check": 1})
-
-
-def _flag_after(flags, pending):
-    """Next value of a ``_flag_pair`` flag: ``(flags | set_pending) & ~clear_pending``."""
-    set_p, clr_p = pending
-    return (flags | set_p) & ~clr_p
-
-
-def _registered_ready(m, ready, *, accept, busy, finishing, last_next, full, pending, slot_next):
+def _registered_ready(m, ready, *, accept, busy, finishing, last_next, full, slot_next):
     """Drive a loader's ``ready`` register: ``(~busy | finishing) & ~full[slot]``, one cycle ahead.
 
     ``ready`` (``init=1``) gets the value that expression will have next cycle,
     from the next values of its inputs: ``busy`` next is 1 after ``accept``, 0
     after ``finishing``; ``last_next`` is the loader's registered
     "last step" flag next cycle; ``slot_next`` the slot of the next row; the
-    slot flag's next value comes from its pending set/clear (``_flag_after``).
+    slot flag's next value is ``full.after`` (a :class:`~inhibitron.hw.shell.SlotFlags`).
     """
     busy_next = Mux(accept, 1, Mux(finishing, 0, busy))
     m.d.sync += ready.eq((~busy_next | last_next)
-                         & ~_flag_after(full, pending).bit_select(slot_next, 1))
+                         & ~full.after.bit_select(slot_next, 1))
 
 
 def _terminal_flags(m, prefix: str, start, run, inner, inner_len: int, outer, outer_len: int):
@@ -126,264 +91,6 @@ def _addr(offset, bits: int, slot):
     if len(offset) < bits:
         offset = Cat(offset, Const(0, bits - len(offset)))
     return Cat(offset, slot)
-
-
-@dataclass(frozen=True, kw_only=True)
-class CoreConfig:
-    """Typed, validated configuration of an :class:`InhibitorAttentionCore`.
-
-    All fields are keyword-only; every derived width comes from
-    :meth:`inhibitron.quant.formats.AttentionFormats.widths`.
-
-    Parameters
-    ----------
-    rows, cols : int
-        Shape ``R x C`` of both systolic arrays. ``R <= seq_len``,
-        ``C <= min(seq_len, head_dim)``.
-    seq_len : int
-        ``n``: queries = keys per head (any value >= 1, not only powers of two).
-    head_dim : int
-        ``d``: width of Q, K, V and H rows.
-    qk_bits, v_bits, out_bits : int
-        Signed formats of q/k, v and h (2..32 bits).
-    v_shift, z_shift : int
-        The per-layer shifts ``a``, ``b`` of the contract (at most one of them
-        nonzero); elaboration-time constants of the mixing PEs.
-    name : str
-        Verilog module name (an identifier).
-
-    The output shift ``r`` is not a parameter: it is a run-time field of each
-    head's descriptor, ``0 <= r <= out_shift_max = acc_bits`` (see
-    :attr:`out_shift_max`). :meth:`from_dict` still accepts a legacy
-    ``out_shift`` key (checked to be a non-negative integer, then ignored).
-    """
-
-    rows: int = 8              # R, PE rows of both arrays
-    cols: int = 8              # C, PE columns of both arrays
-    seq_len: int = 128         # n, queries = keys per head
-    head_dim: int = 64         # d
-    qk_bits: int = 8           # signed q/k code width
-    v_bits: int = 8            # signed v code width
-    out_bits: int = 8          # signed h code width
-    v_shift: int = 0           # a: v << a before the soft-threshold
-    z_shift: int = 0           # b: zb << b before the soft-threshold
-    # r (h = sat((acc + 2**(r-1)) >> r)) is a run-time descriptor field, 0..out_shift_max
-    name: str = "inhibitor_attention_core"
-
-    def __post_init__(self):
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "name":
-                if not isinstance(value, str) or not _IDENT.match(value):
-                    raise ValueError(f"name must be a Verilog identifier ([A-Za-z_][A-Za-z0-9_]*), "
-                                     f"not {value!r}")
-                continue
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise TypeError(f"{f.name} must be an integer, not {value!r}")
-            minimum = 0 if f.name.endswith("_shift") else 1
-            if value < minimum:
-                kind = "non-negative" if minimum == 0 else "positive"
-                raise ValueError(f"{f.name} must be a {kind} integer, not {value!r}")
-        for name in ("qk_bits", "v_bits", "out_bits"):
-            if not 2 <= getattr(self, name) <= 32:
-                raise ValueError(f"{name} must be in 2..32 (a signed format), not {getattr(self, name)}")
-        if self.v_shift and self.z_shift:
-            raise ValueError(f"at most one of v_shift and z_shift may be nonzero, got "
-                             f"v_shift={self.v_shift} and z_shift={self.z_shift}")
-        if self.rows > self.seq_len:
-            raise ValueError(f"array rows={self.rows} is larger than the sequence allows: "
-                             f"rows must be <= seq_len={self.seq_len}")
-        if self.cols > self.seq_len:
-            raise ValueError(f"array cols={self.cols} is larger than the sequence allows: "
-                             f"cols must be <= seq_len={self.seq_len} (a mixing reduction is "
-                             f"seq_len steps and a PE row emits one result per cycle)")
-        if self.cols > self.head_dim:
-            raise ValueError(f"array cols={self.cols} must be <= head_dim={self.head_dim} "
-                             f"(a score reduction is head_dim steps and a PE row emits one "
-                             f"result per cycle)")
-        if self.rows * self.cols > 4096:
-            raise ValueError(f"array of {self.rows}x{self.cols} PEs is unreasonably large "
-                             f"(at most 4096 PEs)")
-        # Raises a ValueError naming the width if anything exceeds the contract's limit.
-        self.widths  # noqa: B018
-
-    # -- derived quantities -------------------------------------------------
-
-    @property
-    def formats(self) -> AttentionFormats:
-        return AttentionFormats(qk_bits=self.qk_bits, v_bits=self.v_bits, out_bits=self.out_bits)
-
-    @property
-    def out_shift_max(self) -> int:
-        """Largest run-time output shift ``r``: ``acc_bits``.
-
-        Every ``r >= acc_bits`` rounds every accumulator to ``h = 0`` (``|acc| <=
-        2**(acc_bits-1)``), so larger shifts are never needed. The descriptor
-        field is :attr:`shift_bits` wide; each of its values is exact (values
-        above ``acc_bits`` also give 0), and a driver may send
-        ``min(r, 2**shift_bits - 1)`` for any larger ``r``
-        (:func:`inhibitron.sim.stimulus.pack_desc`).
-        """
-        return self.formats.widths(head_dim=self.head_dim, seq_len=self.seq_len,
-                                   v_shift=self.v_shift, z_shift=self.z_shift).acc_bits
-
-    @property
-    def shift_bits(self) -> int:
-        """Width of the descriptor's unsigned ``shift`` field: ``bits(out_shift_max)``."""
-        return _ubits(self.out_shift_max)
-
-    @property
-    def widths(self) -> DatapathWidths:
-        """Every internal width (:class:`~inhibitron.quant.formats.DatapathWidths`), for ``r <= out_shift_max``."""
-        return self.formats.widths(head_dim=self.head_dim, seq_len=self.seq_len,
-                                   v_shift=self.v_shift, z_shift=self.z_shift,
-                                   out_shift=self.out_shift_max)
-
-    @property
-    def row_blocks(self) -> int:
-        """``ceil(n / R)``: row blocks per head."""
-        return _ceil_div(self.seq_len, self.rows)
-
-    @property
-    def key_tiles(self) -> int:
-        """``ceil(n / C)``: score tiles per row block."""
-        return _ceil_div(self.seq_len, self.cols)
-
-    @property
-    def dim_tiles(self) -> int:
-        """``ceil(d / C)``: mixing tiles per row block."""
-        return _ceil_div(self.head_dim, self.cols)
-
-    @property
-    def zb_max(self) -> int:
-        """Clip of ``zb`` before the mixing PEs: ``ceil(2**(v_bits-1+a) / 2**b)``."""
-        clip = 1 << (self.v_bits - 1 + self.v_shift)
-        return _ceil_div(clip, 1 << self.z_shift)
-
-    @property
-    def score_job_cycles(self) -> int:
-        """Cycles the score array spends on one row block: ``ceil(n/C) * d``."""
-        return self.key_tiles * self.head_dim
-
-    @property
-    def mix_job_cycles(self) -> int:
-        """Cycles the mixing array spends on one row block: ``ceil(d/C) * n``."""
-        return self.dim_tiles * self.seq_len
-
-    @property
-    def min_score_job_cycles(self) -> int:
-        """Shortest score job the row-statistics divider keeps up with."""
-        return self.widths.z_bits + 4
-
-    @property
-    def block_period(self) -> int:
-        """Steady-state cycles per row block (compute-bound, see docs/hardware.md)."""
-        s = max(self.score_job_cycles, self.min_score_job_cycles) + 1
-        mix = self.mix_job_cycles + 1
-        return max(s, mix)
-
-    @property
-    def cycles_per_head(self) -> int:
-        """Steady-state cycles per head when inputs keep up: ``ceil(n/R) * block_period``.
-
-        The input loaders take ``n*d`` cycles per head for Q and K (one code per
-        cycle and stream) and ``n*ceil(d/C)`` for V; when ``n*d`` exceeds this
-        figure the core is input-bound (small ``n``) and a head takes ``n*d``.
-        """
-        return max(self.row_blocks * self.block_period, self.seq_len * self.head_dim)
-
-    @property
-    def first_row_latency(self) -> int:
-        """Cycles from accepting an isolated head's last Q/K row to its first H beat.
-
-        ``d`` (the loader writes the row) ``+ ceil(n/C)*d`` (score job of row
-        block 0) ``+ ceil(d/C)*n`` (its mixing job) ``+ z_bits`` (row-statistics
-        divider) ``+ 2*(R + C)`` (the skew of both arrays) ``+ 27`` (register
-        stages and handshakes), with the H stream ready and V and the
-        descriptor already in. Measured in ``tests/hw/test_latency.py``.
-        """
-        n, d, R, C = self.seq_len, self.head_dim, self.rows, self.cols
-        return (d + self.key_tiles * d + self.dim_tiles * n + self.widths.z_bits
-                + 2 * (R + C) + 27)
-
-    @property
-    def useful_pe_cycles_per_head(self) -> int:
-        """PE-cycles that do useful work per head: ``2 * n * n * d``."""
-        return 2 * self.seq_len * self.seq_len * self.head_dim
-
-    @property
-    def ideal_utilization(self) -> float:
-        """Useful PE-cycles / (2 arrays * R * C * cycles_per_head)."""
-        return self.useful_pe_cycles_per_head / (2 * self.rows * self.cols * self.cycles_per_head)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "CoreConfig":
-        """Build from a plain mapping (e.g. a JSON config file); unknown keys are errors."""
-        if not isinstance(data, Mapping):
-            raise TypeError(f"core config must be a mapping, not {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        data = dict(data)
-        if "out_shift" in data:
-            # Legacy key (r was an elaboration-time constant before it became a
-            # descriptor field): checked, then ignored.
-            r = data.pop("out_shift")
-            if not isinstance(r, int) or isinstance(r, bool) or r < 0:
-                raise ValueError(f"out_shift must be a non-negative integer, not {r!r}")
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown core config key(s) {unknown}; known: {sorted(known)}")
-        return cls(**data)
-
-    @classmethod
-    def from_json(cls, path) -> "CoreConfig":
-        """Read a JSON config file (see :meth:`to_dict` for the keys)."""
-        path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"core config file {path!r} does not exist")
-        with open(path, encoding="utf-8") as fh:
-            try:
-                obj = json.load(fh)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"core config file {path!r} is not valid JSON: {exc}") from None
-        return cls.from_dict(obj)
-
-    @classmethod
-    def from_manifest(cls, manifest, *, layer: int, rows: int = 8, cols: int = 8,
-                      seq_len: int | None = None, name: str | None = None) -> "CoreConfig":
-        """Configuration for one layer of an exported quantized checkpoint.
-
-        Parameters
-        ----------
-        manifest : path or mapping
-            A checkpoint directory, its ``manifest.json`` or the parsed manifest.
-        layer : int
-            Layer index.
-        rows, cols : int
-            Array shape.
-        seq_len : int, optional
-            ``n``; default: the manifest's ``max_seq_len``.
-        name : str, optional
-            Module name; default ``inhibitor_attention_layer<layer>``.
-
-        The heads of the layer must share ``v_shift`` and ``z_shift``; their
-        output shifts ``r`` may differ (a run-time descriptor field, taken per
-        head from ``LayerQuant.out_shift``).
-
-        Raises
-        ------
-        ValueError
-            Unknown manifest version, missing layer, heads with different
-            ``v_shift``/``z_shift``.
-        FileNotFoundError
-            No manifest at ``manifest``.
-        """
-        from ._manifest import layer_core_params
-        params = layer_core_params(manifest, layer=layer, seq_len=seq_len)
-        return cls(rows=rows, cols=cols, name=name or f"inhibitor_attention_layer{layer}",
-                   **params)
 
 
 def _stream_in(shape):
@@ -420,46 +127,18 @@ class InhibitorAttentionCore(wiring.Component):
         if not isinstance(config, CoreConfig):
             raise TypeError(f"config must be a CoreConfig, not {config!r}")
         self._config = cfg = config
-        w = cfg.widths
-        d, n = cfg.head_dim, cfg.seq_len
-        self.desc_layout = data.StructLayout({
-            "length": range(n + 1), "theta": signed(w.theta_bits),
-            "shift": unsigned(cfg.shift_bits)})
-        self.h_layout = data.StructLayout({
-            "data": data.ArrayLayout(signed(cfg.out_bits), d), "last": 1})
+        self.desc_layout = cfg.descriptor_layout
+        self.h_layout = cfg.h_layout
         super().__init__({
-            "q": _stream_in(data.ArrayLayout(signed(cfg.qk_bits), d)),
-            "k": _stream_in(data.ArrayLayout(signed(cfg.qk_bits), d)),
-            "v": _stream_in(data.ArrayLayout(signed(cfg.v_bits), d)),
+            "q": _stream_in(cfg.row_layout(cfg.qk_bits)),
+            "k": _stream_in(cfg.row_layout(cfg.qk_bits)),
+            "v": _stream_in(cfg.row_layout(cfg.v_bits)),
             "desc": _stream_in(self.desc_layout),
             "h": Out(stream.Signature(self.h_layout)),
         })
         self._MustUse__silence = False
 
     config = property(lambda self: self._config)
-
-    # ------------------------------------------------------------------ helpers
-
-    @staticmethod
-    def _flag_pair(m, name):
-        """Two-slot flag register with set/clear pulses per slot.
-
-        Returns ``(flags, set, clear, (set_pending, clear_pending))``. Set and
-        clear pulses are registered once before they reach the flag, so the
-        logic that raises them (a producer's or consumer's end of job) is not in
-        front of the other side's start condition. That is safe for these
-        handshakes: a slot is set only by its producer after being seen clear
-        and cleared only by its consumer after being seen set, and both sides
-        alternate between the two slots, so a one-cycle delay only makes the
-        other side start one cycle later.
-        """
-        flags = Signal(2, name=name)
-        set_ = Signal(2, name=f"{name}_set")
-        clr = Signal(2, name=f"{name}_clr")
-        set_p = Signal(2, name=f"{name}_set_pending")
-        clr_p = Signal(2, name=f"{name}_clr_pending")
-        m.d.sync += [set_p.eq(set_), clr_p.eq(clr), flags.eq(_flag_after(flags, (set_p, clr_p)))]
-        return flags, set_, clr, (set_p, clr_p)
 
     # ---------------------------------------------------------------- elaborate
 
@@ -474,19 +153,19 @@ class InhibitorAttentionCore(wiring.Component):
         tw = w.threshold_bits
 
         # ------------------------------------------------------------ memories
-        q_half = _pow2_bits(nI * d)          # address bits inside one head slot
-        k_half = _pow2_bits(nJ * d)
-        v_half = _pow2_bits(nL * n)
-        z_half = _pow2_bits(nJ * C)
+        q_half = _slot_bits(nI * d)          # address bits inside one head slot
+        k_half = _slot_bits(nJ * d)
+        v_half = _slot_bits(nL * n)
+        z_half = _slot_bits(nJ * C)
         # Every memory is double-buffered by head slot and a slot is never read and
         # written in the same cycle (the full/busy flags order them), so read/write
         # collisions cannot happen: ``no_rw_check`` tells Yosys not to build
         # collision-bypass logic in front of the block RAMs (docs/hardware.md).
-        qmem = [_bram(signed(cfg.qk_bits), 2 << q_half) for _ in range(R)]
-        kmem = [_bram(signed(cfg.qk_bits), 2 << k_half) for _ in range(C)]
-        vmem = [_bram(signed(cfg.v_bits), 2 << v_half) for _ in range(C)]
-        zmem = [_bram(unsigned(zw), 2 << z_half) for _ in range(R)]
-        omem = _bram(data.ArrayLayout(signed(cfg.out_bits), nL * C), 2 << _pow2_bits(R))
+        qmem = [bram(signed(cfg.qk_bits), 2 << q_half) for _ in range(R)]
+        kmem = [bram(signed(cfg.qk_bits), 2 << k_half) for _ in range(C)]
+        vmem = [bram(signed(cfg.v_bits), 2 << v_half) for _ in range(C)]
+        zmem = [bram(unsigned(zw), 2 << z_half) for _ in range(R)]
+        omem = bram(data.ArrayLayout(signed(cfg.out_bits), nL * C), 2 << _slot_bits(R))
         for i, mem in enumerate(qmem):
             m.submodules[f"qmem{i}"] = mem
         for i, mem in enumerate(kmem):
@@ -497,20 +176,21 @@ class InhibitorAttentionCore(wiring.Component):
             m.submodules[f"zmem{i}"] = mem
         m.submodules.omem = omem
 
-        qfull, qfull_set, qfull_clr, qfull_pend = self._flag_pair(m, "qfull")
-        kfull, kfull_set, kfull_clr, kfull_pend = self._flag_pair(m, "kfull")
-        vfull, vfull_set, vfull_clr, vfull_pend = self._flag_pair(m, "vfull")
-        dfull, dfull_set, dfull_clr, dfull_pend = self._flag_pair(m, "dfull")
-        zbusy, zbusy_set, zbusy_clr, zbusy_pend = self._flag_pair(m, "zbusy")   # claimed by a score job
-        zfull, zfull_set, zfull_clr, zfull_pend = self._flag_pair(m, "zfull")   # stats done, mix may read
-        obusy, obusy_set, obusy_clr, obusy_pend = self._flag_pair(m, "obusy")   # claimed by a mix job
-        ofull, ofull_set, ofull_clr, ofull_pend = self._flag_pair(m, "ofull")   # block complete, emit
+        # Two-slot flags (SlotFlags: registered set/clear pulses, ``after`` = next value).
+        m.submodules.qfull = qfull = SlotFlags()      # Q of a head slot loaded
+        m.submodules.kfull = kfull = SlotFlags()      # K of a head slot loaded
+        m.submodules.vfull = vfull = SlotFlags()      # V of a head slot loaded
+        m.submodules.dfull = dfull = SlotFlags()      # descriptor of a head slot latched
+        m.submodules.zbusy = zbusy = SlotFlags()      # z slot claimed by a score job
+        m.submodules.zfull = zfull = SlotFlags()      # z slot's statistics done, mix may read
+        m.submodules.obusy = obusy = SlotFlags()      # output slot claimed by a mix job
+        m.submodules.ofull = ofull = SlotFlags()      # output block complete, emit
 
         # ------------------------------------------------- Q and K loaders
         # A beat (one row of d codes) is shifted out one code per cycle into the
         # bank of its row: Q row i -> bank i mod R at (slot, (i div R)*d + k);
         # K row j -> bank j mod C at (slot, (j div C)*d + k).
-        def qk_loader(prefix, port, mems, nbanks, half_bits, full, full_set, full_pend):
+        def qk_loader(prefix, port, mems, nbanks, half_bits, full):
             wports = [mem.write_port() for mem in mems]
             buf = Signal(data.ArrayLayout(signed(cfg.qk_bits), d), name=f"{prefix}_buf")
             busy = Signal(name=f"{prefix}_busy")
@@ -536,7 +216,7 @@ class InhibitorAttentionCore(wiring.Component):
             kpen = Signal(name=f"{prefix}_kpen")
             _registered_ready(m, ready, accept=accept, busy=busy, finishing=finishing,
                               last_next=Mux(accept, d == 1, Mux(busy, kpen, klast)),
-                              full=full, pending=full_pend,
+                              full=full,
                               slot_next=Mux(accept & (nrow == n - 1), ~nslot, nslot))
             with m.If(busy):
                 m.d.sync += [klast.eq(kpen), kpen.eq(kk == d - 3)]
@@ -550,7 +230,7 @@ class InhibitorAttentionCore(wiring.Component):
             with m.If(finishing):
                 m.d.sync += busy.eq(0)
                 with m.If(last_row):
-                    m.d.comb += full_set.bit_select(slot, 1).eq(1)
+                    m.d.comb += full.set.bit_select(slot, 1).eq(1)
             # The buffer loads whenever the loader is ready (valid or not): it holds
             # nothing needed then, and its d * bits load enables hang off a flip-flop.
             with m.If(ready):
@@ -568,8 +248,8 @@ class InhibitorAttentionCore(wiring.Component):
                     with m.Else():
                         m.d.sync += nbank.eq(nbank + 1)
 
-        qk_loader("qld", self.q, qmem, R, q_half, qfull, qfull_set, qfull_pend)
-        qk_loader("kld", self.k, kmem, C, k_half, kfull, kfull_set, kfull_pend)
+        qk_loader("qld", self.q, qmem, R, q_half, qfull)
+        qk_loader("kld", self.k, kmem, C, k_half, kfull)
 
         # ------------------------------------------------------------ V loader
         # Row j, code l -> bank l mod C at (slot, (l div C)*n + j); C codes per cycle.
@@ -590,7 +270,7 @@ class InhibitorAttentionCore(wiring.Component):
         m.d.comb += self.v.ready.eq(vready)
         _registered_ready(m, vready, accept=vaccept, busy=vbusy, finishing=vfinishing,
                           last_next=Mux(vaccept, nL == 1, Mux(vbusy, vt == nL - 2, vtlast)),
-                          full=vfull, pending=vfull_pend,
+                          full=vfull,
                           slot_next=Mux(vaccept & (vrow == n - 1), ~vnslot, vnslot))
         for c, wp in enumerate(vw):
             m.d.comb += [wp.addr.eq(_addr(vaddr, v_half, vslot)), wp.data.eq(vbuf[c]),
@@ -605,7 +285,7 @@ class InhibitorAttentionCore(wiring.Component):
         with m.If(vfinishing):
             m.d.sync += vbusy.eq(0)
             with m.If(vlast_row):
-                m.d.comb += vfull_set.bit_select(vslot, 1).eq(1)
+                m.d.comb += vfull.set.bit_select(vslot, 1).eq(1)
         with m.If(vaccept):
             m.d.sync += [vbusy.eq(1), vt.eq(0), vtlast.eq(nL == 1),
                          vaddr.eq(vrow), vslot.eq(vnslot), vlast_row.eq(vrow == n - 1)]
@@ -615,11 +295,11 @@ class InhibitorAttentionCore(wiring.Component):
                 m.d.sync += vrow.eq(vrow + 1)
 
         # ---------------------------------------------------- descriptor loader
-        d_len = [Signal(range(n + 1), name=f"desc_len{i}") for i in range(2)]
+        d_len = [Signal(w.length_bits, name=f"desc_len{i}") for i in range(2)]
         d_theta = [Signal(signed(thw), name=f"desc_theta{i}") for i in range(2)]
         d_shift = [Signal(cfg.shift_bits, name=f"desc_shift{i}") for i in range(2)]
         dslot = Signal()
-        m.d.comb += self.desc.ready.eq(~dfull.bit_select(dslot, 1))
+        m.d.comb += self.desc.ready.eq(~dfull.flags.bit_select(dslot, 1))
         with m.If(self.desc.valid & self.desc.ready):
             m.d.sync += dslot.eq(~dslot)
             for i in range(2):
@@ -627,10 +307,10 @@ class InhibitorAttentionCore(wiring.Component):
                     m.d.sync += [d_len[i].eq(self.desc.payload.length),
                                  d_theta[i].eq(self.desc.payload.theta),
                                  d_shift[i].eq(self.desc.payload.shift)]
-            m.d.comb += dfull_set.bit_select(dslot, 1).eq(1)
+            m.d.comb += dfull.set.bit_select(dslot, 1).eq(1)
 
         # -------------------------------------------------------- score stage
-        jb_bits = _ubits(nJ * C)
+        jb_bits = bits_for(nJ * C)
         stag = data.StructLayout({"zslot": 1, "first": 1, "last": 1})
         m.submodules.score = score = SystolicArray(
             pe=functools.partial(L1PE, width=cfg.qk_bits, length=d, tag_width=stag.size),
@@ -667,7 +347,7 @@ class InhibitorAttentionCore(wiring.Component):
             m.d.sync += s_gap.eq(s_gap - 1)
         with m.If(s_can):
             m.d.sync += [s_run.eq(1), s_tile.eq(0), s_k.eq(0), s_kbase.eq(0)]
-            m.d.comb += zbusy_set.bit_select(s_zs, 1).eq(1)
+            m.d.comb += zbusy.set.bit_select(s_zs, 1).eq(1)
             for i in range(2):
                 with m.If(s_zs == i):
                     m.d.sync += [z_hp[i].eq(s_hp), z_lastblk[i].eq(s_blast),
@@ -689,8 +369,8 @@ class InhibitorAttentionCore(wiring.Component):
                 m.d.sync += [s_run.eq(0), s_zs.eq(~s_zs), s_gap.eq(extra)]
                 with m.If(s_blast):
                     m.d.sync += [s_blk.eq(0), s_qbase.eq(0), s_hp.eq(~s_hp)]
-                    m.d.comb += [qfull_clr.bit_select(s_hp, 1).eq(1),
-                                 kfull_clr.bit_select(s_hp, 1).eq(1)]
+                    m.d.comb += [qfull.clr.bit_select(s_hp, 1).eq(1),
+                                 kfull.clr.bit_select(s_hp, 1).eq(1)]
                 with m.Else():
                     m.d.sync += [s_blk.eq(s_blk + 1), s_qbase.eq(s_qbase + d)]
         # s_gap's next value is 0 when no job ends now and s_gap <= 1 (no subtractor).
@@ -700,10 +380,10 @@ class InhibitorAttentionCore(wiring.Component):
         m.d.sync += s_blast.eq(s_blk_n == nI - 1)
         s_zs_n = Mux(s_job_end, ~s_zs, s_zs)
         m.d.sync += s_ok.eq(s_gap_n_zero
-                            & _flag_after(qfull, qfull_pend).bit_select(s_hp_n, 1)
-                            & _flag_after(kfull, kfull_pend).bit_select(s_hp_n, 1)
-                            & _flag_after(dfull, dfull_pend).bit_select(s_hp_n, 1)
-                            & ~_flag_after(zbusy, zbusy_pend).bit_select(s_zs_n, 1))
+                            & qfull.after.bit_select(s_hp_n, 1)
+                            & kfull.after.bit_select(s_hp_n, 1)
+                            & dfull.after.bit_select(s_hp_n, 1)
+                            & ~zbusy.after.bit_select(s_zs_n, 1))
         for p in q_rd:
             m.d.comb += p.addr.eq(_addr(s_qbase + s_k, q_half, s_hp))
         for p in k_rd:
@@ -781,12 +461,12 @@ class InhibitorAttentionCore(wiring.Component):
                     with m.If(stats_slot[r] == s):
                         m.d.sync += thr[s][r].eq(st.threshold)
         with m.If(stats[R - 1].done):
-            m.d.comb += zfull_set.bit_select(stats_slot[R - 1], 1).eq(1)
+            m.d.comb += zfull.set.bit_select(stats_slot[R - 1], 1).eq(1)
 
         # -------------------------------------------------------- mixing stage
         mtag = data.StructLayout({"tile": range(nL), "oslot": 1, "last": 1})
         m.submodules.mix = mix = SystolicArray(
-            pe=functools.partial(SoftThresholdPE, v_bits=cfg.v_bits, zb_bits=_ubits(cfg.zb_max),
+            pe=functools.partial(SoftThresholdPE, v_bits=cfg.v_bits, zb_bits=w.zb_mix_bits,
                                  v_shift=cfg.v_shift, z_shift=cfg.z_shift, length=n,
                                  tag_width=mtag.size),
             rows=R, cols=C, pipelined_readout=True)
@@ -815,7 +495,7 @@ class InhibitorAttentionCore(wiring.Component):
         with m.If(m_can):
             m.d.sync += [m_run.eq(1), m_tile.eq(0), m_vbase.eq(0), m_j.eq(0),
                          mj_hp.eq(m_hp), mj_lastblk.eq(m_lastblk)]
-            m.d.comb += obusy_set.bit_select(m_os, 1).eq(1)
+            m.d.comb += obusy.set.bit_select(m_os, 1).eq(1)
             for i in range(2):
                 with m.If(m_os == i):
                     m.d.sync += [o_last[i].eq(m_lastblk),
@@ -831,18 +511,18 @@ class InhibitorAttentionCore(wiring.Component):
                 m.d.sync += [m_j.eq(0), m_tile.eq(m_tile + 1), m_vbase.eq(m_vbase + n)]
             with m.If(m_job_end):
                 m.d.sync += [m_run.eq(0), m_zs.eq(~m_zs), m_os.eq(~m_os)]
-                m.d.comb += [zfull_clr.bit_select(m_zs, 1).eq(1),
-                             zbusy_clr.bit_select(m_zs, 1).eq(1)]
+                m.d.comb += [zfull.clr.bit_select(m_zs, 1).eq(1),
+                             zbusy.clr.bit_select(m_zs, 1).eq(1)]
                 with m.If(mj_lastblk):
-                    m.d.comb += [vfull_clr.bit_select(mj_hp, 1).eq(1),
-                                 dfull_clr.bit_select(mj_hp, 1).eq(1)]
+                    m.d.comb += [vfull.clr.bit_select(mj_hp, 1).eq(1),
+                                 dfull.clr.bit_select(mj_hp, 1).eq(1)]
         m_zs_n = Mux(m_job_end, ~m_zs, m_zs)
         m_os_n = Mux(m_job_end, ~m_os, m_os)
         z_hp_n = [Mux(s_can & (s_zs == i), s_hp, z_hp[i]) for i in range(2)]
-        m.d.sync += m_ok.eq(_flag_after(zfull, zfull_pend).bit_select(m_zs_n, 1)
-                            & _flag_after(vfull, vfull_pend).bit_select(
+        m.d.sync += m_ok.eq(zfull.after.bit_select(m_zs_n, 1)
+                            & vfull.after.bit_select(
                                 Mux(m_zs_n, z_hp_n[1], z_hp_n[0]), 1)
-                            & ~_flag_after(obusy, obusy_pend).bit_select(m_os_n, 1))
+                            & ~obusy.after.bit_select(m_os_n, 1))
         for p in z_rd:
             m.d.comb += p.addr.eq(_addr(m_j, z_half, m_zs))
         for p in v_rd:
@@ -883,65 +563,35 @@ class InhibitorAttentionCore(wiring.Component):
                      mix.tag.eq(mc_tag)]
 
         # -------------------------------- mixing back end: round, collect, write block
-        # Round half up by the run-time r, then saturate (contract step 6), in
-        # registered stages and without an adder in front of the shifter:
-        #   stage 0: acc and the head's r registered
-        #   stage 1 (barrel shifter): t = (2 * acc) >> r = floor(acc / 2**(r-1))
-        #   stage 2 (adder, compare): h = sat((t + 1) >> 1)
-        # which equals floor((acc + 2**(r-1)) / 2**r) for r >= 1 and acc for r = 0.
+        # Each PE row's results go through an OutputRounder (contract step 6: round
+        # half up by the head's run-time r, saturate), three registered stages. Its
+        # tag carries the output-slot tag and "last column of the row", so the row
+        # write request below is a flip-flop (no compare in front of the write mux).
         o_wr = omem.write_port(granularity=C)
-        omin, omax = -(1 << (cfg.out_bits - 1)), (1 << (cfg.out_bits - 1)) - 1
+        rtag = data.StructLayout({"mix": mtag, "row_end": 1})
         wr_data = 0
         wr_addr = 0
         wr_en = 0
         for r in range(R):
-            # stage 0: the accumulator and its head's r, registered.
             tag0 = data.View(mtag, mix.out_tag[r])
-            acc = Signal.like(mix.out_data[r], name=f"acc{r}", reset_less=True)
-            r_now = Signal(cfg.shift_bits, name=f"acc_shift{r}", reset_less=True)
-            a_ok = Signal(name=f"acc_ok{r}")
-            a_col = Signal(range(C), name=f"acc_col{r}", reset_less=True)
-            tag = Signal(mtag, name=f"acc_tag{r}", reset_less=True)
-            m.d.sync += [acc.eq(mix.out_data[r]),
-                         r_now.eq(Mux(tag0.oslot, o_shift[1], o_shift[0])),
-                         a_ok.eq(mix.out_valid[r]), a_col.eq(mix.out_col[r]), tag.eq(tag0)]
-            sh_val = Signal(signed(len(acc) + 1), name=f"shifted{r}", reset_less=True)
-            sh_ok = Signal(name=f"shifted_ok{r}")
-            sh_col = Signal(range(C), name=f"shifted_col{r}", reset_less=True)
-            sh_tag = Signal(mtag, name=f"shifted_tag{r}", reset_less=True)
-            m.d.sync += [
-                sh_val.eq(Cat(Const(0, 1), acc).as_signed() >> r_now),
-                sh_ok.eq(a_ok), sh_col.eq(a_col), sh_tag.eq(tag),
-            ]
-            # (sh_val + 1) >> 1 saturated, with the two range checks made on sh_val
-            # beside a narrow (out_bits + 1)-bit adder instead of after a wide one:
-            #   floor((s + 1) / 2) > omax  <=>  s >= 2 * omax + 1
-            #   floor((s + 1) / 2) < omin  <=>  s <  2 * omin - 1
-            # and when neither holds, the result is bits 1..out_bits of s + 1.
-            ob = cfg.out_bits
-            above = sh_val >= 2 * omax + 1
-            below = sh_val < 2 * omin - 1
-            low = Signal(ob + 1, name=f"round{r}")
-            m.d.comb += low.eq(sh_val[:ob + 1] + 1)
-            h_val = Signal(signed(cfg.out_bits), name=f"hval{r}", reset_less=True)
-            h_ok = Signal(name=f"hval_ok{r}")
-            h_col = Signal(range(C), name=f"hval_col{r}", reset_less=True)
-            h_tag = Signal(mtag, name=f"hval_tag{r}", reset_less=True)
-            m.d.sync += [
-                h_val.eq(Mux(above, omax, Mux(below, omin, low[1:].as_signed()))),
-                h_ok.eq(sh_ok), h_col.eq(sh_col), h_tag.eq(sh_tag),
-            ]
+            m.submodules[f"rounder{r}"] = rnd = OutputRounder(
+                acc_bits=len(mix.out_data[r]), shift_bits=cfg.shift_bits, out_bits=cfg.out_bits,
+                tag_width=rtag.size)
+            rin = data.View(rtag, rnd.i_tag)
+            m.d.comb += [rnd.i_valid.eq(mix.out_valid[r]), rnd.i_acc.eq(mix.out_data[r]),
+                         rnd.i_shift.eq(Mux(tag0.oslot, o_shift[1], o_shift[0])),
+                         rin.mix.eq(tag0), rin.row_end.eq(mix.out_col[r] == C - 1)]
+            rout = data.View(rtag, rnd.o_tag)
+            h_val, h_ok, h_tag = rnd.o_h, rnd.o_valid, rout.mix
             coll = Signal(data.ArrayLayout(signed(cfg.out_bits), C), name=f"collect{r}",
                           reset_less=True)
             if C > 1:
                 with m.If(h_ok):
                     m.d.sync += coll.as_value().eq(Cat(coll.as_value()[cfg.out_bits:], h_val))
             row_data = Cat(coll.as_value()[cfg.out_bits:], h_val)
-            # h_end == h_ok & (h_col == C - 1), registered beside h_val.
-            req = Signal(name=f"owr_req{r}")
-            m.d.sync += req.eq(sh_ok & (sh_col == C - 1))
+            req = h_ok & rout.row_end            # the row's last column leaves the rounder
             wr_data = wr_data | Mux(req, row_data, 0)
-            wr_addr = wr_addr | Mux(req, Cat(Const(r, _pow2_bits(R)), h_tag.oslot), 0)
+            wr_addr = wr_addr | Mux(req, Cat(Const(r, _slot_bits(R)), h_tag.oslot), 0)
             wr_en = wr_en | Mux(req, (Const(1, nL) << h_tag.tile)[:nL], 0)
             if r == R - 1:
                 last_req = req & h_tag.last
@@ -949,19 +599,19 @@ class InhibitorAttentionCore(wiring.Component):
         # The row write is registered once more (address, data, enables) before the
         # output memory, and the slot's "full" flag is set with it.
         slice_data = Signal(C * cfg.out_bits, reset_less=True)
-        ow_addr = Signal(_pow2_bits(R) + 1, reset_less=True)
+        ow_addr = Signal(_slot_bits(R) + 1, reset_less=True)
         ow_en = Signal(nL)
         ow_full = Signal(2)
         m.d.sync += [ow_addr.eq(wr_addr), ow_en.eq(wr_en), slice_data.eq(wr_data),
                      ow_full.eq(Mux(last_req, Const(1, 2) << last_slot, 0))]
-        m.d.comb += [o_wr.addr.eq(ow_addr), o_wr.en.eq(ow_en), ofull_set.eq(ow_full)]
+        m.d.comb += [o_wr.addr.eq(ow_addr), o_wr.en.eq(ow_en), ofull.set.eq(ow_full)]
         # Every slice gets the same data; the enabled one (the tile) keeps it.
         m.d.comb += o_wr.data.as_value().eq(Cat(*[slice_data for _ in range(nL)]))
 
         # ---------------------------------------------------------- output stream
         o_rd = omem.read_port()
         oc = Signal()                          # slot being emitted
-        orow = Signal(_pow2_bits(R))
+        orow = Signal(_slot_bits(R))
         h_last = Signal()
         last_rows = n - (nI - 1) * R           # rows of the last block
         o_is_last = Mux(oc, o_last[1], o_last[0])
@@ -978,8 +628,8 @@ class InhibitorAttentionCore(wiring.Component):
                 m.d.sync += [self.h.valid.eq(1), h_last.eq(o_is_last & o_rlast)]
                 with m.If(o_rlast):
                     m.d.sync += [orow.eq(0), oc.eq(~oc)]
-                    m.d.comb += [ofull_clr.bit_select(oc, 1).eq(1),
-                                 obusy_clr.bit_select(oc, 1).eq(1)]
+                    m.d.comb += [ofull.clr.bit_select(oc, 1).eq(1),
+                                 obusy.clr.bit_select(oc, 1).eq(1)]
                 with m.Else():
                     m.d.sync += orow.eq(orow + 1)
             with m.Else():
@@ -988,7 +638,7 @@ class InhibitorAttentionCore(wiring.Component):
         orow_n = Mux(take, Mux(o_rlast, 0, orow + 1), orow)
         o_last_n = [Mux(m_can & (m_os == i), m_lastblk, o_last[i]) for i in range(2)]
         m.d.sync += [
-            o_avail.eq(_flag_after(ofull, ofull_pend).bit_select(oc_n, 1)),
+            o_avail.eq(ofull.after.bit_select(oc_n, 1)),
             o_rlast.eq(orow_n == Mux(Mux(oc_n, o_last_n[1], o_last_n[0]), last_rows - 1, R - 1)),
         ]
         m.d.comb += [self.h.payload.data.as_value().eq(o_rd.data.as_value()[:d * cfg.out_bits]),

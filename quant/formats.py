@@ -39,7 +39,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 __all__ = [
+    "CODE_BITS_MAX",
+    "CODE_BITS_MIN",
     "MAX_DATAPATH_BITS",
+    "check_code_bits",
     "AttentionFormats",
     "DatapathWidths",
     "HeadQuant",
@@ -54,6 +57,12 @@ __all__ = [
 #: for the rounding adder of the output stage.
 MAX_DATAPATH_BITS = 62
 
+#: The legal range of every user-chosen code width (``qk_bits``, ``v_bits``,
+#: ``out_bits``) at every entry point: formats, core and baseline configs, CLI.
+#: A configuration can still be refused when a *derived* width exceeds
+#: :data:`MAX_DATAPATH_BITS` (the message names that width).
+CODE_BITS_MIN, CODE_BITS_MAX = 2, 32
+
 #: Version of :meth:`LayerQuant.to_dict`'s layout (bump on incompatible change).
 LAYER_QUANT_VERSION = 1
 
@@ -67,6 +76,26 @@ def _check_int(name: str, value, *, minimum: int | None = None, maximum: int | N
     if maximum is not None and value > maximum:
         raise ValueError(f"{name} must be <= {maximum}, not {value}")
     return value
+
+
+def check_code_bits(name: str, value) -> int:
+    """Check one user-chosen signed code width: an integer in ``CODE_BITS_MIN..CODE_BITS_MAX``.
+
+    Returns the width as an ``int``; the error names ``name`` and the range.
+
+    >>> check_code_bits("qk_bits", 8)
+    8
+    >>> check_code_bits("v_bits", 1)
+    Traceback (most recent call last):
+    ...
+    ValueError: v_bits must be in 2..32 (a signed code width), not 1
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, not {value!r}")
+    if not CODE_BITS_MIN <= int(value) <= CODE_BITS_MAX:
+        raise ValueError(f"{name} must be in {CODE_BITS_MIN}..{CODE_BITS_MAX} "
+                         f"(a signed code width), not {value}")
+    return int(value)
 
 
 def _check_float(name: str, value, *, positive: bool = False, nonzero: bool = False) -> float:
@@ -105,10 +134,6 @@ def signed_bits(min_value: int, max_value: int) -> int:
     need_neg = (-min_value - 1).bit_length() + 1 if min_value < 0 else 1
     need_pos = max_value.bit_length() + 1 if max_value > 0 else 1
     return max(need_neg, need_pos)
-
-
-def _ceil_log2(x: int) -> int:
-    return (int(x) - 1).bit_length() if x > 1 else 0
 
 
 # ---------------------------------------------------------------------------
@@ -277,6 +302,19 @@ class DatapathWidths:
     round_bits : int
         Signed ``acc + 2**(r-1)`` of the output rounding; ``<= max(acc_bits, r) + 1``
         (``acc_bits + 1`` whenever ``r <= acc_bits``).
+    length_bits : int
+        Unsigned valid length ``L`` in ``[0, n]`` (the descriptor field and the
+        mask compare); ``= bits(n)``.
+    shift_bits : int
+        Unsigned output shift ``r`` in ``[0, acc_bits]`` (the descriptor field):
+        every ``r >= acc_bits`` rounds every accumulator to 0, so larger shifts
+        are never needed; ``= bits(acc_bits)``.
+    zb_mix_max : int
+        The clip of ``zb`` *before* its shift by ``b``:
+        ``ceil(zb_clip / 2**b)``, so ``min(zb, zb_mix_max) << b`` reaches
+        ``zb_clip`` and nothing wider is ever formed (a value, not a width).
+    zb_mix_bits : int
+        Unsigned clipped ``zb`` operand of the mixing PEs: ``bits(zb_mix_max)``.
     """
 
     z_bits: int
@@ -290,6 +328,10 @@ class DatapathWidths:
     mix_bits: int
     acc_bits: int
     round_bits: int
+    length_bits: int
+    shift_bits: int
+    zb_mix_max: int
+    zb_mix_bits: int
 
     @property
     def theta_min(self) -> int:
@@ -309,7 +351,8 @@ class AttentionFormats:
     Parameters
     ----------
     qk_bits : int
-        Signed width of the query and key codes (shared scale per head), 2..32.
+        Signed width of the query and key codes (shared scale per head),
+        ``CODE_BITS_MIN..CODE_BITS_MAX`` (2..32).
     v_bits : int
         Signed width of the value codes, 2..32.
     out_bits : int
@@ -331,7 +374,7 @@ class AttentionFormats:
 
     def __post_init__(self):
         for name in ("qk_bits", "v_bits", "out_bits"):
-            object.__setattr__(self, name, _check_int(name, getattr(self, name), minimum=2, maximum=32))
+            object.__setattr__(self, name, check_code_bits(name, getattr(self, name)))
 
     @property
     def q(self) -> IntFormat:
@@ -402,14 +445,18 @@ class AttentionFormats:
         acc_bits = signed_bits(acc_lo, acc_hi)
         half = (1 << (r - 1)) if r > 0 else 0
         round_bits = signed_bits(acc_lo, acc_hi + half)
+        # zb << b is clipped before it is shifted (min(zb, ceil(zb_clip / 2**b)) << b),
+        # so b does not widen the datapath; it only has to stay a sane shift.
+        zb_mix_max = -(-zb_clip >> b) if b <= MAX_DATAPATH_BITS else 1
         widths = DatapathWidths(
             z_bits=z_bits, sum_bits=sum_bits, divider_bits=divider_bits, mean_bits=z_bits,
             theta_bits=z_bits + 1, threshold_bits=threshold_bits, zb_bits=zb_bits, zb_clip=zb_clip,
             mix_bits=mix_bits, acc_bits=acc_bits, round_bits=round_bits,
+            length_bits=unsigned_bits(n), shift_bits=unsigned_bits(acc_bits),
+            zb_mix_max=zb_mix_max, zb_mix_bits=unsigned_bits(zb_mix_max),
         )
-        # zb << b is clipped before it is shifted (min(zb, ceil(zb_clip / 2**b)) << b),
-        # so b does not widen the datapath; it only has to stay a sane shift.
-        too_wide = [(k, v) for k, v in vars(widths).items() if k != "zb_clip" and v > MAX_DATAPATH_BITS]
+        values = ("zb_clip", "zb_mix_max")
+        too_wide = [(k, v) for k, v in vars(widths).items() if k not in values and v > MAX_DATAPATH_BITS]
         if b > MAX_DATAPATH_BITS:
             too_wide.append(("z_shift", b))
         if too_wide:

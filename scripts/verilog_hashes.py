@@ -46,9 +46,9 @@ def _sha(text: str) -> str:
 
 def main() -> None:
     for name, params in CORES.items():
-        print(f"{name} {_sha(core_verilog(CoreConfig(**params)))}")
+        print(f"{name} {_sha(core_verilog(CoreConfig.from_dict(params)))}")
     for name, params in BASELINES.items():
-        cfg = BaselineConfig(**params)
+        cfg = BaselineConfig.from_dict(params)
         text = verilog.convert(DotProductAttentionCore(cfg), name=cfg.name, emit_src=False)
         print(f"{name} {_sha(text)}")
 

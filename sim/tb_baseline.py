@@ -118,7 +118,7 @@ def run_baseline_cosim(config, *, build_dir, heads: int = 3, seed: int = 0,
         M = score_mult_for_scale(scale, config.constants)
         if h == 3:
             M = (1 << config.constants.m_bits) - 1  # sharpest softmax
-        r = [7, 7, 0, 9][h] if h < 4 else int(rng.integers(0, dut.out_shift_max + 1))
+        r = [7, 7, 0, 9][h] if h < 4 else int(rng.integers(0, config.out_shift_max + 1))
         hh = baseline_attention_int(q, k, v, L, score_mult=M, out_shift=r,
                                     qk_bits=config.qk_bits, v_bits=config.v_bits,
                                     out_bits=config.out_bits, constants=config.constants)
@@ -146,7 +146,7 @@ def run_baseline_cosim(config, *, build_dir, heads: int = 3, seed: int = 0,
     if not result_file.exists():
         raise AssertionError(f"the cocotb test did not finish; see {build / 'results.xml'}")
     res = json.loads(result_file.read_text())
-    res["cycles_formula"] = dut.cycles_per_head(n)
+    res["cycles_formula"] = config.cycles_per_head(n)
     if res["mismatches"]:
         raise AssertionError(f"{len(res['mismatches'])} mismatching codes; first: "
                              f"{res['mismatches'][:5]}")

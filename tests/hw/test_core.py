@@ -19,7 +19,7 @@ CONFIGS = {
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_core_bit_exact(name):
-    cfg = CoreConfig(**CONFIGS[name])
+    cfg = CoreConfig.from_dict(CONFIGS[name])
     rng = np.random.default_rng(7)
     heads = mixed_heads(cfg, rng, random_count=3)
     expect = golden_outputs(cfg, heads)
@@ -45,7 +45,7 @@ def test_core_bit_exact(name):
 ])
 def test_config_errors(kwargs, exc, message):
     with pytest.raises(exc, match=message):
-        CoreConfig(**kwargs)
+        CoreConfig.from_dict(kwargs)
 
 
 def test_config_roundtrip_and_derived():

@@ -13,7 +13,7 @@ SMALL = dict(rows=2, cols=2, seq_len=5, head_dim=4, qk_bits=4, v_bits=4, out_bit
 
 
 def test_reproducible_bytes(tmp_path):
-    cfg = CoreConfig(**SMALL)
+    cfg = CoreConfig.from_dict(SMALL)
     a = generate(cfg, tmp_path / "a")
     cwd = os.getcwd()
     try:
@@ -36,7 +36,7 @@ def test_reproducible_bytes(tmp_path):
                                                 qk_bits=12, v_bits=5, out_bits=9, z_shift=2,
                                                 name="odd_core")])
 def test_verilator_lint_clean(kwargs, tmp_path):
-    gen = generate(CoreConfig(**kwargs), tmp_path)
+    gen = generate(CoreConfig.from_dict(kwargs), tmp_path)
     lint(gen.verilog)            # raises on any warning beyond the named waivers
 
 
@@ -112,7 +112,7 @@ def test_manifest_from_layer_quant():
 def test_legacy_out_shift_key():
     """Configs written when r was a constant still load; the key is checked and ignored."""
     cfg = CoreConfig.from_dict({**SMALL, "out_shift": 3})
-    assert cfg == CoreConfig(**SMALL) and "out_shift" not in cfg.to_dict()
+    assert cfg == CoreConfig.from_dict(SMALL) and "out_shift" not in cfg.to_dict()
     with pytest.raises(ValueError, match="out_shift must be a non-negative integer, not -1"):
         CoreConfig.from_dict({**SMALL, "out_shift": -1})
     with pytest.raises(TypeError):

@@ -13,7 +13,7 @@ SMALL = dict(rows=2, cols=2, seq_len=4, head_dim=4, qk_bits=4, v_bits=4, out_bit
 def _small_inhibitor():
     from inhibitron.hw.core import CoreConfig, InhibitorAttentionCore
 
-    return InhibitorAttentionCore(CoreConfig(**SMALL))
+    return InhibitorAttentionCore(CoreConfig.from_dict(SMALL))
 
 
 @pytest.mark.synth

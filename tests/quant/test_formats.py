@@ -75,8 +75,8 @@ def test_frozen():
 
 
 @pytest.mark.parametrize("kwargs, exc, match", [
-    (dict(qk_bits=1), ValueError, "qk_bits must be >= 2, not 1"),
-    (dict(v_bits=33), ValueError, "v_bits must be <= 32, not 33"),
+    (dict(qk_bits=1), ValueError, r"qk_bits must be in 2..32 \(a signed code width\), not 1"),
+    (dict(v_bits=33), ValueError, r"v_bits must be in 2..32 \(a signed code width\), not 33"),
     (dict(out_bits=8.5), TypeError, "out_bits must be an integer, not 8.5"),
 ])
 def test_attention_formats_errors(kwargs, exc, match):
@@ -218,7 +218,7 @@ def test_layer_quant_errors(change, exc, match):
     (lambda d: d.update(extra=1), ValueError, r"LayerQuant: unknown key\(s\) \['extra'\]"),
     (lambda d: d["heads"][0].pop("theta"), ValueError, r"HeadQuant: missing key\(s\) \['theta'\]"),
     (lambda d: d["heads"][1].update(s_v=-1.0), ValueError, "s_v must be > 0"),
-    (lambda d: d["formats"].update(qk_bits=1), ValueError, "qk_bits must be >= 2"),
+    (lambda d: d["formats"].update(qk_bits=1), ValueError, "qk_bits must be in 2..32"),
     (lambda d: d.update(heads="x"), TypeError, "LayerQuant: heads must be a list"),
 ])
 def test_layer_quant_from_dict_errors(mutate, exc, match):

@@ -47,7 +47,7 @@ def _check(res):
 
 def _cosim(name, kwargs, tmp_path_factory, *, random_count, simulator="verilator",
            every_length=True):
-    cfg = CoreConfig(name=f"core_{name}", **kwargs)
+    cfg = CoreConfig.from_dict(dict(kwargs, name=f"core_{name}"))
     rng = np.random.default_rng(abs(hash(name)) % 2**32)
     heads = mixed_heads(cfg, rng, random_count=random_count, every_length=every_length,
                         real_path=REAL, real_count=4)
