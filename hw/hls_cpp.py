@@ -95,7 +95,7 @@ def config_constants(cfg: CoreConfig, *, n_heads: int = 1) -> dict[str, int]:
     w = cfg.widths
     n, d = cfg.seq_len, cfg.head_dim
     return {
-        "n": n, "d": d, "nd": n * d, "n_heads": n_heads,
+        "n": n, "d": d, "nd": n * d, "n_heads": n_heads, "total": n_heads * n * d,
         "qk_bits": cfg.qk_bits, "v_bits": cfg.v_bits, "out_bits": cfg.out_bits,
         "v_shift": cfg.v_shift, "z_shift": cfg.z_shift,
         "len_bits": max(1, n.bit_length()),
@@ -106,12 +106,17 @@ def config_constants(cfg: CoreConfig, *, n_heads: int = 1) -> dict[str, int]:
     }
 
 
-_UNSIGNED = {"n", "d", "nd", "n_heads", "reuse_factor"}
+_UNSIGNED = {"n", "d", "nd", "n_heads", "total", "reuse_factor"}
 
 
 def config_struct(cfg: CoreConfig, struct_name: str, *, n_heads: int = 1,
-                  reuse_factor: int = 1, indent: str = "    ") -> str:
-    """C++ text of ``struct struct_name : nnet::inhibitor_attention_config {...};``."""
+                  reuse_factor: int = 1, heads=None, indent: str = "    ") -> str:
+    """C++ text of ``struct struct_name : nnet::inhibitor_attention_config {...};``.
+
+    ``heads``: optional ``(thetas, shifts)`` sequences of length ``n_heads``,
+    emitted as the constant tables ``theta(h)``, ``shift(h)`` that
+    ``nnet::inhibitor_attention_heads`` reads.
+    """
     lines = [f"struct {struct_name} : nnet::inhibitor_attention_config {{"]
     consts = config_constants(cfg, n_heads=n_heads)
     consts["reuse_factor"] = reuse_factor
@@ -123,6 +128,17 @@ def config_struct(cfg: CoreConfig, struct_name: str, *, n_heads: int = 1,
             ctype = "unsigned" if key in _UNSIGNED else "int"
             text = str(value)
         lines.append(f"{indent}static const {ctype} {key} = {text};")
+    if heads is not None:
+        thetas, shifts = ([int(x) for x in seq] for seq in heads)
+        if len(thetas) != n_heads or len(shifts) != n_heads:
+            raise ValueError(f"heads must give {n_heads} thetas and shifts, got "
+                             f"{len(thetas)} and {len(shifts)}")
+        for fn, values in (("theta", thetas), ("shift", shifts)):
+            table = ", ".join(map(str, values))
+            lines += [f"{indent}static long long {fn}(unsigned h) {{",
+                      f"{indent}{indent}static const long long table[{n_heads}] = {{{table}}};",
+                      f"{indent}{indent}return table[h];",
+                      f"{indent}}}"]
     lines.append("};")
     return "\n".join(lines) + "\n"
 

@@ -31,6 +31,7 @@ struct inhibitor_attention_config {
     static const unsigned d = 8;           // head dimension of q, k, v, h
     static const unsigned nd = 64;         // n * d (a constant, so no multiplier is ever inferred)
     static const unsigned n_heads = 1;     // heads per call (hls4ml layer)
+    static const unsigned total = 64;      // n_heads * n * d (flat layer tensors)
     static const int qk_bits = 8;          // signed q/k code width
     static const int v_bits = 8;           // signed v code width
     static const int out_bits = 8;         // signed h code width
@@ -210,6 +211,45 @@ ROWS:
         }
         row_base += CONFIG_T::d;
     }
+}
+
+// Every head of a layer (the hls4ml layer): flat (n_heads, n, d) tensors, one
+// valid length for all heads, per-head theta and r from CONFIG_T::theta(h),
+// CONFIG_T::shift(h) (constant tables).
+template <class q_T, class k_T, class v_T, class res_T, typename CONFIG_T>
+void inhibitor_attention_heads(const q_T q[CONFIG_T::total], const k_T k[CONFIG_T::total],
+                               const v_T v[CONFIG_T::total], ap_uint<CONFIG_T::len_bits> length,
+                               res_T h[CONFIG_T::total]) {
+    unsigned base = 0;
+HEADS:
+    for (unsigned hh = 0; hh < CONFIG_T::n_heads; hh++) {
+        inhibitor_attention_head<q_T, k_T, v_T, res_T, CONFIG_T, CONFIG_T::total>(
+            q, k, v, base, length, CONFIG_T::theta(hh), CONFIG_T::shift(hh), h);
+        base += CONFIG_T::nd;
+    }
+}
+
+// With a key-padding mask (n entries, nonzero = valid key, a prefix): L = the
+// number of valid keys (at least 1).
+template <class q_T, class k_T, class v_T, class mask_T, class res_T, typename CONFIG_T>
+void inhibitor_attention_masked(const q_T q[CONFIG_T::total], const k_T k[CONFIG_T::total],
+                                const v_T v[CONFIG_T::total], const mask_T mask[CONFIG_T::n],
+                                res_T h[CONFIG_T::total]) {
+    ap_uint<CONFIG_T::len_bits> length = 0;
+COUNT:
+    for (unsigned j = 0; j < CONFIG_T::n; j++) {
+        #pragma HLS UNROLL
+        if (mask[j] != 0) length++;
+    }
+    if (length == 0) length = 1;
+    inhibitor_attention_heads<q_T, k_T, v_T, res_T, CONFIG_T>(q, k, v, length, h);
+}
+
+// Without a mask: every key is valid (L = n).
+template <class q_T, class k_T, class v_T, class res_T, typename CONFIG_T>
+void inhibitor_attention_unmasked(const q_T q[CONFIG_T::total], const k_T k[CONFIG_T::total],
+                                  const v_T v[CONFIG_T::total], res_T h[CONFIG_T::total]) {
+    inhibitor_attention_heads<q_T, k_T, v_T, res_T, CONFIG_T>(q, k, v, CONFIG_T::n, h);
 }
 
 }  // namespace nnet
