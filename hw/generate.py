@@ -59,7 +59,6 @@ def core_description(config: CoreConfig) -> dict:
     """JSON-ready description: ports, widths, latency/cycle formulas, formats."""
     w = config.widths
     n, d, R, C = config.seq_len, config.head_dim, config.rows, config.cols
-    len_bits = max(1, n.bit_length())
     ports = []
 
     def port(name, direction, width, meaning):
@@ -74,12 +73,13 @@ def core_description(config: CoreConfig) -> dict:
         port(f"s_axis_{s}_tvalid", "in", 1, "AXI-Stream valid")
         port(f"s_axis_{s}_tready", "out", 1, "AXI-Stream ready")
         port(f"s_axis_{s}_tlast", "in", 1, "ignored (heads are n rows)")
-    sb = config.shift_bits
-    port("s_axis_desc_tdata", "in", len_bits + w.theta_bits + sb,
-         f"per-head descriptor: L (1..{n}) at [0 +: {len_bits}], "
-         f"theta (signed {w.theta_bits} bits) at [{len_bits} +: {w.theta_bits}], "
-         f"output shift r (unsigned, 0..{config.out_shift_max} useful) at "
-         f"[{len_bits + w.theta_bits} +: {sb}]")
+    layout = config.descriptor_layout
+    meaning = {"length": f"L (1..{n})", "theta": "theta",
+               "shift": f"output shift r (0..{config.out_shift_max} useful)"}
+    fields = ", ".join(
+        f"{meaning[name]} ({'signed' if f.shape.signed else 'unsigned'} {f.width} bits) "
+        f"at [{f.offset} +: {f.width}]" for name, f in layout)
+    port("s_axis_desc_tdata", "in", layout.size, f"per-head descriptor: {fields}")
     port("s_axis_desc_tvalid", "in", 1, "AXI-Stream valid")
     port("s_axis_desc_tready", "out", 1, "AXI-Stream ready")
     port("s_axis_desc_tlast", "in", 1, "ignored")

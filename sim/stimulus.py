@@ -44,18 +44,14 @@ class Head:
 
 
 def pack_desc(cfg, head: Head) -> int:
-    """The descriptor beat of ``head``: ``{shift, theta, L}`` packed, ``L`` in the low bits.
+    """The descriptor beat of ``head``, laid out by ``cfg.descriptor_layout``.
 
-    ``L`` takes ``bits(n)`` bits, then signed ``theta`` ``theta_bits``, then the
-    unsigned ``shift`` field (``cfg.shift_bits``). An ``r`` beyond the field is
-    sent as the field's maximum, which gives the same (all-zero) output.
+    ``L`` in the low bits, then signed ``theta``, then the unsigned ``shift``
+    field; an ``r`` beyond the field is sent as the field's maximum, which
+    gives the same (all-zero) output (:meth:`CoreConfig.pack_descriptor`).
     """
-    len_bits = max(1, cfg.seq_len.bit_length())
-    tb = cfg.widths.theta_bits
-    sb = cfg.shift_bits
-    r = min(int(head.out_shift), (1 << sb) - 1)
-    return ((head.length & ((1 << len_bits) - 1)) | ((head.theta & ((1 << tb) - 1)) << len_bits)
-            | (r << (len_bits + tb)))
+    return cfg.pack_descriptor(length=int(head.length), theta=int(head.theta),
+                               shift=int(head.out_shift))
 
 
 def with_shifts(cfg, heads, rng: np.random.Generator) -> list[Head]:

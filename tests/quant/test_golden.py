@@ -254,8 +254,8 @@ KW = dict(theta=0, v_shift=0, z_shift=0, out_shift=0, qk_bits=4, v_bits=4, out_b
      r"\(signed 6 bits for qk_bits=4, d=2\)"),
     (dict(theta=-33), ValueError, "outside the threshold range"),
     (dict(theta=0.5), TypeError, "theta must be an integer"),
-    (dict(qk_bits=1), ValueError, "qk_bits must be >= 2"),
-    (dict(out_bits=33), ValueError, "out_bits must be <= 32"),
+    (dict(qk_bits=1), ValueError, r"qk_bits must be in 2..32 \(a signed code width\), not 1"),
+    (dict(out_bits=33), ValueError, r"out_bits must be in 2..32 \(a signed code width\), not 33"),
     (dict(v_shift=60), ValueError, "mix_bits would be 65 bits .* at most 62"),
 ])
 def test_validation_errors(change, exc, match):
