@@ -441,7 +441,7 @@ def emit_hls_from_checkpoint(checkpoint, out_dir, *, layer: int, seq_len: int | 
     The config comes from :meth:`CoreConfig.from_manifest`; the layer's
     per-head ``theta`` and ``r`` go into ``<top>_heads.h``.
     """
-    from ..quant.export import load_checkpoint
+    from ..quant.checkpoint import load_checkpoint
     cfg = CoreConfig.from_manifest(checkpoint, layer=layer, rows=1, cols=1, seq_len=seq_len)
     ckpt = load_checkpoint(checkpoint)
     lq = ckpt.layers[layer].attention
