@@ -14,13 +14,12 @@ control file marks just the top module (``public_flat_rw -module <top>``).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from .stimulus import Head
 
-__all__ = ["CosimBuild", "build_core", "run_cosim", "cosimulate"]
+__all__ = ["CosimBuild", "build_core", "build_model", "run_cosim", "cosimulate"]
 
 
 @dataclass
@@ -64,12 +63,37 @@ def build_core(config, build_dir, *, simulator: str = "verilator") -> CosimBuild
     ValueError
         Unknown simulator.
     """
-    from inhibitron.hw.generate import WAIVERS, generate
-
-    from .toolchain import require_cocotb, require_icarus, setup_verilator
+    from inhibitron.hw.generate import generate
 
     if simulator not in ("verilator", "icarus"):
         raise ValueError(f"simulator must be 'verilator' or 'icarus', not {simulator!r}")
+    build_dir = Path(build_dir).resolve()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    gen = generate(config, build_dir / "rtl")
+    runner = build_model(gen.verilog, config.name, build_dir, simulator=simulator)
+    return CosimBuild(config, build_dir, simulator, runner, gen.verilog)
+
+
+def build_model(verilog, top: str, build_dir, *, simulator: str = "verilator",
+                verilator_args: tuple[str, ...] = ("--x-assign", "fast", "--x-initial", "fast")):
+    """Build a cocotb simulation model of the Verilog file ``verilog`` (top module ``top``).
+
+    The model goes to ``build_dir/sim`` (log ``build_dir/build.log``). Under
+    Verilator, the project's waiver file is used and only ``top`` is made
+    public (see the module docstring); ``verilator_args`` are added (the X
+    options by default). Returns the cocotb runner, ready for ``test``.
+
+    Raises
+    ------
+    inhibitron.hw.toolchain.ToolchainError
+        The simulator (or cocotb) is not installed.
+    RuntimeError
+        The build failed; the message holds the tail of the log.
+    """
+    from inhibitron.hw.generate import WAIVERS
+
+    from .toolchain import require_cocotb, require_icarus, setup_verilator
+
     require_cocotb()
     if simulator == "verilator":
         setup_verilator()
@@ -78,19 +102,16 @@ def build_core(config, build_dir, *, simulator: str = "verilator") -> CosimBuild
     from cocotb_tools.runner import get_runner
 
     build_dir = Path(build_dir).resolve()
-    build_dir.mkdir(parents=True, exist_ok=True)
-    gen = generate(config, build_dir / "rtl")
     runner = get_runner(simulator)
-    top = config.name
     if simulator == "verilator":
-        public = build_dir / "rtl" / "public.vlt"
+        public = build_dir / "public.vlt"
         public.write_text("`verilator_config\n"
                           f"public_flat_rw -module \"{top}\" -var \"*\"\n", encoding="utf-8")
         _lean_verilator(runner)
-        build = dict(sources=[gen.verilog, WAIVERS, public],
-                     build_args=["-O3", "--x-assign", "fast", "--x-initial", "fast"])
+        build = dict(sources=[Path(verilog), WAIVERS, public],
+                     build_args=["-O3", *verilator_args])
     else:
-        build = dict(sources=[gen.verilog], timescale=("1ns", "1ps"))
+        build = dict(sources=[Path(verilog)], timescale=("1ns", "1ps"))
     log = build_dir / "build.log"
     try:
         runner.build(hdl_toplevel=top, build_dir=build_dir / "sim", always=True, log_file=log, **build)
@@ -98,7 +119,7 @@ def build_core(config, build_dir, *, simulator: str = "verilator") -> CosimBuild
         tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
         raise RuntimeError(f"building the {simulator} model of {top} failed ({exc}); "
                            f"log {log}:\n{tail}") from exc
-    return CosimBuild(config, build_dir, simulator, runner, gen.verilog)
+    return runner
 
 
 def run_cosim(build: CosimBuild, heads: list[Head], *, name: str = "run", idle_prob: float = 0.0,
