@@ -35,7 +35,7 @@ from pathlib import Path
 from collections.abc import Sequence
 
 __all__ = [
-    "ToolchainError", "Tool",
+    "ToolchainError", "Tool", "YOWASP",
     "find_verilator", "find_icarus", "find_yosys", "find_nextpnr", "find_yowasp",
     "verilator_root", "setup_verilator", "require_verilator",
     "have_icarus", "require_icarus", "require_yosys", "require_nextpnr", "require_cocotb",
