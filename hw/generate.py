@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from .core import CoreConfig
 
-__all__ = ["GeneratedCore", "core_verilog", "core_description", "generate", "lint", "WAIVERS"]
+__all__ = ["GeneratedCore", "WAIVERS", "convert_verilog", "core_description", "core_verilog", "generate",
+           "lint", "time_zero_events"]
 
 #: Verilator waiver file used by :func:`lint` (and by the cocotb builds).
 WAIVERS = Path(__file__).with_name("verilator_waivers.vlt")
@@ -40,16 +42,45 @@ class GeneratedCore:
     config: CoreConfig
 
 
-def core_verilog(config: CoreConfig) -> str:
-    """Verilog text of the AXI-Stream core for ``config`` (deterministic, no paths)."""
+#: Yosys's Verilog back end starts every ``always @*`` block with a dummy
+#: read of a register that it declares as ``reg \$auto$verilog_backend...$N = 0;``,
+#: so that the declaration's initialisation wakes each block at time 0.
+_TIME0_TRIGGER = re.compile(r"^(\s*)reg (\\\$auto\$verilog_backend\S*)\s+= 0;$", re.M)
+
+
+def time_zero_events(text: str) -> str:
+    """Make every ``always @*`` block of Yosys-written Verilog run at time 0 in SystemVerilog mode.
+
+    In Verilog-2005 a declaration initialiser is an assignment at time 0 and
+    wakes the blocks that read the register; in SystemVerilog (``iverilog
+    -g2012``, cocotb's Icarus runner, ``.sv`` compiles) it happens before time
+    0 without an event, so no ``always @*`` block runs until one of its inputs
+    changes: combinational values stay X, registers without reset load that X
+    at the first edges and never lose it, and in a design at rest (every input
+    idle) the X persists and reaches ``tready``. An ``initial`` assignment (an
+    X -> 0 change at time 0) wakes them in both languages; synthesis sees the
+    same initial value 0.
+    """
+    # (an escaped identifier ends at white space: keep one before ";" and "=")
+    return _TIME0_TRIGGER.sub(r"\1reg \2 ;\n\1initial \2 = 1'b0;", text)
+
+
+def convert_verilog(component, *, name: str, strip_internal_attrs: bool = True) -> str:
+    """``amaranth.back.verilog.convert`` (no source locations) + :func:`time_zero_events`."""
     from amaranth.back import verilog
 
+    return time_zero_events(verilog.convert(component, name=name, emit_src=False,
+                                            strip_internal_attrs=strip_internal_attrs))
+
+
+def core_verilog(config: CoreConfig) -> str:
+    """Verilog text of the AXI-Stream core for ``config`` (deterministic, no paths)."""
     from .axis import AxiStreamInhibitorCore
 
     if not isinstance(config, CoreConfig):
         raise TypeError(f"config must be a CoreConfig, not {config!r}")
     top = AxiStreamInhibitorCore(config)
-    text = verilog.convert(top, name=config.name, emit_src=False, strip_internal_attrs=True)
+    text = convert_verilog(top, name=config.name)
     header = (f"// {config.name}: Inhibitron inhibitor-attention core (generated; do not edit)\n"
               f"// config: {json.dumps(config.to_dict(), sort_keys=True)}\n")
     return header + text

@@ -364,6 +364,18 @@ def write_stimulus(path, cfg: CoreConfig, heads) -> Path:
     return path
 
 
+def _golden(cfg: CoreConfig, heads) -> np.ndarray:
+    """Expected ``h`` of every head, ``(H, n, d)`` int64, from :mod:`inhibitron.quant.golden`."""
+    from ..quant.golden import inhibitor_attention_int
+
+    return inhibitor_attention_int(
+        np.stack([h.q for h in heads]), np.stack([h.k for h in heads]),
+        np.stack([h.v for h in heads]), np.array([h.length for h in heads]),
+        theta=np.array([h.theta for h in heads]), v_shift=cfg.v_shift, z_shift=cfg.z_shift,
+        out_shift=np.array([h.out_shift for h in heads]), qk_bits=cfg.qk_bits,
+        v_bits=cfg.v_bits, out_bits=cfg.out_bits)
+
+
 def _write_codes(path: Path, codes: np.ndarray) -> None:
     rows = np.asarray(codes, dtype=np.int64).reshape(-1, codes.shape[-1])
     path.write_text("".join(" ".join(map(str, r)) + "\n" for r in rows.tolist()), encoding="ascii")
@@ -371,7 +383,7 @@ def _write_codes(path: Path, codes: np.ndarray) -> None:
 
 def emit_hls(cfg: CoreConfig, out_dir, *, top: str | None = None, layer_quant=None,
              layer: int | None = None, part: str = "xcu250-figd2104-2L-e", clock_ns: float = 4.0,
-             example_heads: int = 4, seed: int = 0) -> HlsProject:
+             heads=None) -> HlsProject:
     """Write the HLS C++ project of ``cfg`` into ``out_dir`` (created if needed).
 
     Parameters
@@ -385,8 +397,11 @@ def emit_hls(cfg: CoreConfig, out_dir, *, top: str | None = None, layer_quant=No
         Also write ``<top>_heads.h`` with the per-head ``theta`` and ``r``.
     part, clock_ns : str, float
         Written into ``run_hls.tcl`` only.
-    example_heads, seed : int
-        Random heads written to ``stimulus.txt``/``expected.txt`` (golden outputs).
+    heads : list of heads, optional
+        Example stimulus (objects with ``q``, ``k``, ``v``, ``length``,
+        ``theta``, ``out_shift``, e.g. :func:`inhibitron.sim.stimulus.random_heads`)
+        written to ``stimulus.txt`` with their golden outputs in
+        ``expected.txt`` (from :mod:`inhibitron.quant.golden`).
 
     Returns
     -------
@@ -413,12 +428,10 @@ def emit_hls(cfg: CoreConfig, out_dir, *, top: str | None = None, layer_quant=No
     put(f"{top}_tb.cpp", _TESTBENCH.format(**subs))
     put("run_hls.tcl", _TCL.format(part=part, clock_ns=clock_ns, **subs))
 
-    from ..sim.stimulus import golden_outputs, random_heads, with_shifts
-    rng = np.random.default_rng(seed)
-    heads = with_shifts(cfg, random_heads(cfg, example_heads, rng), rng)
-    files.append(write_stimulus(out / "stimulus.txt", cfg, heads))
-    _write_codes(out / "expected.txt", golden_outputs(cfg, heads))
-    files.append(out / "expected.txt")
+    if heads is not None:
+        files.append(write_stimulus(out / "stimulus.txt", cfg, heads))
+        _write_codes(out / "expected.txt", _golden(cfg, heads))
+        files.append(out / "expected.txt")
 
     if layer_quant is not None:
         a, b = np.asarray(layer_quant.v_shift), np.asarray(layer_quant.z_shift)

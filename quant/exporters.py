@@ -231,3 +231,11 @@ def _memimages(job: ExportJob) -> ExportResult:
     from .memimage import write_checkpoint_images
 
     return write_checkpoint_images(job)
+
+
+@register("qonnx", help="QONNX graphs (Quant nodes + InhibitorAttention custom op; needs qonnx)",
+          default=False)
+def _qonnx(job: ExportJob) -> ExportResult:
+    from .qonnx_export import write_qonnx
+
+    return write_qonnx(job)

@@ -10,18 +10,16 @@ run it before and after, and diff the outputs::
 
 Inhibitor cores go through :func:`inhibitron.hw.generate.core_verilog` (the
 AXI-Stream top that ``inhibitron generate`` writes); the dot-product baseline
-through Amaranth's Verilog back end as its cosimulation and synthesis use it.
+through :func:`inhibitron.hw.generate.convert_verilog` as its cosimulation uses it.
 """
 
 from __future__ import annotations
 
 import hashlib
 
-from amaranth.back import verilog
-
 from inhibitron.hw.baseline import BaselineConfig, DotProductAttentionCore
 from inhibitron.hw.core import CoreConfig
-from inhibitron.hw.generate import core_verilog
+from inhibitron.hw.generate import convert_verilog, core_verilog
 
 #: name -> inhibitor core configuration (small, 8x8, non-power-of-two, 4-bit, shifted).
 CORES = {
@@ -49,7 +47,7 @@ def main() -> None:
         print(f"{name} {_sha(core_verilog(CoreConfig.from_dict(params)))}")
     for name, params in BASELINES.items():
         cfg = BaselineConfig.from_dict(params)
-        text = verilog.convert(DotProductAttentionCore(cfg), name=cfg.name, emit_src=False)
+        text = convert_verilog(DotProductAttentionCore(cfg), name=cfg.name)
         print(f"{name} {_sha(text)}")
 
 

@@ -53,8 +53,19 @@ def _lean_verilator(runner):
     return runner
 
 
-def build_core(config, build_dir, *, simulator: str = "verilator") -> CosimBuild:
+#: Verilator's X options of the regular builds: X and uninitialised state as 0 (fast).
+X_FAST = ("--x-assign", "fast", "--x-initial", "fast")
+#: A second net for X-cleanness: every X and uninitialised bit gets a random value, chosen
+#: at run time from the seed given by the plusargs ``+verilator+seed+N +verilator+rand+reset+2``.
+X_UNIQUE = ("--x-assign", "unique", "--x-initial", "unique")
+
+
+def build_core(config, build_dir, *, simulator: str = "verilator",
+               verilator_args: tuple[str, ...] = X_FAST) -> CosimBuild:
     """Generate the Verilog of ``config`` and build a simulation model in ``build_dir``.
+
+    ``verilator_args`` (Verilator only): extra build options, the X options
+    by default (:data:`X_FAST`; :data:`X_UNIQUE` randomises X).
 
     Raises
     ------
@@ -70,12 +81,13 @@ def build_core(config, build_dir, *, simulator: str = "verilator") -> CosimBuild
     build_dir = Path(build_dir).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
     gen = generate(config, build_dir / "rtl")
-    runner = build_model(gen.verilog, config.name, build_dir, simulator=simulator)
+    runner = build_model(gen.verilog, config.name, build_dir, simulator=simulator,
+                         verilator_args=verilator_args)
     return CosimBuild(config, build_dir, simulator, runner, gen.verilog)
 
 
 def build_model(verilog, top: str, build_dir, *, simulator: str = "verilator",
-                verilator_args: tuple[str, ...] = ("--x-assign", "fast", "--x-initial", "fast")):
+                verilator_args: tuple[str, ...] = X_FAST):
     """Build a cocotb simulation model of the Verilog file ``verilog`` (top module ``top``).
 
     The model goes to ``build_dir/sim`` (log ``build_dir/build.log``). Under
@@ -123,8 +135,11 @@ def build_model(verilog, top: str, build_dir, *, simulator: str = "verilator",
 
 
 def run_cosim(build: CosimBuild, heads: list[Head], *, name: str = "run", idle_prob: float = 0.0,
-              stall_prob: float = 0.0, seed: int = 0, max_report: int = 20) -> dict:
+              stall_prob: float = 0.0, seed: int = 0, max_report: int = 20,
+              plusargs: tuple[str, ...] = ()) -> dict:
     """Run the testbench on ``heads``; return its result dict (see :mod:`.tb_core`).
+
+    ``plusargs`` go to the simulator (e.g. Verilator's random-X seed).
 
     The result holds ``elements_compared``, ``mismatches``, ``first_mismatches``
     (head, row, col, got, expected), ``cycles_per_head`` and speed figures.
@@ -147,7 +162,7 @@ def run_cosim(build: CosimBuild, heads: list[Head], *, name: str = "run", idle_p
     xml = build.runner.test(test_module="inhibitron.sim.tb_core", hdl_toplevel=build.config.name,
                             hdl_toplevel_lang="verilog",
                             build_dir=build.build_dir / "sim", test_dir=work,
-                            extra_env={PARAMS_ENV: str(params_path)},
+                            extra_env={PARAMS_ENV: str(params_path)}, plusargs=list(plusargs),
                             results_xml=str(work / "results.xml"), log_file=work / "sim.log",
                             timescale=("1ns", "1ps") if build.simulator == "icarus" else None)
     if not result_path.exists():

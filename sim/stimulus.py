@@ -199,6 +199,12 @@ def mixed_heads(cfg, rng: np.random.Generator, *, random_count: int, every_lengt
     return heads
 
 
+def example_heads(cfg, count: int = 4, seed: int = 0) -> list[Head]:
+    """``count`` random heads with output shifts varying head to head (a small demo stimulus)."""
+    rng = np.random.default_rng(seed)
+    return with_shifts(cfg, random_heads(cfg, count, rng), rng)
+
+
 def golden_outputs(cfg, heads) -> np.ndarray:
     """Expected ``h`` of every head, ``(H, n, d)`` int64, from ``quant.golden``."""
     from inhibitron.quant.golden import inhibitor_attention_int

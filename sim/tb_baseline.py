@@ -99,9 +99,8 @@ def run_baseline_cosim(config, *, build_dir, heads: int = 3, seed: int = 0,
     AssertionError
         A row mismatches (the message lists the first ones), or the core stalled.
     """
-    from amaranth.back import verilog
-
     from inhibitron.hw.baseline import DotProductAttentionCore
+    from inhibitron.hw.generate import convert_verilog
 
     from .runner import build_model
 
@@ -109,7 +108,7 @@ def run_baseline_cosim(config, *, build_dir, heads: int = 3, seed: int = 0,
     build.mkdir(parents=True, exist_ok=True)
     top = config.name
     vfile = build / f"{top}.v"
-    text = verilog.convert(DotProductAttentionCore(config), name=top, emit_src=False)
+    text = convert_verilog(DotProductAttentionCore(config), name=top)
     if not vfile.exists() or vfile.read_text() != text:
         vfile.write_text(text)
     stim_file = build / "stimulus.json"

@@ -296,11 +296,8 @@ def inhibitor_target(config) -> XTarget:
 
 def _convert(component, name: str) -> str:
     """The project's Verilog conversion of a component (the one users get)."""
-    try:
-        from inhibitron.hw.generate import convert_verilog
-    except ImportError:   # before hw.generate had it: Amaranth's text as is
-        from amaranth.back import verilog
-        return verilog.convert(component, name=name, emit_src=False)
+    from inhibitron.hw.generate import convert_verilog
+
     return convert_verilog(component, name=name)
 
 

@@ -18,7 +18,7 @@ import pytest
 from inhibitron.hw.core import CoreConfig
 from inhibitron.hw.hls_cpp import (KERNEL_HEADER, TEMPLATE_DIR, build_csim, config_constants,
                                    emit_hls, run_csim)
-from inhibitron.sim.stimulus import REAL_VECTORS, Head, golden_outputs, mixed_heads
+from inhibitron.sim.stimulus import REAL_VECTORS, Head, example_heads, golden_outputs, mixed_heads
 
 pytest.importorskip("hls4ml", reason="the ap_int.h headers come with hls4ml (extra 'integration')")
 if shutil.which("g++") is None:  # pragma: no cover - g++ is on every project machine
@@ -59,7 +59,7 @@ def built(tmp_path_factory):
     def get(name):
         if name not in cache:
             cfg = _cfg(name, CONFIGS[name])
-            project = emit_hls(cfg, tmp_path_factory.mktemp(name))
+            project = emit_hls(cfg, tmp_path_factory.mktemp(name), heads=example_heads(cfg))
             cache[name] = (cfg, project, build_csim(project))
         return cache[name]
     return get
@@ -136,8 +136,8 @@ def test_no_multiplier_no_divider_in_kernel(built):
 
 def test_emitted_files_reproducible(tmp_path):
     cfg = _cfg("s4_n12_d6_b1", CONFIGS["s4_n12_d6_b1"])
-    a = emit_hls(cfg, tmp_path / "a")
-    b = emit_hls(cfg, tmp_path / "b")
+    a = emit_hls(cfg, tmp_path / "a", heads=example_heads(cfg))
+    b = emit_hls(cfg, tmp_path / "b", heads=example_heads(cfg))
     assert [p.name for p in a.files] == [p.name for p in b.files]
     for pa, pb in zip(a.files, b.files):
         assert pa.read_bytes() == pb.read_bytes(), pa.name

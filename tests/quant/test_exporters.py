@@ -36,12 +36,12 @@ def ckpt(tmp_path_factory):
 def test_builtin_formats_in_writing_order():
     table = [(e.name, e.default, e.needs_model, e.required) for e in X.exporters()]
     assert table == [("checkpoint", True, False, True), ("onnx", True, True, False),
-                     ("memimages", True, False, False)]
+                     ("memimages", True, False, False), ("qonnx", False, False, False)]
     assert X.default_formats() == ("onnx", "memimages")
     assert [e.name for e in X.resolve_formats(["memimages", "onnx"])] == ["checkpoint", "onnx", "memimages"]
     assert [e.name for e in X.resolve_formats([])] == ["checkpoint"]
-    with pytest.raises(ValueError, match=r"unknown export format 'qonnx'; known: checkpoint, onnx, memimages"):
-        X.resolve_formats(["qonnx"])
+    with pytest.raises(ValueError, match=r"unknown export format 'tflite'; known: checkpoint, onnx, memimages, qonnx"):
+        X.resolve_formats(["tflite"])
 
 
 @pytest.mark.parametrize("name, match", [
