@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from pathlib import Path
 
 from . import __version__
 
@@ -22,6 +24,7 @@ COMMAND_MODULES = (
     "inhibitron.commands.export",
     "inhibitron.commands.generate",
     "inhibitron.commands.sim",
+    "inhibitron.commands.testbench",
     "inhibitron.commands.report",
     "inhibitron.commands.synth",
     "inhibitron.commands.compare",
@@ -31,6 +34,81 @@ COMMAND_MODULES = (
 
 class UserError(Exception):
     """An error caused by the user's input; printed without a traceback."""
+
+
+#: Exit codes (``docs/errors.md``).
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _first_existing(path: Path) -> Path:
+    """``path`` or its nearest existing ancestor (``.`` for a relative path with none)."""
+    p = path
+    while not (p.exists() or p.is_symlink()):
+        if p.parent == p:
+            break
+        p = p.parent
+    return p
+
+
+def check_writable_parent(path: Path, option: str) -> None:
+    """Raise :class:`UserError` unless the folders above ``path`` exist or can be created.
+
+    Walks up to the nearest existing ancestor: it must be a folder (not a
+    file) and writable (a real probe: a temporary folder is created and
+    removed, so a read-only file system is caught too).
+    """
+    base = _first_existing(path.parent)
+    if base.exists() and not base.is_dir():
+        raise UserError(f"{option} {str(path)!r}: {str(base)!r} is a file, not a folder")
+    _probe(base, f"{option} {str(path)!r}: cannot write in {str(base)!r}")
+
+
+def _probe(folder: Path, message: str) -> None:
+    import tempfile
+
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".inhibitron-probe-", dir=folder))
+    except OSError as exc:
+        raise UserError(f"{message} ({exc.strerror or exc})") from None
+
+
+def check_output_dir(path, option: str = "--out", *, may_exist: bool = True) -> Path:
+    """Check, before any work, that the output folder ``path`` can be written.
+
+    Raises :class:`UserError` naming the option and the path when ``path``
+    is a file, when a folder above it is a file, when nothing can be written
+    there (read-only file system, no permission) or, unless ``may_exist``,
+    when it already exists.
+    """
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        if not path.is_dir():
+            raise UserError(f"{option} {str(path)!r} is a file, not a folder")
+        if not may_exist:
+            raise UserError(f"{option} {str(path)!r} already exists")
+        _probe(path, f"{option} {str(path)!r}: cannot write there")
+        return path
+    check_writable_parent(path, option)
+    return path
+
+
+def check_output_file(path, option: str = "--out") -> Path:
+    """Check, before any work, that the file ``path`` can be written (its folder created)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{option} {str(path)!r} is a folder, not a file")
+    check_writable_parent(path, option)
+    return path
+
+
+def silence_progress() -> None:
+    """Turn off every progress bar: ours (tqdm), Hugging Face's and transformers' loading bars."""
+    os.environ["TQDM_DISABLE"] = "1"
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,16 +129,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return EXIT_USAGE
+    if getattr(args, "no_progress", False):
+        silence_progress()
     try:
         return int(args.func(args) or 0)
-    except (UserError, FileNotFoundError, ValueError) as exc:
-        # Clear, named errors from our own validation: no traceback.
+    except (UserError, OSError, ValueError) as exc:
+        # Clear, named errors from our own validation (and the operating
+        # system's, which name the file): no traceback.
         print(f"inhibitron {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"inhibitron {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,6 +5,17 @@ safetensors, ONNX graphs (float and QDQ) of every layer's attention and
 ``$readmemh`` memory images (see ``docs/export.md``). The format flags
 (``--no-onnx``, ``--no-memimages``, ...) come from the exporter registry,
 :mod:`inhibitron.quant.exporters`.
+
+Examples::
+
+    inhibitron export --out out/ckpt                                   # embedded MiniLM, int8
+    inhibitron export --model runs/lw/student --out out/ckpt --calib-sentences 64 --max-length 64
+    inhibitron export --model runs/lw/student --out out/ckpt4 --bits 4 --shifts head --no-onnx
+    inhibitron export --model runs/lw/student --out out/ckpt --force   # replace an earlier checkpoint
+
+Calibration runs the student on ``--calib-sentences`` sentences of the
+embedded English corpus (Python's own documentation, ``pydoc_data.topics``),
+drawn with ``--seed``; the manifest records which.
 """
 
 from __future__ import annotations
@@ -19,6 +30,10 @@ HELP = "calibrate on real text and write a quantized checkpoint (safetensors + O
 _SHIFTS = {"layer": True, "ab": "ab", "head": False}
 
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in the option help, the examples epilog as written."""
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -26,6 +41,14 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _max_length(text: str) -> int:
+    value = _positive_int(text)
+    if value < 3:
+        raise argparse.ArgumentTypeError(
+            f"max-length must be at least 3 ([CLS], one token, [SEP]), got {value}")
     return value
 
 
@@ -39,7 +62,8 @@ def _bits(text: str) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "export", help=HELP, description=HELP + ".",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="examples:" + __doc__.split("Examples::", 1)[1],
+        formatter_class=_Formatter,
     )
     p.add_argument("--model", default=None, metavar="PATH",
                    help="student folder (save_student) or Hugging Face BERT/DistilBERT folder (converted "
@@ -49,10 +73,11 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory to create")
     p.add_argument("--bits", type=_bits, default=8,
                    help="width of q/k, v, h codes, of the projection weights and of their input activations")
-    p.add_argument("--force", action="store_true", help="replace DIR if it exists")
+    p.add_argument("--force", action="store_true",
+                   help="replace DIR if it holds a checkpoint written by inhibitron (never another folder)")
     p.add_argument("--calib-sentences", type=_positive_int, default=32, metavar="N",
-                   help="sentences of the embedded corpus to calibrate on")
-    p.add_argument("--max-length", type=_positive_int, default=128, metavar="N",
+                   help="sentences of the embedded English corpus (pydoc_data.topics) to calibrate on")
+    p.add_argument("--max-length", type=_max_length, default=128, metavar="N",
                    help="longest tokenized sentence; also the sequence length n the core is sized for")
     p.add_argument("--observer", choices=("minmax", "percentile", "mse"), default="minmax",
                    help="range observer of Q, K, V")
@@ -61,6 +86,7 @@ def register(subparsers) -> None:
                         "serves the layer, r is a run-time descriptor field), one (a, b, r) per layer, "
                         "or all per head")
     p.add_argument("--seed", type=int, default=0, help="seed of the sentence sample")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     for exporter in exporters():  # one flag per optional format of the registry
         if exporter.required:
             continue
@@ -150,14 +176,34 @@ def _load_student(path, tokenizer_path=None):
     return student, tok, kind
 
 
-def run(args) -> int:
-    from pathlib import Path
+def check_replaceable_checkpoint(out) -> None:
+    """Raise UserError unless ``out`` is empty or a checkpoint this tool wrote (what ``--force`` may replace)."""
+    import json
 
     from inhibitron.cli import UserError
 
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise UserError(f"output directory {str(out)!r} already exists; pass --force to replace it")
+    if not any(out.iterdir()):
+        return
+    try:
+        producer = json.loads((out / "manifest.json").read_text(encoding="utf-8")).get("producer", {})
+    except (OSError, ValueError, AttributeError):
+        producer = None
+    if not isinstance(producer, dict) or producer.get("name") != "inhibitron":
+        raise UserError(f"--force: {str(out)!r} is not a checkpoint written by inhibitron export (no "
+                        "manifest.json of ours); refusing to replace it, choose another --out")
+
+
+def run(args) -> int:
+
+    from inhibitron.cli import UserError
+
+    from inhibitron.cli import check_output_dir
+
+    out = check_output_dir(args.out, "--out")  # before any work: a file, a read-only place
+    if out.exists():
+        if not args.force:
+            raise UserError(f"output directory {str(out)!r} already exists; pass --force to replace it")
+        check_replaceable_checkpoint(out)
 
     import torch
 
@@ -172,15 +218,15 @@ def run(args) -> int:
     sentences = embedded_sentences(args.calib_sentences, seed=args.seed)
     input_ids, attention_mask = tokenize(tok, sentences, max_length=args.max_length)
     formats = AttentionFormats(qk_bits=args.bits, v_bits=args.bits, out_bits=args.bits)
-    print(f"inhibitron export: {kind}, {len(sentences)} calibration sentences "
-          f"({int(attention_mask.sum())} tokens), {args.bits}-bit formats")
+    print(f"inhibitron export: {kind}, {len(sentences)} calibration sentences of the embedded corpus "
+          f"(pydoc_data.topics, seed {args.seed}; {int(attention_mask.sum())} tokens), {args.bits}-bit formats")
     try:
         with torch.no_grad():
             path, cal = export_student(
                 student, out, input_ids=input_ids, attention_mask=attention_mask, formats=formats,
                 weight_bits=args.bits, act_bits=args.bits, seq_len=args.max_length, observer=args.observer,
                 shared_shifts=_SHIFTS[args.shifts], export_formats=_export_formats(args),
-                force=args.force, progress=True,
+                force=args.force, progress=not args.no_progress,
                 calibration_notes={"corpus": "embedded (pydoc_data.topics)", "seed": args.seed,
                                    "model": str(args.model) if args.model else "embedded all-MiniLM-L6-v2"},
             )

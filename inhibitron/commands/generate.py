@@ -23,6 +23,7 @@ def register(subparsers) -> None:
         "<out>/<name>.json (ports, widths, cycle formulas, formats). The output is byte-for-byte "
         "reproducible. Invalid configurations are reported before anything is written.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:" + __doc__.split("Examples::", 1)[1],
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--config", type=Path, metavar="CFG.json",
@@ -33,8 +34,10 @@ def register(subparsers) -> None:
     src.add_argument("--default-config", action="store_true",
                      help="print the default configuration as JSON and exit")
     p.add_argument("--layer", type=int, help="layer index (with --checkpoint)")
-    p.add_argument("--rows", type=int, default=8, help="array rows with --checkpoint (default 8)")
-    p.add_argument("--cols", type=int, default=8, help="array cols with --checkpoint (default 8)")
+    p.add_argument("--rows", type=int, default=None,
+                   help="array rows with --checkpoint (default 8; with --config set rows in the file)")
+    p.add_argument("--cols", type=int, default=None,
+                   help="array cols with --checkpoint (default 8; with --config set cols in the file)")
     p.add_argument("--seq-len", type=int, help="n with --checkpoint (default: the checkpoint's)")
     p.add_argument("--name", help="module name (default: from the config / inhibitor_attention_layer<N>)")
     p.add_argument("--out", type=Path, default=Path("build/rtl"), metavar="DIR",
@@ -44,21 +47,56 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+#: Options that size the core from a checkpoint; a --config file sets them itself.
+_CHECKPOINT_ONLY = ("rows", "cols", "seq_len", "layer")
+
+
+def read_config_file(path: Path, option: str = "--config"):
+    """The CoreConfig of a JSON file, every problem a :class:`UserError` naming the file."""
+    from inhibitron.cli import UserError
+    from inhibitron.hw.core import CoreConfig
+
+    if path.is_dir():
+        raise UserError(f"{option} {str(path)!r} is a folder; pass a JSON file "
+                        "(inhibitron generate --default-config > cfg.json writes one)")
+    if not path.is_file():
+        raise UserError(f"{option} file {str(path)!r} does not exist")
+    try:
+        return CoreConfig.from_json(path)
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{option} {str(path)!r} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except (TypeError, ValueError) as exc:
+        # from_dict raises TypeError for a wrong type ("rows must be an integer, not '2'")
+        # and for a JSON value that is not an object.
+        raise UserError(f"{option} {str(path)!r}: {exc}") from None
+
+
 def config_from_args(args):
     """The CoreConfig selected by ``--config`` or ``--checkpoint/--layer`` (validated)."""
     from inhibitron.cli import UserError
     from inhibitron.hw.core import CoreConfig
 
     if args.config is not None:
-        cfg = CoreConfig.from_json(args.config)
+        mixed = [f"--{k.replace('_', '-')}" for k in _CHECKPOINT_ONLY if getattr(args, k, None) is not None]
+        if mixed:
+            raise UserError(f"{', '.join(mixed)} only apply with --checkpoint; with --config set "
+                            f"{', '.join(m[2:].replace('-', '_') for m in mixed)} in {str(args.config)!r}")
+        cfg = read_config_file(args.config)
         if getattr(args, "name", None):
-            cfg = CoreConfig.from_dict({**cfg.to_dict(), "name": args.name})
+            try:
+                cfg = CoreConfig.from_dict({**cfg.to_dict(), "name": args.name})
+            except (TypeError, ValueError) as exc:
+                raise UserError(f"--name: {exc}") from None
         return cfg
     if args.layer is None:
         raise UserError("--checkpoint needs --layer N")
-    return CoreConfig.from_manifest(args.checkpoint, layer=args.layer, rows=args.rows,
-                                    cols=args.cols, seq_len=args.seq_len,
-                                    name=getattr(args, "name", None))
+    try:
+        return CoreConfig.from_manifest(args.checkpoint, layer=args.layer,
+                                        rows=8 if args.rows is None else args.rows,
+                                        cols=8 if args.cols is None else args.cols, seq_len=args.seq_len,
+                                        name=getattr(args, "name", None))
+    except TypeError as exc:
+        raise UserError(f"--checkpoint {str(args.checkpoint)!r} layer {args.layer}: {exc}") from None
 
 
 def run(args) -> int:
@@ -67,7 +105,10 @@ def run(args) -> int:
     if args.default_config:
         print(json.dumps(CoreConfig().to_dict(), indent=2))
         return 0
+    from inhibitron.cli import check_output_dir
+
     cfg = config_from_args(args)          # raises before anything is written
+    check_output_dir(args.out, "--out")
     from inhibitron.hw.generate import generate, lint
 
     gen = generate(cfg, args.out)

@@ -26,6 +26,7 @@ def register(subparsers) -> None:
         "and the achieved Fmax as <out>/<top>.synth.json. Cores with more I/O bits than the "
         "package has pins are wrapped (inputs shifted in, outputs XOR-reduced).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:" + __doc__.split("Examples::", 1)[1],
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--verilog", type=Path, nargs="+", metavar="FILE.v",
@@ -61,29 +62,39 @@ def register(subparsers) -> None:
 
 
 def _core_from_config(path: Path, which: str):
+    from inhibitron.cli import UserError
+
+    if path.is_dir():
+        raise UserError(f"--config {str(path)!r} is a folder; pass a JSON file")
     if not path.is_file():
-        raise FileNotFoundError(f"--config: file {str(path)!r} does not exist")
+        raise UserError(f"--config: file {str(path)!r} does not exist")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UserError(f"--config {str(path)!r} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
-        raise ValueError(f"--config: {path} is not valid JSON: {exc}") from None
+        raise UserError(f"--config: {path} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"--config: {path} must hold a JSON object of CoreConfig fields")
-    if which == "baseline":
-        from inhibitron.hw.baseline import BaselineConfig, DotProductAttentionCore
+        raise UserError(f"--config: {path} must hold a JSON object of CoreConfig fields, "
+                        f"not a {type(data).__name__}")
+    try:
+        if which == "baseline":
+            from inhibitron.hw.baseline import BaselineConfig, DotProductAttentionCore
 
-        return DotProductAttentionCore(config=BaselineConfig.from_dict(data)), "baseline_core"
-    from inhibitron.hw import core as hwcore
+            return DotProductAttentionCore(config=BaselineConfig.from_dict(data)), "baseline_core"
+        from inhibitron.hw import core as hwcore
 
-    cfg_cls = hwcore.CoreConfig
-    cfg = cfg_cls.from_dict(data) if hasattr(cfg_cls, "from_dict") else cfg_cls(**data)
+        cfg = hwcore.CoreConfig.from_dict(data)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"--config {str(path)!r}: {exc}") from None
     return hwcore.InhibitorAttentionCore(config=cfg), "inhibitor_core"
 
 
 def run(args) -> int:
-    from inhibitron.cli import UserError
+    from inhibitron.cli import UserError, check_output_dir
     from inhibitron.hw import synth
 
+    check_output_dir(args.out, "--out")  # before any synthesis
     kw = dict(device=args.device, freq_mhz=args.freq, out_dir=args.out, seed=args.seed,
               pnr=not args.no_pnr, wrap=args.wrap, cache=not args.no_cache,
               bram_outreg=not args.no_bram_outreg)

@@ -1,0 +1,260 @@
+"""Bad input to every subcommand: exit code 1 (2 for argument errors), one line naming the
+problem (file, option, tensor, parameter), no traceback, nothing left behind (issue 13).
+
+Most cases fail before any heavy work, so they run in-process through
+:func:`inhibitron.cli.main`; a few go through a subprocess to prove that no
+traceback reaches the user.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from inhibitron.cli import main
+
+OK_CONFIG = {"rows": 2, "cols": 2, "seq_len": 4, "head_dim": 4, "qk_bits": 4, "v_bits": 4, "out_bits": 4}
+
+
+def cli(capsys, *argv):
+    """``(exit code, stdout, stderr)`` of ``inhibitron *argv`` run in-process."""
+    try:
+        rc = main(list(argv))
+    except SystemExit as exc:  # argparse errors
+        rc = exc.code
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def one_line_error(err: str, command: str) -> str:
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith(f"inhibitron {command}: error:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def listing(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*")}
+
+
+@pytest.fixture
+def ok_config(tmp_path):
+    path = tmp_path / "ok.json"
+    path.write_text(json.dumps(OK_CONFIG))
+    return path
+
+
+@pytest.fixture
+def afile(tmp_path):
+    path = tmp_path / "afile"
+    path.write_text("user data")
+    return path
+
+
+# ---------------------------------------------------------------------------
+# 2. Output paths checked before any work; config JSON of the wrong types
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["export", "--out", "{afile}/sub", "--no-onnx"], "--out"),
+    (["generate", "--config", "{cfg}", "--out", "{afile}/sub"], "--out"),
+    (["generate", "--config", "{cfg}", "--out", "{afile}"], "--out"),
+    (["sim", "--config", "{cfg}", "--build-dir", "{afile}"], "--build-dir"),
+    (["synth", "--config", "{cfg}", "--no-pnr", "--out", "{afile}"], "--out"),
+    (["report", "--checkpoint", "{tmp}/nockpt", "--out", "{afile}/r"], "--out"),
+])
+def test_output_path_under_a_file_is_refused_before_any_work(capsys, tmp_path, afile, ok_config, argv, option):
+    argv = [a.format(afile=afile, cfg=ok_config, tmp=tmp_path) for a in argv]
+    before = listing(tmp_path)
+    rc, _, err = cli(capsys, *argv)
+    assert rc == 1
+    line = one_line_error(err, argv[0])
+    assert option in line and "afile" in line and "is a file, not a folder" in line
+    assert listing(tmp_path) == before
+    assert afile.read_text() == "user data"
+
+
+def test_output_in_a_place_that_cannot_be_written(capsys, ok_config):
+    # /sys refuses new folders even to root (EPERM), like a read-only file system.
+    rc, _, err = cli(capsys, "generate", "--config", str(ok_config), "--out", "/sys/inhibitron_out")
+    assert rc == 1
+    assert "--out '/sys/inhibitron_out': cannot write in '/sys'" in one_line_error(err, "generate")
+
+
+def test_read_only_file_system_is_named(capsys, tmp_path, monkeypatch):
+    import tempfile
+
+    def erofs(*a, **k):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(tempfile, "mkdtemp", erofs)
+    rc, _, err = cli(capsys, "export", "--out", str(tmp_path / "ck"))
+    assert rc == 1
+    assert "cannot write in" in err and "Read-only file system" in one_line_error(err, "export")
+    assert not (tmp_path / "ck").exists()
+
+
+def test_export_out_under_a_file_without_traceback(tmp_path, afile):
+    """End to end in a subprocess: no traceback reaches the user, nothing is calibrated."""
+    r = subprocess.run([sys.executable, "-m", "inhibitron", "export", "--out", str(afile / "sub")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "is a file, not a folder" in r.stderr and "calibration" not in r.stdout
+
+
+@pytest.mark.parametrize("command", ["generate", "sim", "synth"])
+@pytest.mark.parametrize("text, message", [
+    ('{"rows": "2"}', "rows must be an integer, not '2'"),
+    ('{"rows": 2.0}', "rows must be an integer, not 2.0"),
+    ('{"rows": true}', "rows must be an integer, not True"),
+    ("[2, 2]", "list"),
+])
+def test_config_of_the_wrong_type_is_a_named_error(capsys, tmp_path, command, text, message):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(text)
+    extra = {"generate": ["--out", str(tmp_path / "rtl")], "sim": ["--build-dir", str(tmp_path / "b")],
+             "synth": ["--no-pnr", "--out", str(tmp_path / "s")]}[command]
+    rc, _, err = cli(capsys, command, "--config", str(cfg), *extra)
+    assert rc == 1
+    line = one_line_error(err, command)
+    assert "cfg.json" in line and message in line
+    assert listing(tmp_path) == {"cfg.json"}
+
+
+# ---------------------------------------------------------------------------
+# 4. sim checks its numbers
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--idle", "2", "expected a probability in [0, 1), got 2"),
+    ("--idle", "-0.5", "expected a probability in [0, 1), got -0.5"),
+    ("--stall", "1", "expected a probability in [0, 1), got 1"),
+    ("--stall", "nan", "expected a probability in [0, 1), got nan"),
+    ("--heads", "-3", "expected a non-negative integer, got -3"),
+    ("--rows", "0", "expected a positive integer, got 0"),
+])
+def test_sim_rejects_bad_numbers_at_parse_time(capsys, ok_config, option, value, message):
+    rc, _, err = cli(capsys, "sim", "--config", str(ok_config), option, value)
+    assert rc == 2
+    assert f"argument {option}: {message}" in err
+
+
+def _fake_cosim(results):
+    def cosimulate(cfg, heads, build_dir, *, simulator, runs):
+        return [dict(r) for r in results]
+
+    return cosimulate
+
+
+PASS = {"heads": 3, "elements_compared": 48, "mismatches": 0, "passed": True, "stalled": None,
+        "cycles_per_head": [], "first_mismatches": [], "tlast_errors": []}
+
+
+@pytest.mark.parametrize("second, verdict, message", [
+    ({**PASS, "elements_compared": 16, "passed": False, "timed_out": True,
+      "stalled": "stalled: no beat moved for 900 cycles (bound 900), waiting on m_axis_h"},
+     "STALLED", "stalled: backpressure run: stalled: no beat moved for 900 cycles"),
+    ({**PASS, "elements_compared": 0}, "NOTHING COMPARED",
+     "nothing compared: backpressure run compared 0 elements"),
+    ({**PASS, "mismatches": 3, "passed": False}, "MISMATCH", "mismatch: backpressure run: 3 of 48"),
+    ({"passed": False, "error": "testbench wrote no result (see x/sim.log)"}, "ERROR",
+     "error: backpressure run: testbench wrote no result"),
+])
+def test_sim_names_a_stalled_or_empty_run(capsys, tmp_path, ok_config, monkeypatch, second, verdict, message):
+    import inhibitron.sim.runner as runner
+
+    monkeypatch.setattr(runner, "cosimulate", _fake_cosim([PASS, second]))
+    rc, out, _ = cli(capsys, "sim", "--config", str(ok_config), "--build-dir", str(tmp_path / "b"),
+                     "--no-every-length", "--heads", "1")
+    assert rc == 1
+    assert out.strip().splitlines()[-1] == verdict
+    assert message in out
+    assert "bit-exact" not in out
+
+
+def test_sim_passes_only_with_elements_compared(capsys, tmp_path, ok_config, monkeypatch):
+    import inhibitron.sim.runner as runner
+
+    monkeypatch.setattr(runner, "cosimulate", _fake_cosim([PASS, PASS]))
+    rc, out, _ = cli(capsys, "sim", "--config", str(ok_config), "--build-dir", str(tmp_path / "b"))
+    assert rc == 0 and out.strip().splitlines()[-1] == "bit-exact"
+
+
+# ---------------------------------------------------------------------------
+# 6. Smaller ones
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["generate", "sim"])
+def test_config_with_checkpoint_options_is_refused(capsys, tmp_path, ok_config, command):
+    rc, _, err = cli(capsys, command, "--config", str(ok_config), "--rows", "4")
+    assert rc == 1
+    assert "--rows only apply with --checkpoint; with --config set rows in" in one_line_error(err, command)
+
+
+@pytest.mark.parametrize("command", ["generate", "sim", "synth"])
+def test_config_folder_is_not_called_missing(capsys, tmp_path, command):
+    rc, _, err = cli(capsys, command, "--config", str(tmp_path))
+    assert rc == 1
+    line = one_line_error(err, command)
+    assert "is a folder" in line and "does not exist" not in line
+
+
+def test_export_max_length_needs_room_for_a_token(capsys, tmp_path):
+    rc, _, err = cli(capsys, "export", "--out", str(tmp_path / "ck"), "--max-length", "2")
+    assert rc == 2
+    assert "max-length must be at least 3 ([CLS], one token, [SEP]), got 2" in err
+    assert not (tmp_path / "ck").exists()
+
+
+# ---------------------------------------------------------------------------
+# 5. Commands that overwrite what they should not
+# ---------------------------------------------------------------------------
+
+
+def test_export_force_refuses_a_folder_it_did_not_write(capsys, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("keep me")
+    rc, _, err = cli(capsys, "export", "--out", str(mine), "--force")
+    assert rc == 1
+    assert "is not a checkpoint written by inhibitron export" in one_line_error(err, "export")
+    assert (mine / "thesis.tex").read_text() == "keep me"
+    # A manifest.json that is not ours is no licence either.
+    (mine / "manifest.json").write_text('{"producer": {"name": "someone else"}}')
+    rc, _, err = cli(capsys, "export", "--out", str(mine), "--force")
+    assert rc == 1 and (mine / "thesis.tex").is_file()
+
+
+# ---------------------------------------------------------------------------
+# 7. Help a new user meets
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["export", "generate", "sim", "synth", "report"])
+def test_help_has_examples(capsys, command):
+    rc, out, _ = cli(capsys, command, "--help")
+    assert rc == 0
+    assert "examples:" in out and f"inhibitron {command} --" in out
+
+
+def test_sim_help_describes_every_option(capsys):
+    _, out, _ = cli(capsys, "sim", "--help")
+    for option in ("--rows R", "--cols C", "--simulator", "--seed SEED", "--build-dir DIR"):
+        text = out.split(option, 1)[1].split("\n  --", 1)[0]
+        assert len(text.split()) > 3, f"{option} has no description"
+    flat = " ".join(out.split())
+    assert "default build/cosim" in flat and "default 0" in flat
+
+
+def test_export_help_says_what_it_calibrates_on(capsys):
+    _, out, _ = cli(capsys, "export", "--help")
+    assert "pydoc_data.topics" in out and "--no-progress" in out
