@@ -71,16 +71,27 @@ def read_config_file(path: Path, option: str = "--config"):
         raise UserError(f"{option} {str(path)!r}: {exc}") from None
 
 
+def refuse_checkpoint_options(args) -> None:
+    """With ``--config``, refuse ``--rows/--cols/--seq-len/--layer`` (they size a core from a checkpoint).
+
+    The parser's defaults of these options must be ``None`` (unset).
+    """
+    from inhibitron.cli import UserError
+
+    if args.config is None:
+        return
+    mixed = [f"--{k.replace('_', '-')}" for k in _CHECKPOINT_ONLY if getattr(args, k, None) is not None]
+    if mixed:
+        raise UserError(f"{', '.join(mixed)} only apply with --checkpoint; with --config set "
+                        f"{', '.join(m[2:].replace('-', '_') for m in mixed)} in {str(args.config)!r}")
+
+
 def config_from_args(args):
     """The CoreConfig selected by ``--config`` or ``--checkpoint/--layer`` (validated)."""
     from inhibitron.cli import UserError
     from inhibitron.hw.core import CoreConfig
 
     if args.config is not None:
-        mixed = [f"--{k.replace('_', '-')}" for k in _CHECKPOINT_ONLY if getattr(args, k, None) is not None]
-        if mixed:
-            raise UserError(f"{', '.join(mixed)} only apply with --checkpoint; with --config set "
-                            f"{', '.join(m[2:].replace('-', '_') for m in mixed)} in {str(args.config)!r}")
         cfg = read_config_file(args.config)
         if getattr(args, "name", None):
             try:
@@ -107,6 +118,7 @@ def run(args) -> int:
         return 0
     from inhibitron.cli import check_output_dir
 
+    refuse_checkpoint_options(args)
     cfg = config_from_args(args)          # raises before anything is written
     check_output_dir(args.out, "--out")
     from inhibitron.hw.generate import generate, lint

@@ -91,10 +91,11 @@ def run(args) -> int:
     import numpy as np
 
     from inhibitron.cli import check_output_dir
-    from inhibitron.commands.generate import config_from_args
+    from inhibitron.commands.generate import config_from_args, refuse_checkpoint_options
     from inhibitron.sim.runner import cosimulate
     from inhibitron.sim.stimulus import REAL_VECTORS, mixed_heads
 
+    refuse_checkpoint_options(args)
     cfg = config_from_args(args)
     check_output_dir(args.build_dir, "--build-dir")
     rng = np.random.default_rng(args.seed)
