@@ -106,7 +106,7 @@ def _predicted_dsp(point: StudyPoint) -> int:
 def run_point(point: StudyPoint, *, device: str = DEFAULT_DEVICE, freq_mhz: float = 150.0,
               out_root: Path | str = "build/compare", seed: int = 1, progress: bool = True,
               synthesize: bool = True, pnr_timeout_s: float | None = 1200.0,
-              cache_only: bool = False) -> dict:
+              cache_only: bool = False, pnr: bool = True) -> dict:
     """Synthesise one point (cached) and return its row of the study.
 
     A baseline whose MAC PEs alone exceed the device's DSPs is not run; its row
@@ -124,6 +124,7 @@ def run_point(point: StudyPoint, *, device: str = DEFAULT_DEVICE, freq_mhz: floa
         "bits": point.bits, "device": device, "cycles_per_head": point.cycles_per_head(),
         "adds_per_head": s["adds"], "muls_per_head": s["muls"],
         "energy_pj_per_head": s["energy_pj"], "energy_by_stage": s["by_stage"],
+        "pnr": pnr,
     }
     if not synthesize:
         return row
@@ -137,7 +138,8 @@ def run_point(point: StudyPoint, *, device: str = DEFAULT_DEVICE, freq_mhz: floa
         res = synth.synthesize_component(point.build(), top=point.tag, out_dir=out,
                                          device=device, freq_mhz=freq_mhz, seed=seed,
                                          progress=progress, wrap=True,
-                                         pnr_timeout_s=pnr_timeout_s, cache_only=cache_only)
+                                         pnr_timeout_s=pnr_timeout_s, cache_only=cache_only,
+                                         pnr=pnr)
     except synth.NotCached:
         row.update(fits=None, limit="not measured: no saved result (run without --cached-only)")
         return row
@@ -157,14 +159,99 @@ def run_point(point: StudyPoint, *, device: str = DEFAULT_DEVICE, freq_mhz: floa
     return row
 
 
+def _source_digest() -> str:
+    """SHA-256 (16 hex) of the Python that generates the designs: ``hw/`` and ``quant/``.
+
+    The study's own bookkeeping and report modules (``compare*.py``, ``energy.py``)
+    are left out: editing them changes no design.
+    """
+    import hashlib
+
+    from .. import quant
+
+    h = hashlib.sha256()
+    for root in (Path(__file__).parent, Path(quant.__file__).parent):
+        for f in sorted(root.glob("*.py")):
+            if f.name.startswith("compare") or f.name == "energy.py":
+                continue
+            h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _row_path(out_root: Path, device: str, point: StudyPoint) -> Path:
+    return Path(out_root) / device / point.tag / f"{point.tag}.row.json"
+
+
+def _row_key(point: StudyPoint, kw: dict, source: str) -> str:
+    import hashlib
+    import json
+
+    fields = {"point": point.tag, "source": source,
+              **{k: kw[k] for k in ("device", "freq_mhz", "seed", "pnr")}}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _load_row(path: Path, key: str) -> dict | None:
+    import json
+
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return saved["row"] if isinstance(saved, dict) and saved.get("key") == key else None
+
+
+def _save_row(path: Path, key: str, row: dict) -> None:
+    import json
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps({"key": key, "row": row}, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _start_client(jobs: int, scheduler: str | None):
+    """A ``dask.distributed`` client: of the scheduler at ``scheduler``, else of a new
+    :class:`~distributed.LocalCluster` of ``jobs`` single-threaded worker processes.
+
+    Returns ``(client, cluster)`` (``cluster`` None for an external scheduler).
+    """
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as exc:  # pragma: no cover - dask is in the "sim" extra
+        raise ImportError("inhibitron compare on several workers needs dask.distributed: "
+                          "pip install 'dask[distributed]'") from exc
+    if scheduler:
+        return Client(scheduler), None
+    cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
+                           dashboard_address=None)
+    return Client(cluster), cluster
+
+
 def run_study(*, sizes=DEFAULT_SIZES, dims=DEFAULT_DIMS, seq_len: int = 64, bits: int = 8,
               device: str = DEFAULT_DEVICE, freq_mhz: float = 150.0,
               out_root: Path | str = "build/compare", progress: bool = True,
-              kinds=KINDS, jobs: int = 1, cache_only: bool = False) -> list[dict]:
+              kinds=KINDS, jobs: int = 1, cache_only: bool = False, pnr: bool = True,
+              seed: int = 1, scheduler: str | None = None) -> list[dict]:
     """Run every point of the sweep (smallest first), with a tqdm bar; return the rows.
 
-    ``jobs`` > 1 synthesises that many points at once in worker processes (each
-    Yosys/nextpnr run uses one core); the rows come back in sweep order.
+    Points run on ``dask.distributed``: on the scheduler at ``scheduler``
+    (``"tcp://host:8786"``; its workers must import this package and see
+    ``out_root`` at the same path, e.g. a shared file system), else, with
+    ``jobs`` > 1, on a :class:`~distributed.LocalCluster` of ``jobs``
+    single-threaded workers (each Yosys/nextpnr run uses one core). ``jobs`` 1
+    without a scheduler runs the points one after another in this process (no
+    cluster).
+
+    Every finished point is cached twice: its synthesis result by the hash of
+    its Verilog (:mod:`inhibitron.hw.synth_cache`, on the worker) and its row
+    as ``<out_root>/<device>/<tag>/<tag>.row.json`` (written here, keyed by
+    the point, the flow options and a hash of the ``hw``/``quant`` sources).
+    An interrupted sweep therefore resumes: rows found are not submitted again
+    (they come back with ``"from_cache": True``), and when nothing is left to
+    run no cluster is started. Rows not measured (``fits`` None: a tool error,
+    ``cache_only``) are not cached. The rows come back in sweep order.
     """
     from tqdm import tqdm
 
@@ -172,30 +259,50 @@ def run_study(*, sizes=DEFAULT_SIZES, dims=DEFAULT_DIMS, seq_len: int = 64, bits
         raise ValueError(f"jobs must be a positive integer, not {jobs!r}")
     points = [StudyPoint(kind, s, d, seq_len, bits) for d in dims for s in sorted(sizes)
               for kind in kinds]
-    kw = dict(device=device, freq_mhz=freq_mhz, out_root=out_root, cache_only=cache_only)
-    bar = tqdm(total=len(points), desc="efficiency study", unit="design", disable=not progress,
-               file=sys.stderr)
-    try:
-        if jobs == 1:
-            rows = []
-            for p in points:
-                bar.set_postfix_str(p.tag)
-                rows.append(run_point(p, progress=progress, **kw))
-                bar.update(1)
-            return rows
-        import concurrent.futures as cf
-        import multiprocessing
+    kw = dict(device=device, freq_mhz=freq_mhz, cache_only=cache_only, pnr=pnr, seed=seed)
+    root = Path(out_root) if scheduler else Path(out_root).resolve()
+    source = _source_digest()
+    rows: list[dict | None] = [None] * len(points)
+    pending = []
+    for i, p in enumerate(points):
+        key = _row_key(p, kw, source)
+        row = _load_row(_row_path(root, device, p), key)
+        if row is not None:
+            rows[i] = dict(row, from_cache=True)
+        else:
+            pending.append((i, p, key))
+    bar = tqdm(total=len(points), initial=len(points) - len(pending), desc="efficiency study",
+               unit="design", disable=not progress, file=sys.stderr)
 
-        rows = [None] * len(points)
-        ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            futures = {pool.submit(run_point, p, progress=False, **kw): i
-                       for i, p in enumerate(points)}
-            for fut in cf.as_completed(futures):
-                i = futures[fut]
-                rows[i] = fut.result()
-                bar.set_postfix_str(points[i].tag)
-                bar.update(1)
+    def done(i, key, row):
+        rows[i] = dict(row, from_cache=False)
+        if row.get("fits") is not None:
+            _save_row(_row_path(root, device, points[i]), key, row)
+        bar.set_postfix_str(points[i].tag)
+        bar.update(1)
+
+    try:
+        if pending and jobs == 1 and not scheduler:
+            for i, p, key in pending:
+                bar.set_postfix_str(p.tag)
+                done(i, key, run_point(p, progress=progress, out_root=root, **kw))
+        elif pending:
+            from distributed import as_completed
+
+            client, cluster = _start_client(jobs, scheduler)
+            try:
+                futures = {}
+                for i, p, key in pending:
+                    fut = client.submit(run_point, p, progress=False, out_root=str(root),
+                                        key=f"compare-{p.tag}-{key}", pure=False, **kw)
+                    futures[fut] = (i, key)
+                for fut in as_completed(futures):
+                    i, key = futures[fut]
+                    done(i, key, fut.result())
+            finally:
+                client.close()
+                if cluster is not None:
+                    cluster.close()
         return rows
     finally:
         bar.close()

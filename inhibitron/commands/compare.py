@@ -5,6 +5,13 @@ Examples::
     inhibitron compare --sizes 2 4 8 --dims 32 --out docs/efficiency.md
     inhibitron compare --sizes 8 --dims 64 --device ecp5-85f --freq 150
     inhibitron compare --no-synth          # cycle and energy columns only (seconds)
+    inhibitron compare --sizes 2 4 --dims 8 --seq-len 16 --no-pnr --jobs 2   # Yosys only
+    inhibitron compare --scheduler tcp://10.0.0.5:8786   # points on a running Dask cluster
+
+Points run on ``dask.distributed`` (a ``LocalCluster`` of ``--jobs`` workers, or
+the scheduler at ``--scheduler``); ``--jobs 1`` runs them in this process.
+Every finished point is cached under ``--build``, so an interrupted sweep
+resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -39,8 +46,17 @@ def register(subparsers) -> None:
                    help="synthesis cache directory (default build/compare)")
     p.add_argument("--out", type=Path, default=Path("docs/efficiency.md"), metavar="FILE.md",
                    help="report path; plots go to <dir>/img (default docs/efficiency.md)")
-    p.add_argument("--jobs", type=int, default=1, metavar="J",
-                   help="designs synthesised at once, one core each (default 1)")
+    p.add_argument("--jobs", type=int, default=None, metavar="J",
+                   help="workers of the local Dask cluster, one design and one core each "
+                        "(default: min(4, CPUs)); 1 runs the points in this process, no cluster")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="address of a running Dask scheduler (e.g. tcp://host:8786) to run "
+                        "the points on instead of a local cluster; its workers must have "
+                        "inhibitron installed and see --build at the same path")
+    p.add_argument("--no-pnr", action="store_true",
+                   help="synthesis only (Yosys): resources, no place-and-route, no Fmax")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument("--cached-only", action="store_true",
                    help="report only what --build already holds; run no synthesis (missing "
                         "points are marked 'not measured')")
@@ -73,16 +89,24 @@ def run(args) -> int:
                           f"{r['energy_pj_per_head'] / 1e3:9.2f} nJ/head "
                           f"({r['adds_per_head']} adds, {r['muls_per_head']} mults)")
         return 0
+    import os
+
+    jobs = args.jobs if args.jobs is not None else max(1, min(4, os.cpu_count() or 1))
     rows = compare.run_study(sizes=args.sizes, dims=args.dims, seq_len=args.seq_len,
                              bits=args.bits, device=args.device, freq_mhz=args.freq,
-                             out_root=args.build, jobs=args.jobs, cache_only=args.cached_only)
+                             out_root=args.build, jobs=jobs, cache_only=args.cached_only,
+                             pnr=not args.no_pnr, seed=args.seed, scheduler=args.scheduler,
+                             progress=not args.quiet)
     cmd = ("inhibitron compare --sizes " + " ".join(map(str, args.sizes)) + " --dims "
            + " ".join(map(str, args.dims)) + f" --seq-len {args.seq_len} --device {args.device}"
+           + (f" --bits {args.bits}" if args.bits != 8 else "")
            + f" --freq {args.freq:g}" + (" --cached-only" if args.cached_only else "")
+           + (" --no-pnr" if args.no_pnr else "") + (f" --seed {args.seed}" if args.seed != 1 else "")
            + (f" --note {args.note}" if args.note else ""))
     try:
-        pes = compare.run_pes(device=args.device, bits=args.bits, out_root=args.build,
-                              cache_only=args.cached_only)
+        pes = None if args.no_pnr else compare.run_pes(
+            device=args.device, bits=args.bits, out_root=args.build,
+            cache_only=args.cached_only, progress=not args.quiet)
     except synth.NotCached:
         pes = None
     path = compare_report.write_report(rows, args.out, command=cmd, device=args.device,
