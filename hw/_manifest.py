@@ -22,7 +22,8 @@ def layer_quant(manifest, *, layer: int):
     Raises
     ------
     ValueError
-        Unknown manifest version, missing or malformed layer entry.
+        Unknown manifest version, missing or malformed layer entry, stored
+        widths that disagree with the claimed formats (a ``CheckpointError``).
     FileNotFoundError
         ``manifest`` is a path that does not exist.
     """
@@ -55,7 +56,12 @@ def layer_quant(manifest, *, layer: int):
     entry = layers[layer]
     if not isinstance(entry, Mapping) or "attention" not in entry or "seq_len" not in entry:
         raise ValueError(f"manifest layer {layer} lacks 'attention' or 'seq_len'")
-    return LayerQuant.from_dict(entry["attention"]), int(entry["seq_len"])
+    lq, n = LayerQuant.from_dict(entry["attention"]), int(entry["seq_len"])
+    if "widths" in entry:  # written by every exporter; cross-checked against the claimed formats
+        from inhibitron.quant.checkpoint import check_layer_formats
+
+        check_layer_formats(lq, n, entry["widths"], f"manifest layer {layer}")
+    return lq, n
 
 
 def layer_core_params(manifest, *, layer: int, seq_len: int | None = None) -> dict:

@@ -37,7 +37,15 @@ class UserError(Exception):
 
 
 #: Exit codes (``docs/errors.md``).
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every ``finally``/cleanup runs (atomic outputs)."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
 
 
 def _first_existing(path: Path) -> Path:
@@ -132,6 +140,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     if getattr(args, "no_progress", False):
         silence_progress()
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    else:  # pragma: no cover - signals can only be handled in the main thread
+        previous = None
     try:
         return int(args.func(args) or 0)
     except (UserError, OSError, ValueError) as exc:
@@ -139,9 +154,15 @@ def main(argv: list[str] | None = None) -> int:
         # system's, which name the file): no traceback.
         print(f"inhibitron {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except Terminated:
+        print(f"inhibitron {args.command}: terminated (SIGTERM)", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print(f"inhibitron {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

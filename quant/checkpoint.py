@@ -63,6 +63,7 @@ __all__ = [
     "CheckpointError",
     "QuantizedCheckpoint",
     "canonical_json",
+    "check_layer_formats",
     "load_checkpoint",
     "sha256_file",
     "write_checkpoint",
@@ -342,6 +343,43 @@ def _get(d: Mapping, key: str, where: str, types=None):
     return value
 
 
+def check_layer_formats(lq: LayerQuant, seq_len: int, widths: Mapping[str, Any], where: str) -> None:
+    """Cross-check a layer's claimed formats with the rest of its manifest entry.
+
+    The content hash only proves that the manifest is the one that was
+    written *or re-hashed*; a manifest edited to claim other formats (and
+    re-hashed) must still be refused. Two checks: the stored datapath
+    ``widths`` must equal those recomputed from ``formats`` (they were
+    written from the formats the checkpoint was calibrated for), and each
+    head's integers must lie in the ranges of the claimed formats (``theta``
+    is checked by :class:`LayerQuant`; ``out_shift`` ``r`` in
+    ``[0, acc_bits]``).
+
+    Raises
+    ------
+    CheckpointError
+        Naming the layer, the fields that differ and both values.
+    """
+    try:
+        recomputed = {k: int(v) for k, v in vars(lq.widths(seq_len)).items()}
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{where}: the claimed formats give no valid datapath: {exc}") from None
+    differ = [k for k in sorted(set(recomputed) | set(widths)) if widths.get(k) != recomputed.get(k)]
+    if differ:
+        f = lq.formats
+        shown = ", ".join(f"{k} {widths.get(k)!r} vs {recomputed.get(k)!r}" for k in differ[:4])
+        raise CheckpointError(
+            f"{where}: the stored widths disagree with those derived from its formats (qk_bits={f.qk_bits}, "
+            f"v_bits={f.v_bits}, out_bits={f.out_bits}): {shown}"
+            f"{' ...' if len(differ) > 4 else ''}; the manifest was edited after export"
+        )
+    acc = recomputed["acc_bits"]
+    for h, r in enumerate(lq.out_shift):
+        if not 0 <= int(r) <= acc:
+            raise CheckpointError(f"{where} head {h}: out_shift r={int(r)} is outside [0, {acc}] (acc_bits of "
+                                  f"the claimed formats); the manifest was edited after export")
+
+
 def load_checkpoint(path: str | os.PathLike, *, verify: bool = True) -> QuantizedCheckpoint:
     """Read and verify a checkpoint directory written by :func:`write_checkpoint`.
 
@@ -365,7 +403,9 @@ def load_checkpoint(path: str | os.PathLike, *, verify: bool = True) -> Quantize
         ``format_version``, a manifest whose content hash does not match, a
         missing file or one whose SHA-256 differs (naming the file), a tensor
         missing or of the wrong dtype/shape, codes outside their format,
-        non-finite scales, or integers that disagree with the manifest.
+        non-finite scales, integers that disagree with the manifest, or a
+        layer whose stored widths or head integers do not fit its claimed
+        formats (:func:`check_layer_formats`).
     """
     root = Path(path)
     if root.name == MANIFEST_NAME and root.is_file():
@@ -448,6 +488,7 @@ def load_checkpoint(path: str | os.PathLike, *, verify: bool = True) -> Quantize
                     f"tensor {ref!r} in {tfile!r} disagrees with the manifest's {name} "
                     f"({arr.tolist()} vs {getattr(lq, name).tolist()})"
                 )
+        check_layer_formats(lq, _get(lj, "seq_len", where, int), _get(lj, "widths", where, dict), where)
         derived = _get(lj, "derived", where, dict)
         for name, values in derived.items():
             if not hasattr(lq, name) or list(map(float, getattr(lq, name))) != values:

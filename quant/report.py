@@ -47,6 +47,7 @@ import json
 import math
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -56,7 +57,8 @@ from .report_markdown import SECTIONS, render_markdown
 from .report_plots import plot_histograms, plot_ranges, plot_sweep
 from .report_tables import ReportError, bit_width_sweep, check_inputs, measure_layer
 
-__all__ = ["ReportError", "build_report", "capture_report_inputs", "read_cosim_summary", "SECTIONS"]
+__all__ = ["ReportError", "build_report", "capture_report_inputs", "check_report_folder", "read_cosim_summary",
+           "SECTIONS"]
 
 # ---------------------------------------------------------------------------
 # Inputs
@@ -197,7 +199,10 @@ def build_report(
         values are the float reference's, without ``hidden``/``block`` the
         block section is skipped).
     out_dir : path-like
-        Created; an existing non-empty folder is refused unless ``force``.
+        Created atomically (written in a temporary folder next to it, renamed
+        at the end: an error or an interrupt leaves nothing behind); an
+        existing non-empty folder is refused unless ``force``, and even then
+        unless it holds an earlier report.
     cosim : path-like or dict, optional
         The JSON of ``inhibitron sim --json`` (or its parsed
         :func:`read_cosim_summary`): the RTL-vs-golden mismatch count.
@@ -209,7 +214,7 @@ def build_report(
     title, input_description : str
         Shown in the summary.
     force : bool
-        Replace an existing report folder.
+        Replace an existing report folder (only one this function wrote).
     progress : bool
         tqdm bar over layers.
 
@@ -220,20 +225,19 @@ def build_report(
     Raises
     ------
     ReportError
-        Output folder taken, inputs inconsistent with the checkpoint, bad cosim JSON.
+        Output folder taken (or a foreign folder with ``force``), inputs
+        inconsistent with the checkpoint, NaN/Inf in the inputs or the float
+        parameters (naming layer and tensor), gamma <= 0 or eta = 0, bad cosim JSON.
     CheckpointError
         The checkpoint does not verify (:func:`inhibitron.quant.checkpoint.load_checkpoint`).
     """
-    from tqdm.auto import tqdm
-
     from .checkpoint import QuantizedCheckpoint, load_checkpoint
 
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise ReportError(f"report folder {str(out)!r} exists and is not empty; pass --force (force=True) "
-                          "to replace it")
+    check_report_folder(out, force=force)
     ckpt = checkpoint if isinstance(checkpoint, QuantizedCheckpoint) else load_checkpoint(checkpoint)
     layers = check_inputs(inputs, ckpt)
+    check_finite_inputs(layers)
     cos = None
     if cosim is not None:
         cos = cosim if isinstance(cosim, dict) else read_cosim_summary(cosim)
@@ -241,9 +245,86 @@ def build_report(
     if any(b < 2 or b > 32 for b in sweep_bits):
         raise ReportError(f"sweep_bits must be widths in 2..32, got {sweep_bits}")
 
-    if out.exists() and force:
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+    # Everything is written to a temporary folder next to ``out`` and renamed into
+    # place at the end: an error or an interrupt leaves neither a half-written
+    # report nor the temporary folder (and an earlier report stays as it was).
+    created = [p for p in reversed(out.absolute().parents) if not p.exists()]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except BaseException:
+        _remove_empty(created)
+        raise
+    try:
+        path = _write_report(tmp, ckpt, layers, cos, sweep_bits, hist_range, title, input_description,
+                             progress)
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, old / "replaced")
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty(created)
+        raise
+    return out / path.name
+
+
+#: Files by which a folder is recognised as a report this module wrote (what ``force`` may replace).
+REPORT_MARKERS = ("report.md", "report.json")
+
+
+def check_report_folder(out: Path, *, force: bool) -> None:
+    """Raise ReportError unless ``out`` may be written: new, empty, or (with ``force``) an earlier report."""
+    if not (out.exists() or out.is_symlink()):
+        return
+    if not out.is_dir() or out.is_symlink():
+        raise ReportError(f"report folder {str(out)!r} exists and is not a folder; refusing to replace it")
+    if not any(out.iterdir()):
+        return
+    if not force:
+        raise ReportError(f"report folder {str(out)!r} exists and is not empty; pass --force (force=True) "
+                          "to replace it")
+    if not any((out / m).is_file() for m in REPORT_MARKERS):
+        raise ReportError(f"report folder {str(out)!r} does not hold an earlier report (no report.md or "
+                          "report.json); refusing to replace it, choose another folder")
+
+
+def check_finite_inputs(layers) -> None:
+    """Raise ReportError naming the layer, tensor and index of the first NaN/Inf, and gamma <= 0 or eta = 0."""
+    for i, L in enumerate(layers):
+        for name in ("q", "k", "v", "hidden", "block", "gamma", "eta", "delta"):
+            arr = getattr(L, name)
+            if arr is None:
+                continue
+            bad = ~np.isfinite(arr)
+            if bad.any():
+                idx = tuple(int(j) for j in np.argwhere(bad)[0])
+                raise ReportError(f"layer {i}: the float student's {name} contains NaN or Inf (first at index "
+                                  f"{idx}); check the student's parameters")
+        for h, (g, e) in enumerate(zip(np.atleast_1d(L.gamma), np.atleast_1d(L.eta))):
+            if not g > 0:
+                raise ReportError(f"layer {i} head {h}: gamma = {float(g)!r}; the quantized core needs gamma > 0")
+            if e == 0:
+                raise ReportError(f"layer {i} head {h}: eta = 0 makes the head's output identically 0")
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders this call created (deepest first) if they are still empty."""
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
+def _write_report(out: Path, ckpt, layers, cos, sweep_bits, hist_range, title, input_description,
+                  progress) -> Path:
+    """Compute and write every file of the report into ``out`` (an existing empty folder)."""
+    from tqdm.auto import tqdm
+
     results = [measure_layer(i, L, layer) for i, (L, layer) in
                enumerate(tqdm(list(zip(layers, ckpt.layers)), desc="report", unit="layer", disable=not progress))]
     if hist_range is None:

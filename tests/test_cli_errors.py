@@ -258,3 +258,206 @@ def test_sim_help_describes_every_option(capsys):
 def test_export_help_says_what_it_calibrates_on(capsys):
     _, out, _ = cli(capsys, "export", "--help")
     assert "pydoc_data.topics" in out and "--no-progress" in out
+
+
+# ---------------------------------------------------------------------------
+# 1. report: atomic, the student validated before any work; 3. edited manifests
+# ---------------------------------------------------------------------------
+
+
+def _student(vocab_size=30522):
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from inhibitron.model.surgery import iter_inhibitors, to_inhibitor
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=64)
+    s = to_inhibitor(BertModel(cfg).eval())
+    with torch.no_grad():
+        for _, m in iter_inhibitors(s):
+            m.gamma.uniform_(0.25, 0.35)
+            m.delta.uniform_(-0.3, 0.0)
+    return s
+
+
+def _save(student, folder: Path) -> Path:
+    import shutil
+
+    from inhibitron.model.surgery import default_teacher_path, save_student
+
+    save_student(student, folder)
+    for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        if (default_teacher_path() / name).is_file():
+            shutil.copy(default_teacher_path() / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """``(root, student folder, checkpoint folder, report folder)``: a tiny student, its checkpoint, a report."""
+    pytest.importorskip("torch")
+    from inhibitron.model.capture import tokenize
+    from inhibitron.model.corpus import embedded_sentences
+    from inhibitron.model.surgery import load_student
+    from inhibitron.quant.export import export_student
+    from transformers import AutoTokenizer
+
+    root = tmp_path_factory.mktemp("tiny")
+    folder = _save(_student(), root / "student")
+    student = load_student(folder).eval()
+    tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    ids, am = tokenize(tok, embedded_sentences(3, seed=0), max_length=16)
+    ckpt, _ = export_student(student, root / "ckpt", input_ids=ids, attention_mask=am, seq_len=16,
+                             onnx=False, memory_images=False)
+    rep = root / "rep"
+    rc = main(["report", "--checkpoint", str(ckpt), "--student", str(folder), "--out", str(rep),
+               "--sentences", "2", "--sweep-bits", "8", "--no-progress"])
+    assert rc == 0 and (rep / "report.md").is_file()
+    return root, folder, ckpt, rep
+
+
+def _report(tiny, out, *extra, student=None):
+    root, folder, ckpt, _ = tiny
+    return ["report", "--checkpoint", str(ckpt), "--student", str(student or folder), "--out", str(out),
+            "--sentences", "2", "--sweep-bits", "8", "--no-progress", *extra]
+
+
+def test_report_interrupted_leaves_nothing_behind(capsys, tmp_path, tiny, monkeypatch):
+    import inhibitron.quant.report as rep
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rep, "plot_sweep", interrupt)  # after the histograms and ranges are drawn
+    rc, _, err = cli(capsys, *_report(tiny, tmp_path / "r"))
+    assert rc == 130 and "interrupted" in err
+    assert listing(tmp_path) == set()
+
+
+def test_report_failure_keeps_the_earlier_report(capsys, tmp_path, tiny, monkeypatch):
+    import shutil
+
+    import inhibitron.quant.report as rep
+
+    earlier = tmp_path / "r"
+    shutil.copytree(tiny[3], earlier)
+    before = {p: (earlier / p).read_bytes() for p in listing(earlier)}
+
+    def fail(*a, **k):
+        raise rep.ReportError("injected failure")
+
+    monkeypatch.setattr(rep, "plot_sweep", fail)
+    rc, _, err = cli(capsys, *_report(tiny, earlier, "--force"))
+    assert rc == 1 and "injected failure" in one_line_error(err, "report")
+    assert {p: (earlier / p).read_bytes() for p in listing(earlier)} == before
+    assert listing(tmp_path) == {"r"} | {f"r/{p}" for p in before}
+
+
+@pytest.mark.parametrize("what", ["nan", "gamma", "eta"])
+def test_report_validates_the_student_before_any_work(capsys, tmp_path, tiny, what):
+    import torch
+
+    s = _student()
+    with torch.no_grad():
+        if what == "nan":
+            s.encoder.layer[0].attention.self.key.weight[3, 4] = float("nan")
+        else:
+            getattr(s.encoder.layer[0].attention.self.inhibitor, what)[1] = -0.3 if what == "gamma" else 0.0
+    bad = _save(s, tmp_path / "bad")
+    rc, _, err = cli(capsys, *_report(tiny, tmp_path / "r", student=bad))
+    assert rc == 1
+    line = one_line_error(err, "report")
+    expected = {"nan": "parameter encoder.layer.0.attention.self.key.weight contains NaN or Inf (first at index (3, 4))",
+                "gamma": "layer 0 head 1: gamma = -0.3 (parameter encoder.layer.0.attention.self.inhibitor.gamma[1])",
+                "eta": "layer 0 head 1: eta = 0 (parameter encoder.layer.0.attention.self.inhibitor.eta[1])"}[what]
+    assert expected in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_report_force_refuses_a_foreign_folder(capsys, tmp_path, tiny):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    rc, _, err = cli(capsys, *_report(tiny, mine, "--force"))
+    assert rc == 1 and "does not hold an earlier report" in one_line_error(err, "report")
+    assert (mine / "notes.txt").read_text() == "keep me"
+
+
+def test_report_text_that_is_not_utf8_names_the_file(capsys, tmp_path, tiny):
+    text = tmp_path / "latin1.txt"
+    text.write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    rc, _, err = cli(capsys, *_report(tiny, tmp_path / "r", "--text", str(text)))
+    assert rc == 1
+    line = one_line_error(err, "report")
+    assert "latin1.txt" in line and "is not UTF-8 text" in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_report_bits_is_a_deprecated_alias_of_sweep_bits(capsys, tmp_path, tiny):
+    rc, _, err = cli(capsys, "report", "--checkpoint", str(tiny[2]), "--out", str(tmp_path / "r"),
+                     "--bits", "x")
+    assert rc == 1
+    assert "--bits is deprecated here" in err and "--sweep-bits must be comma-separated integers" in err
+    _, out, _ = cli(capsys, "report", "--help")
+    assert "--sweep-bits" in out and "--bits " not in out
+
+
+def _claim_formats(ckpt: Path, dest: Path, **formats) -> Path:
+    import shutil
+
+    from inhibitron.quant.checkpoint import _content_hash, canonical_json
+
+    shutil.copytree(ckpt, dest)
+    m = json.loads((dest / "manifest.json").read_text())
+    for layer in m["layers"]:
+        layer["attention"]["formats"].update(formats)
+    m["manifest_sha256"] = _content_hash(m)
+    (dest / "manifest.json").write_text(canonical_json(m))
+    return dest
+
+
+def test_manifest_edited_to_claim_other_formats_is_refused(capsys, tmp_path, tiny):
+    edited = _claim_formats(tiny[2], tmp_path / "edited", v_bits=4, out_bits=4)
+    rc, _, err = cli(capsys, "generate", "--checkpoint", str(edited), "--layer", "0", "--out", str(tmp_path / "rtl"))
+    assert rc == 1
+    line = one_line_error(err, "generate")
+    assert "layer 0: the stored widths disagree with those derived from its formats" in line
+    assert "v_bits=4" in line and "acc_bits" in line
+    assert not (tmp_path / "rtl").exists()
+    rc, _, err = cli(capsys, *_report(tiny, tmp_path / "r"), "--checkpoint", str(edited))
+    assert rc == 1 and "the stored widths disagree" in one_line_error(err, "report")
+    assert not (tmp_path / "r").exists()
+
+
+def test_manifest_head_integers_outside_the_claimed_formats(tmp_path, tiny):
+    from inhibitron.quant.checkpoint import CheckpointError, load_checkpoint
+    from inhibitron.quant.formats import AttentionFormats
+
+    ck = load_checkpoint(tiny[2])
+    lq = ck.layers[0].attention
+    widths = {k: int(v) for k, v in vars(lq.widths(16)).items()}
+    # The widths edited too, consistently: the theta/r ranges of 2-bit formats still refuse it.
+    narrow = AttentionFormats(2, 2, 2)
+    edited = _claim_formats(tiny[2], tmp_path / "e2", qk_bits=2, v_bits=2, out_bits=2)
+    m = json.loads((edited / "manifest.json").read_text())
+    m["layers"][0]["widths"] = {k: int(v) for k, v in vars(narrow.widths(
+        head_dim=lq.head_dim, seq_len=16, v_shift=int(lq.v_shift.max()), z_shift=int(lq.z_shift.max()),
+        out_shift=int(lq.out_shift.max()))).items()}
+    from inhibitron.quant.checkpoint import _content_hash, canonical_json
+
+    m["manifest_sha256"] = _content_hash(m)
+    (edited / "manifest.json").write_text(canonical_json(m))
+    with pytest.raises(CheckpointError, match=r"layer 0.*(theta=-?\d+ is outside the threshold range|"
+                                              r"out_shift r=\d+ is outside \[0, \d+\])"):
+        load_checkpoint(edited)
+    assert widths  # the original loads (above) with its own widths
+
+
+def test_no_progress_silences_transformers_loading_bar(tmp_path, afile):
+    code = ("from inhibitron.cli import main; import transformers.utils.logging as l; "
+            f"main(['export', '--no-progress', '--out', {str(afile / 'x')!r}]); "
+            "print('bars', l.is_progress_bar_enabled())")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "bars False" in r.stdout, r.stderr

@@ -5,6 +5,7 @@ Examples::
     inhibitron report --checkpoint out/ckpt --student runs/lw/student --out out/report
     inhibitron report --checkpoint out/ckpt --out out/report --cosim out/sim.json --sentences 32
     inhibitron report --checkpoint out/ckpt --student runs/lw/student --text my_sentences.txt --out r
+    inhibitron report --checkpoint out/ckpt --out out/report --sweep-bits 4,8 --no-progress --force
 
 The float student (``--student``: a folder saved by ``inhibitron distill``,
 or a plain BERT/DistilBERT folder converted with the initial parameters;
@@ -12,6 +13,10 @@ default: the embedded all-MiniLM-L6-v2, converted, as ``inhibitron export``)
 must be the one the checkpoint was exported from: it provides the float
 activations and the float reference. The report checks that its Q/K/V/O
 weights match the checkpoint's.
+
+The report is written to a temporary folder next to ``--out`` and renamed
+into place at the end: an error or an interrupt leaves nothing behind.
+``--force`` replaces only an earlier report.
 """
 
 from __future__ import annotations
@@ -22,6 +27,20 @@ from pathlib import Path
 from ..cli import UserError
 
 
+#: The widths of the bit-width sweep unless --sweep-bits says otherwise.
+DEFAULT_SWEEP = "4,6,8,10,12,16"
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "report",
@@ -30,20 +49,23 @@ def register(subparsers) -> None:
         "real sentences: error per layer and head, saturation/overflow per tensor, value ranges vs "
         "formats, SQNR vs bit width, and the RTL-vs-golden mismatch count of a cosimulation.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("Examples::", 1)[1],
+        epilog="examples:" + __doc__.split("Examples::", 1)[1],
     )
     p.add_argument("--checkpoint", required=True, type=Path, help="quantized checkpoint folder (inhibitron export)")
     p.add_argument("--student", type=Path, help="float student folder (default: embedded MiniLM, converted)")
     p.add_argument("--out", required=True, type=Path, help="report folder")
-    p.add_argument("--sentences", type=int, default=16,
-                   help="held-out sentences of the embedded corpus to run (default 16)")
+    p.add_argument("--sentences", type=_positive, default=16,
+                   help="held-out sentences of the embedded corpus (pydoc_data.topics) to run (default 16)")
     p.add_argument("--text", type=Path, help="a UTF-8 file with one input sentence per line instead")
-    p.add_argument("--max-length", type=int, default=None,
+    p.add_argument("--max-length", type=_positive, default=None,
                    help="tokens per sentence (default: the checkpoint's sequence length)")
     p.add_argument("--cosim", type=Path, help="the JSON of 'inhibitron sim --json' (RTL-vs-golden mismatches)")
-    p.add_argument("--bits", default="4,6,8,10,12,16", help="widths of the bit-width sweep (default 4,6,8,10,12,16)")
-    p.add_argument("--force", action="store_true", help="replace an existing report folder")
+    p.add_argument("--sweep-bits", default=None, metavar="B,B,...",
+                   help="code widths of the bit-width sweep (default 4,6,8,10,12,16); '' for no sweep")
+    p.add_argument("--bits", dest="bits_deprecated", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--force", action="store_true", help="replace an earlier report in --out (never another folder)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
@@ -94,7 +116,84 @@ def check_same_weights(student, ckpt, *, tolerance: float = 0.02) -> None:
                             "of its range: pass the student the checkpoint was exported from (--student)")
 
 
+def check_student(student) -> None:
+    """Raise UserError naming the parameter (NaN/Inf), or the layer and head (gamma <= 0, eta = 0)."""
+    import torch
+
+    from ..model.surgery import iter_inhibitors
+    from ..quant.export import check_finite_parameters
+
+    try:
+        check_finite_parameters(student)
+    except ValueError as exc:
+        raise UserError(f"--student: {exc}".replace("refusing to quantize and export", "refusing to report on"))
+    names = {id(param): name for name, param in student.named_parameters()}
+    for i, m in iter_inhibitors(student):
+        with torch.no_grad():
+            gamma = m.gamma.detach().double().reshape(-1)
+            eta = m.eta.detach().double().reshape(-1)
+        for h in range(gamma.numel()):
+            if not gamma[h] > 0:
+                raise UserError(f"--student: layer {i} head {h}: gamma = {float(gamma[h]):.6g} (parameter "
+                                f"{names.get(id(m.gamma), 'gamma')}[{h}]); the quantized core needs gamma > 0, "
+                                "so this student cannot have been exported")
+            if eta.numel() > h and eta[h] == 0:
+                raise UserError(f"--student: layer {i} head {h}: eta = 0 (parameter "
+                                f"{names.get(id(m.eta), 'eta')}[{h}]) makes the head's output identically 0, "
+                                "so this student cannot have been exported")
+
+
+def _sweep_bits(args) -> list[int]:
+    import sys
+
+    text = args.sweep_bits
+    if args.bits_deprecated is not None:
+        print("inhibitron report: warning: --bits is deprecated here (it is the code width in "
+              "'inhibitron export'); use --sweep-bits", file=sys.stderr)
+        if text is None:
+            text = args.bits_deprecated
+    text = DEFAULT_SWEEP if text is None else text
+    try:
+        bits = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise UserError(f"--sweep-bits must be comma-separated integers, not {text!r}") from None
+    bad = [b for b in bits if not 2 <= b <= 32]
+    if bad:
+        raise UserError(f"--sweep-bits: widths must be in 2..32, not {bad}")
+    return bits
+
+
+def _read_sentences(path: Path) -> list[str]:
+    if path.is_dir():
+        raise UserError(f"--text {str(path)!r} is a folder; pass a UTF-8 text file, one sentence per line")
+    if not path.is_file():
+        raise UserError(f"--text file {str(path)!r} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"--text file {str(path)!r} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    sentences = [s.strip() for s in text.splitlines() if s.strip()]
+    if not sentences:
+        raise UserError(f"--text file {str(path)!r} has no sentence")
+    return sentences
+
+
 def run(args) -> int:
+    from ..cli import check_output_dir
+    from ..quant.report import check_report_folder
+    from ..quant.report_tables import ReportError
+
+    # Everything that can be checked without the models is checked first.
+    bits = _sweep_bits(args)
+    out = check_output_dir(args.out, "--out")
+    try:
+        check_report_folder(out, force=args.force)
+    except ReportError as exc:
+        raise UserError(str(exc)) from None
+    sentences = _read_sentences(args.text) if args.text else None
+    if args.max_length is not None and args.max_length < 3:
+        raise UserError(f"--max-length must be at least 3 ([CLS], one token, [SEP]), got {args.max_length}")
+
     import torch
 
     from ..model.data import heldout_sentences
@@ -103,28 +202,20 @@ def run(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        bits = [int(b) for b in args.bits.split(",") if b.strip()]
-    except ValueError:
-        raise UserError(f"--bits must be comma-separated integers, not {args.bits!r}") from None
     ckpt = load_checkpoint(args.checkpoint)
     student, tok = _student(args.student)
     student.eval()
+    check_student(student)
     check_same_weights(student, ckpt)
     max_length = args.max_length or ckpt.layers[0].seq_len
-    if args.text:
-        if not args.text.is_file():
-            raise UserError(f"--text file {str(args.text)!r} does not exist")
-        sentences = [s.strip() for s in args.text.read_text(encoding="utf-8").splitlines() if s.strip()]
-        if not sentences:
-            raise UserError(f"--text file {str(args.text)!r} has no sentence")
+    if sentences is not None:
         where = f"{len(sentences)} sentences of {args.text.name}"
     else:
         sentences = heldout_sentences(args.sentences, seed=2)
         where = f"{len(sentences)} held-out sentences of the embedded corpus (pydoc_data.topics)"
     with torch.no_grad():
         inputs = capture_report_inputs(student, sentences, tok, max_length=max_length)
-    path = build_report(ckpt, inputs, args.out, cosim=args.cosim, sweep_bits=bits, force=args.force,
-                        input_description=where)
+    path = build_report(ckpt, inputs, out, cosim=args.cosim, sweep_bits=bits, force=args.force,
+                        input_description=where, progress=not args.no_progress)
     print(f"report: {path}")
     return 0

@@ -105,8 +105,15 @@ def test_report_refuses_existing_folder(small, tmp_path):
     with pytest.raises(report.ReportError, match="exists and is not empty; pass --force"):
         report.build_report(ckpt, inputs, out, progress=False)
     assert (out / "keep.txt").read_text() == "mine"
+    # force replaces only an earlier report, never a folder of someone else's files
+    with pytest.raises(report.ReportError, match="does not hold an earlier report"):
+        report.build_report(ckpt, inputs, out, force=True, sweep_bits=(8,), progress=False)
+    assert (out / "keep.txt").read_text() == "mine"
+    (out / "keep.txt").unlink()
+    report.build_report(ckpt, inputs, out, sweep_bits=(), progress=False)  # an empty folder is fine
     report.build_report(ckpt, inputs, out, force=True, sweep_bits=(8,), progress=False)
-    assert not (out / "keep.txt").exists()
+    assert (out / "sweep.png").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]  # no temporary folder left
 
 
 def test_report_bad_inputs(small, tmp_path):
