@@ -61,8 +61,25 @@ def machine_description() -> dict:
     }
 
 
+def check_names(only: list[str] | None) -> None:
+    """Raise ValueError naming every entry of ``only`` that is not a benchmark function."""
+    if only is None:
+        return
+    known = [func for _, func, _ in BENCHMARKS]
+    unknown = [name for name in only if name not in known]
+    if unknown or not only:
+        raise ValueError(f"--only: unknown benchmark(s) {unknown}; known: {', '.join(known)}")
+
+
 def run_benchmarks(only: list[str] | None = None) -> list[dict]:
-    """Run every available benchmark (or those whose function name is in ``only``)."""
+    """Run every available benchmark (or those whose function name is in ``only``).
+
+    Raises
+    ------
+    ValueError
+        A name in ``only`` is not a benchmark function (checked before any runs).
+    """
+    check_names(only)
     results = []
     for module, func, what in BENCHMARKS:
         if only and func not in only:
@@ -127,8 +144,17 @@ def render_markdown(results: list[dict], machine: dict, command: str) -> str:
 
 
 def main_bench(out: str, only: list[str] | None = None) -> Path:
-    """Run, render and atomically write the report; return its path."""
+    """Run, render and atomically write the report; return its path.
+
+    Nothing is written unless at least one benchmark ran: unknown names in
+    ``only`` are refused before any run, and a run in which every benchmark
+    was skipped raises ``RuntimeError`` and leaves ``out`` as it was.
+    """
+    check_names(only)
     results = run_benchmarks(only)
+    if not any("result" in entry for entry in results):
+        reasons = "; ".join(f"{e['function']}: {e.get('skipped', 'did not run')}" for e in results)
+        raise RuntimeError(f"no benchmark ran ({reasons}); nothing written to {out}")
     command = "make bench" if not only else "inhibitron bench --only " + " ".join(only)
     text = render_markdown(results, machine_description(), command)
     path = Path(out)

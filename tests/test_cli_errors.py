@@ -461,3 +461,35 @@ def test_no_progress_silences_transformers_loading_bar(tmp_path, afile):
             "print('bars', l.is_progress_bar_enabled())")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "bars False" in r.stdout, r.stderr
+
+
+# ---------------------------------------------------------------------------
+# 5. bench writes nothing unless a benchmark ran
+# ---------------------------------------------------------------------------
+
+
+def test_bench_unknown_name_is_an_error_and_writes_nothing(capsys, tmp_path):
+    out = tmp_path / "perf.md"
+    rc, _, err = cli(capsys, "bench", "--only", "not_a_bench", "--out", str(out))
+    assert rc == 1
+    line = one_line_error(err, "bench")
+    assert "unknown benchmark(s) ['not_a_bench']" in line and "bench_golden" in line
+    assert not out.exists()
+
+
+def test_bench_writes_nothing_when_every_benchmark_is_skipped(capsys, tmp_path, monkeypatch):
+    import inhibitron.bench as bench
+
+    monkeypatch.setattr(bench, "BENCHMARKS", (("inhibitron.no_such_module", "bench_x", "nothing"),))
+    out = tmp_path / "perf.md"
+    out.write_text("the earlier report")
+    rc, _, err = cli(capsys, "bench", "--only", "bench_x", "--out", str(out))
+    assert rc == 1
+    assert "no benchmark ran (bench_x: not available" in one_line_error(err, "bench")
+    assert out.read_text() == "the earlier report"
+    assert listing(tmp_path) == {"perf.md"}
+
+
+def test_bench_out_that_is_a_folder(capsys, tmp_path):
+    rc, _, err = cli(capsys, "bench", "--only", "bench_golden", "--out", str(tmp_path))
+    assert rc == 1 and "is a folder, not a file" in one_line_error(err, "bench")
