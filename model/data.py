@@ -41,6 +41,7 @@ __all__ = [
     "LabelledExample",
     "TokenDataset",
     "epoch_permutation",
+    "eval_sentences",
     "heldout_sentences",
     "labelled_dataset",
     "load_labelled",
@@ -405,14 +406,7 @@ def split_heldout(paragraphs: Sequence[str], fraction: float = 0.1) -> tuple[lis
     return train, held
 
 
-def heldout_sentences(count: int, *, seed: int = 0, corpus: str | os.PathLike | None = None,
-                      fraction: float = 0.1, min_words: int = 6, max_words: int = 60) -> list[str]:
-    """``count`` real sentences from the held-out part of a corpus (default: embedded).
-
-    The distillation recipes train on the other part (:func:`split_heldout`
-    with the same ``fraction``), so these sentences were never seen in training.
-    """
-    import random
+def _heldout_pool(corpus, fraction: float, min_words: int, max_words: int) -> list[str]:
     import re
 
     paras = embedded_paragraphs() if corpus is None else load_corpus(corpus)
@@ -424,9 +418,42 @@ def heldout_sentences(count: int, *, seed: int = 0, corpus: str | os.PathLike | 
             if min_words <= len(s.split()) <= max_words and s not in seen:
                 seen.add(s)
                 pool.append(s)
+    return pool
+
+
+def heldout_sentences(count: int, *, seed: int = 0, corpus: str | os.PathLike | None = None,
+                      fraction: float = 0.1, min_words: int = 6, max_words: int = 60) -> list[str]:
+    """``count`` real sentences from the held-out part of a corpus (default: embedded).
+
+    The distillation recipes train on the other part (:func:`split_heldout`
+    with the same ``fraction``), so these sentences were never seen in training.
+    """
+    import random
+
+    pool = _heldout_pool(corpus, fraction, min_words, max_words)
     if count > len(pool):
         raise CorpusError(f"the held-out corpus has {len(pool)} sentences, {count} were asked for")
     return random.Random(seed).sample(pool, count)
+
+
+def eval_sentences(corpus: str | os.PathLike | None = None, *, fraction: float = 0.1,
+                   limit: int | None = None) -> list[str]:
+    """The fixed evaluation set: every held-out sentence of a corpus (6-60 words), in
+    corpus order.
+
+    Used by the benchmarks and the ablations of ``docs/distillation.md`` so that
+    every measurement runs on the same text (181 sentences for the embedded
+    corpus). ``limit`` keeps a fixed sample of that many (seed 0, in corpus order).
+    """
+    import random
+
+    pool = _heldout_pool(corpus, fraction, 6, 60)
+    if not pool:
+        raise CorpusError("the held-out part of the corpus has no sentence of 6-60 words")
+    if limit and limit < len(pool):
+        keep = sorted(random.Random(0).sample(range(len(pool)), limit))
+        pool = [pool[i] for i in keep]
+    return pool
 
 
 def epoch_permutation(n: int, *, seed: int, phase: int, epoch: int) -> torch.Tensor:

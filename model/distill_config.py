@@ -71,6 +71,27 @@ class DistillConfig:
         ours: the inhibitor sums over keys where softmax averages, so eta=1
         starts about ``n`` times too large and AdamW at 5e-4 needs thousands
         of steps to shrink it). False reproduces the thesis.
+    fit_scalars : bool
+        ``layerwise`` phases only: before a layer trains (and before the eta
+        fit), pick each head's gamma and delta from a small grid
+        (:data:`~inhibitron.model.losses.GAMMA_GRID` x
+        :data:`~inhibitron.model.losses.DELTA_GRID`), each point with its
+        least-squares eta, by the context error on the phase's first optimizer
+        step of data (ours: AdamW moves a scalar by about ``lr`` per step, so
+        gamma and delta hardly leave their initial values otherwise).
+    scalar_lr_mult : float
+        Learning rate of the inhibitor's per-head gamma, eta, delta (alpha)
+        relative to ``lr`` (ours; 1 reproduces the thesis).
+    student_dropout : bool
+        Run the student in training mode (dropout on) while it trains. False
+        keeps it in eval mode like the teacher, so both see the same
+        deterministic network (ours, for the distillation recipes).
+    bf16 : bool
+        Run the forward passes and losses of training under ``torch.autocast``
+        with bfloat16 (GPUs; parameters, optimizer and the loss sums stay float32).
+    full_epochs, full_lr, full_max_steps : float, float, int or None
+        ``layerwise_full`` only: epochs, peak learning rate and step cap of
+        its final ``full`` phase (the layer phases use ``epochs``, ``lr``, ``max_steps``).
     temperature : float
         ``task`` only: softmax temperature of the soft targets.
     alpha_kd, alpha_hidden : float
@@ -101,6 +122,13 @@ class DistillConfig:
     layer_input: str = "student"  # layerwise: input of the trained layer
     layers: tuple[int, ...] | None = None  # layerwise: which layers (None = all)
     fit_eta: bool = True  # layerwise: least-squares eta before each layer trains
+    fit_scalars: bool = False  # layerwise: per-head grid init of gamma/delta before each layer
+    scalar_lr_mult: float = 1.0  # lr of gamma/eta/delta relative to lr
+    student_dropout: bool = True  # student in training mode (dropout) while it trains
+    bf16: bool = False  # autocast the training forward passes to bfloat16
+    full_epochs: float = 1.0  # layerwise_full: epochs of the final full phase
+    full_lr: float = 3e-4  # layerwise_full: peak lr of the final full phase
+    full_max_steps: int | None = None  # layerwise_full: step cap of the final full phase
     temperature: float = 4.0  # task: soft-target temperature
     alpha_kd: float = 0.5  # task: weight of the KL term
     alpha_hidden: float = 0.5  # task: weight of the hidden-state MSE
@@ -127,13 +155,16 @@ class DistillConfig:
                 bad(name, "a positive integer")
         if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
             bad("checkpoint_every", "an integer >= 0")
-        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps <= 0):
-            bad("max_steps", "a positive integer or None")
+        for name in ("max_steps", "full_max_steps"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
+                bad(name, "a positive integer or None")
         if not isinstance(self.seed, int) or self.seed < 0:
             bad("seed", "an integer >= 0")
         for name, lo, hi in (
             ("epochs", 0.0, math.inf), ("lr", 0.0, math.inf), ("temperature", 0.0, math.inf),
-            ("adam_eps", 0.0, math.inf),
+            ("adam_eps", 0.0, math.inf), ("scalar_lr_mult", 0.0, math.inf), ("full_epochs", 0.0, math.inf),
+            ("full_lr", 0.0, math.inf),
         ):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not (lo < v < hi):
@@ -146,8 +177,9 @@ class DistillConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not (0.0 <= v < 1.0):
                 bad(name, "a number in [0, 1)")
-        if not isinstance(self.fit_eta, bool):
-            bad("fit_eta", "a bool")
+        for name in ("fit_eta", "fit_scalars", "student_dropout", "bf16"):
+            if not isinstance(getattr(self, name), bool):
+                bad(name, "a bool")
         if self.layers is not None:
             layers = tuple(self.layers)
             if not layers or any(not isinstance(i, int) or i < 0 for i in layers):

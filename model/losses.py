@@ -36,8 +36,11 @@ from .distill_config import DistillConfig
 from .surgery import attention_modules
 
 __all__ = [
+    "DELTA_GRID",
+    "GAMMA_GRID",
     "LossTerm",
     "fit_eta",
+    "fit_scalars",
     "full_loss",
     "layer_trainable_names",
     "layerwise_loss",
@@ -198,6 +201,105 @@ def fit_eta(teacher, student, layer: int, layer_input: str):
         old = inhib.eta.detach().clone()
         inhib.eta.mul_(ratio.to(inhib.eta.dtype))
         return {"eta_before": old.tolist(), "eta_after": inhib.eta.detach().tolist()}
+
+    return setup
+
+
+#: Candidate gamma (score scale) and delta (threshold shift) of :func:`fit_scalars`.
+GAMMA_GRID = (0.25, 0.5, 1.0, 2.0, 4.0)
+DELTA_GRID = (-4.0, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0)
+
+
+def fit_scalars(teacher, student, layer: int, layer_input: str):
+    """Phase setup: per-head gamma and delta of ``layer`` from a grid, each with its least-squares eta.
+
+    On the phase's first optimizer step of data, the layer's Q/K/V are computed
+    once (from the student's or the teacher's hidden state, ``layer_input``);
+    for every (gamma, delta) of :data:`GAMMA_GRID` x :data:`DELTA_GRID` the
+    inhibitor runs with eta = 1, the least-squares eta of each head follows in
+    closed form (the context is linear in eta), and each head keeps the point
+    with the smallest squared context error over valid tokens. ``variant="thesis"``
+    students (``delta = -relu(alpha)``) try only the deltas <= 0.
+    """
+    from .surgery import key_mask_from_attention_mask
+
+    mod = attention_modules(student)[layer][2]
+    inhib = mod.inhibitor
+    q_lin, k_lin, v_lin = (getattr(mod, n) for n in _qkv_names(mod))
+    thesis = inhib.variant != "valid"
+    deltas = [d for d in DELTA_GRID if d <= 0] if thesis else list(DELTA_GRID)
+
+    @torch.no_grad()
+    def setup(batches, env):
+        H, d = inhib.num_heads, inhib.head_dim
+        cached = []
+        for batch in batches:
+            t_ctx, t_in = _capture_context(teacher, layer, batch, capture_input=(layer_input == "teacher"))
+            if layer_input == "student":
+                _, t_in = _capture_context(student, layer, batch, capture_input=True)
+            args, kwargs = t_in
+            hidden = args[0] if args else kwargs["hidden_states"]
+            mask = kwargs["attention_mask"] if "attention_mask" in kwargs else (args[1] if len(args) > 1 else None)
+            B, n = hidden.shape[:2]
+            q, k, v = (lin(hidden).view(B, n, H, d).transpose(1, 2) for lin in (q_lin, k_lin, v_lin))  # (B, H, n, d)
+            key_mask = key_mask_from_attention_mask(mask, B, n, q.device)
+            valid = batch["attention_mask"].to(torch.float64)[:, None, :, None]  # (B, 1, n, 1)
+            t = t_ctx.double().unflatten(-1, (H, d)).transpose(1, 2) * valid  # (B, H, n, d)
+            cached.append((q, k, v, key_mask, valid, t))
+        names = ("gamma", "eta", "alpha" if thesis else "delta")
+        saved = {nm: getattr(inhib, nm).detach().clone() for nm in names}
+        was = inhib.training
+        inhib.train(False)
+        points = [(g, dl) for g in GAMMA_GRID for dl in deltas]
+        stats = torch.zeros(len(points), 3, H, dtype=torch.float64)  # sum t.h, sum h.h, sum t.t
+        try:
+            for i, (g, dl) in enumerate(points):
+                inhib.gamma.fill_(g)
+                inhib.eta.fill_(1.0)
+                (inhib.alpha.fill_(-dl) if thesis else inhib.delta.fill_(dl))
+                for q, k, v, key_mask, valid, t in cached:
+                    h = inhib(q, k, v, key_mask, check=False).double() * valid  # (B, H, n, d)
+                    stats[i, 0] += (t * h).sum(dim=(0, 2, 3))
+                    stats[i, 1] += (h * h).sum(dim=(0, 2, 3))
+                    stats[i, 2] += (t * t).sum(dim=(0, 2, 3))
+        finally:
+            inhib.train(was)
+            for nm, val in saved.items():
+                getattr(inhib, nm).copy_(val)
+        stats = ddp.all_reduce_sum(stats, env)
+        th, hh, tt = stats[:, 0], stats[:, 1], stats[:, 2]  # (P, H)
+        eta = torch.where(hh > 0, th / hh.clamp_min(1e-300), torch.zeros_like(th))
+        err = tt - eta * th  # residual of the least-squares fit, (P, H)
+        best = err.argmin(dim=0)  # (H,)
+        heads = torch.arange(H)
+        gamma = torch.tensor([points[j][0] for j in best.tolist()], dtype=inhib.gamma.dtype)
+        delta = torch.tensor([points[j][1] for j in best.tolist()], dtype=inhib.gamma.dtype)
+        inhib.gamma.copy_(gamma)
+        inhib.eta.copy_(eta[best, heads].to(inhib.eta.dtype))
+        (inhib.alpha.copy_(-delta) if thesis else inhib.delta.copy_(delta))
+        before = err[points.index((1.0, -0.5)), heads] if (1.0, -0.5) in points else None
+        info = {"gamma": gamma.tolist(), "delta": delta.tolist(), "eta": inhib.eta.detach().tolist(),
+                "rel_error": (err[best, heads] / tt[0].clamp_min(1e-300)).tolist()}
+        if before is not None:
+            info["rel_error_at_init"] = (before / tt[0].clamp_min(1e-300)).tolist()
+        return info
+
+    return setup
+
+
+def chain_setups(*setups):
+    """One phase setup that runs ``setups`` (None ones skipped) in order and merges their records."""
+    setups = [s for s in setups if s is not None]
+    if not setups:
+        return None
+    if len(setups) == 1:
+        return setups[0]
+
+    def setup(batches, env):
+        info = {}
+        for s in setups:
+            info.update(s(batches, env) or {})
+        return info
 
     return setup
 

@@ -9,7 +9,18 @@
 * **per-layer hidden-state MSE** — the mean squared difference of the hidden
   states after each layer, over valid tokens and features;
 * **per-layer attention-context MSE** — the same for the self-attention
-  context (before the output projection): what layer-wise distillation fits.
+  context (before the output projection): what layer-wise distillation fits;
+* **relative MSEs** (``context_rel_mse``, ``hidden_rel_mse``) — each MSE
+  divided by the teacher's variance of that tensor (over valid tokens, per
+  feature around its mean, averaged over features): 0 is a perfect fit, 1
+  explains nothing (the absolute MSE hides that the teacher's context
+  variance is itself only 0.03-0.08 on MiniLM);
+* **Spearman of the similarity matrices** (``spearman``) — rank correlation
+  between the teacher's and the student's pairwise cosine similarities of
+  the sentences (upper triangle): how the model is used for search and
+  clustering;
+* **nearest-neighbour agreement** (``nn_top1``) — the share of sentences
+  whose nearest other sentence is the same under both models.
 
 The student may be any model with the teacher's interface: a float inhibitor
 student, one with fake-quantized attention, or one that runs the integer
@@ -26,7 +37,7 @@ import torch
 from .data import TokenDataset
 from .surgery import attention_modules
 
-__all__ = ["accuracy", "fidelity", "fidelity_table", "pooled_embeddings"]
+__all__ = ["accuracy", "fidelity", "fidelity_table", "pooled_embeddings", "similarity_agreement", "spearman"]
 
 
 def _base(model):
@@ -46,20 +57,27 @@ def _contexts_hooks(model, store: list):
     return handles
 
 
+def _device(model) -> torch.device:
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
 @torch.no_grad()
 def _run(model, input_ids, attention_mask, token_type_ids=None):
+    """(hidden states, contexts) of ``model`` on a batch, brought back to the CPU (float32)."""
     ctx: list = []
     handles = _contexts_hooks(model, ctx)
+    dev = _device(model)
     try:
-        kw = {"input_ids": input_ids, "attention_mask": attention_mask}
+        kw = {"input_ids": input_ids.to(dev), "attention_mask": attention_mask.to(dev)}
         if token_type_ids is not None:
-            kw["token_type_ids"] = token_type_ids
+            kw["token_type_ids"] = token_type_ids.to(dev)
         out = _base(model)(**kw, output_hidden_states=True)
     finally:
         for h in handles:
             h.remove()
     ctx.sort(key=lambda x: x[0])
-    return out.hidden_states, [c for _, c in ctx]
+    return [h.float().cpu() for h in out.hidden_states], [c.float().cpu() for _, c in ctx]
 
 
 def _mean_pool(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -80,8 +98,10 @@ def pooled_embeddings(model, tokenizer, sentences: Sequence[str], *, batch_size:
         for s in range(0, len(sentences), batch_size):
             enc = tokenizer(list(sentences[s : s + batch_size]), padding=True, truncation=True,
                             max_length=max_length, return_tensors="pt")
-            h = _base(model)(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
-            out.append(_mean_pool(h, enc["attention_mask"]))
+            dev = _device(model)
+            h = _base(model)(input_ids=enc["input_ids"].to(dev),
+                             attention_mask=enc["attention_mask"].to(dev)).last_hidden_state
+            out.append(_mean_pool(h.float().cpu(), enc["attention_mask"]))
     finally:
         model.train(was)
     return torch.cat(out)
@@ -106,8 +126,10 @@ def fidelity(teacher, student, sentences: Sequence[str], tokenizer, *, batch_siz
     -------
     dict with
         ``sentences`` (int), ``cosine_mean``, ``cosine_min``, ``cosine_median`` (float),
+        ``spearman``, ``nn_top1`` (float; None below 3 sentences, see :func:`similarity_agreement`),
         ``hidden_mse`` (list, one per layer, bottom-up), ``hidden_mse_mean``,
-        ``context_mse`` (list, one per layer).
+        ``hidden_rel_mse`` (list: MSE over the teacher's variance),
+        ``context_mse``, ``context_rel_mse`` (lists, one per layer).
     """
     from tqdm.auto import tqdm
 
@@ -120,8 +142,12 @@ def fidelity(teacher, student, sentences: Sequence[str], tokenizer, *, batch_siz
     teacher.eval()
     student.eval()
     cos: list[torch.Tensor] = []
+    emb_t: list[torch.Tensor] = []
+    emb_s: list[torch.Tensor] = []
     h_sum = torch.zeros(n_t, dtype=torch.float64)
     c_sum = torch.zeros(n_t, dtype=torch.float64)
+    h_var = [_Moments() for _ in range(n_t)]  # the teacher's statistics per layer
+    c_var = [_Moments() for _ in range(n_t)]
     count = 0.0
     try:
         for s in tqdm(range(0, len(sentences), batch_size), desc="fidelity", disable=not progress, unit="batch"):
@@ -133,26 +159,108 @@ def fidelity(teacher, student, sentences: Sequence[str], tokenizer, *, batch_siz
             if t_h[-1].shape != s_h[-1].shape:
                 raise ValueError(f"teacher and student hidden states differ in shape: "
                                  f"{tuple(t_h[-1].shape)} vs {tuple(s_h[-1].shape)}")
-            cos.append((_mean_pool(t_h[-1], mask) * _mean_pool(s_h[-1], mask)).sum(-1))
+            et, es = _mean_pool(t_h[-1], mask), _mean_pool(s_h[-1], mask)
+            emb_t.append(et)
+            emb_s.append(es)
+            cos.append((et * es).sum(-1))
             m = mask.to(torch.float64)
             count += float(m.sum())
             for i in range(n_t):
                 h_sum[i] += float(((t_h[i + 1].double() - s_h[i + 1].double()).pow(2).mean(-1) * m).sum())
                 c_sum[i] += float(((t_c[i].double() - s_c[i].double()).pow(2).mean(-1) * m).sum())
+                h_var[i].add(t_h[i + 1], mask)
+                c_var[i].add(t_c[i], mask)
     finally:
         teacher.train(modes[0])
         student.train(modes[1])
     c = torch.cat(cos)
     hidden = (h_sum / count).tolist()
+    context = (c_sum / count).tolist()
+    sim = similarity_agreement(torch.cat(emb_t), torch.cat(emb_s))
     return {
         "sentences": len(sentences),
         "cosine_mean": float(c.mean()),
         "cosine_min": float(c.min()),
         "cosine_median": float(c.median()),
+        "spearman": sim["spearman"],
+        "nn_top1": sim["nn_top1"],
         "hidden_mse": hidden,
         "hidden_mse_mean": float(sum(hidden) / len(hidden)),
-        "context_mse": (c_sum / count).tolist(),
+        "hidden_rel_mse": [x / max(v.variance(), 1e-30) for x, v in zip(hidden, h_var)],
+        "context_mse": context,
+        "context_rel_mse": [x / max(v.variance(), 1e-30) for x, v in zip(context, c_var)],
     }
+
+
+class _Moments:
+    """Running per-feature sums over valid tokens, for the teacher's variance of a tensor."""
+
+    def __init__(self):
+        self.n = 0.0
+        self.s1: torch.Tensor | None = None
+        self.s2: torch.Tensor | None = None
+
+    def add(self, x: torch.Tensor, mask: torch.Tensor) -> None:
+        """x (B, n, D), mask (B, n)."""
+        m = mask.to(torch.float64).unsqueeze(-1)
+        x = x.double() * m
+        s1, s2 = x.sum(dim=(0, 1)), x.pow(2).sum(dim=(0, 1))  # (D,)
+        self.s1 = s1 if self.s1 is None else self.s1 + s1
+        self.s2 = s2 if self.s2 is None else self.s2 + s2
+        self.n += float(m.sum())
+
+    def variance(self) -> float:
+        """Mean over features of the variance over valid tokens."""
+        if self.s1 is None or self.n == 0:
+            return 0.0
+        mean = self.s1 / self.n
+        return float((self.s2 / self.n - mean.pow(2)).clamp_min(0).mean())
+
+
+def _ranks(x: torch.Tensor) -> torch.Tensor:
+    """Ranks 0..N-1 of a 1-D tensor, ties given their average rank."""
+    order = torch.argsort(x, stable=True)
+    ranks = torch.empty_like(x, dtype=torch.float64)
+    ranks[order] = torch.arange(len(x), dtype=torch.float64)
+    values, inverse = torch.unique(x, return_inverse=True)
+    if len(values) < len(x):  # average the ranks of tied values
+        sums = torch.zeros(len(values), dtype=torch.float64).index_add_(0, inverse, ranks)
+        counts = torch.zeros(len(values), dtype=torch.float64).index_add_(0, inverse, torch.ones_like(ranks))
+        ranks = (sums / counts)[inverse]
+    return ranks
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman rank correlation of two 1-D tensors of equal length (>= 2).
+
+    >>> round(spearman(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([10.0, 30.0, 20.0])), 6)
+    0.5
+    """
+    if a.shape != b.shape or a.dim() != 1 or len(a) < 2:
+        raise ValueError(f"spearman needs two 1-D tensors of equal length >= 2, got {tuple(a.shape)}, {tuple(b.shape)}")
+    ra, rb = _ranks(a.double()), _ranks(b.double())
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    den = float(ra.norm() * rb.norm())
+    return float((ra * rb).sum()) / den if den > 0 else 0.0
+
+
+def similarity_agreement(emb_t: torch.Tensor, emb_s: torch.Tensor) -> dict:
+    """How far two sets of L2-normalised embeddings (N, D) of the same sentences rank them alike.
+
+    Returns ``spearman`` (rank correlation of the two pairwise cosine-similarity
+    matrices, upper triangle) and ``nn_top1`` (share of sentences whose nearest
+    other sentence is the same in both); both None for fewer than 3 sentences.
+    """
+    n = emb_t.shape[0]
+    if n < 3:
+        return {"spearman": None, "nn_top1": None}
+    st, ss = emb_t.double() @ emb_t.double().T, emb_s.double() @ emb_s.double().T  # (N, N)
+    iu = torch.triu_indices(n, n, offset=1)
+    rho = spearman(st[iu[0], iu[1]], ss[iu[0], iu[1]])
+    eye = torch.eye(n, dtype=torch.bool)
+    nn_t = st.masked_fill(eye, -torch.inf).argmax(-1)
+    nn_s = ss.masked_fill(eye, -torch.inf).argmax(-1)
+    return {"spearman": rho, "nn_top1": float((nn_t == nn_s).double().mean())}
 
 
 def fidelity_table(rows: dict[str, dict]) -> str:
@@ -160,14 +268,20 @@ def fidelity_table(rows: dict[str, dict]) -> str:
     if not rows:
         return ""
     n = len(next(iter(rows.values()))["hidden_mse"])
-    head = ("| stage | cosine mean | cosine min | hidden MSE (mean) | "
-            + " | ".join(f"ctx MSE L{i}" for i in range(n)) + " |")
-    sep = "|" + "---|" * (4 + n)
+    head = ("| stage | cosine mean | cosine min | Spearman | NN top-1 | hidden MSE (mean) | "
+            + " | ".join(f"ctx rel. MSE L{i}" for i in range(n)) + " |")
+    sep = "|" + "---|" * (6 + n)
     lines = [head, sep]
+
+    def fmt(v, spec):
+        return "-" if v is None else format(v, spec)
+
     for name, r in rows.items():
+        rel = r.get("context_rel_mse") or [None] * n
         lines.append(
-            f"| {name} | {r['cosine_mean']:.4f} | {r['cosine_min']:.4f} | {r['hidden_mse_mean']:.4g} | "
-            + " | ".join(f"{v:.3g}" for v in r["context_mse"]) + " |"
+            f"| {name} | {r['cosine_mean']:.4f} | {r['cosine_min']:.4f} | {fmt(r.get('spearman'), '.4f')} | "
+            f"{fmt(r.get('nn_top1'), '.3f')} | {r['hidden_mse_mean']:.4g} | "
+            + " | ".join(fmt(v, ".3g") for v in rel) + " |"
         )
     return "\n".join(lines)
 

@@ -26,6 +26,7 @@ Recipes, in the paper's order::
 
     distill_layerwise(teacher, student, data, config, out_dir)   layerwise  Exp. 1a
     distill_full(teacher, student, data, config, out_dir)        full       Exp. 1b
+    distill_layerwise_full(...)                                  layerwise_full  Exp. 1a then 1b
     distill_task(teacher, student, data, config, out_dir)        task       Exp. 2
     finetune(student, data, config, out_dir)                     finetune   Table 6
     finetune_qat(student, data, config, out_dir, teacher=...)    qat        QAT (quant.qat)
@@ -60,6 +61,7 @@ __all__ = [
     "default_config",
     "distill_full",
     "distill_layerwise",
+    "distill_layerwise_full",
     "distill_task",
     "finetune",
     "finetune_qat",
@@ -227,12 +229,21 @@ def distill_layerwise(teacher, student, data, config: DistillConfig, out_dir, *,
     -------
     list of dict: the metric history (see :func:`~inhibitron.model.training.train`).
     """
-    from .losses import fit_eta, layer_trainable_names, layerwise_loss
-    from .surgery import attention_modules
-    from .training import Phase, prepare_models, run_phases
+    from .training import prepare_models, run_phases
 
     _expect(config, "layerwise")
     env = prepare_models(teacher, student, env)
+    phases = _layer_phases(teacher, student, config)
+    return run_phases(student, phases, data, config, out_dir, env=env, tokenizer=tokenizer, resume=resume,
+                      stop_after_steps=stop_after_steps, progress=progress, run_info=run_info)
+
+
+def _layer_phases(teacher, student, config: DistillConfig) -> list:
+    """The phases of layer-wise distillation: one per layer of ``config.layers`` (default all)."""
+    from .losses import chain_setups, fit_eta, fit_scalars, layer_trainable_names, layerwise_loss
+    from .surgery import attention_modules
+    from .training import Phase
+
     n_layers = len(attention_modules(student))
     if len(attention_modules(teacher)) != n_layers:
         raise ValueError(
@@ -242,12 +253,11 @@ def distill_layerwise(teacher, student, data, config: DistillConfig, out_dir, *,
     layers = config.layers if config.layers is not None else tuple(range(n_layers))
     if layers[-1] >= n_layers:
         raise ValueError(f"config.layers names layer {layers[-1]}; the model has {n_layers} (0..{n_layers - 1})")
-    phases = [Phase(f"layer {i}", i, layer_trainable_names(student, i),
-                    layerwise_loss(teacher, student, i, config.layer_input),
-                    fit_eta(teacher, student, i, config.layer_input) if config.fit_eta else None)
-              for i in layers]
-    return run_phases(student, phases, data, config, out_dir, env=env, tokenizer=tokenizer, resume=resume,
-                      stop_after_steps=stop_after_steps, progress=progress, run_info=run_info)
+    return [Phase(f"layer {i}", i, layer_trainable_names(student, i),
+                  layerwise_loss(teacher, student, i, config.layer_input),
+                  chain_setups(fit_scalars(teacher, student, i, config.layer_input) if config.fit_scalars else None,
+                               fit_eta(teacher, student, i, config.layer_input) if config.fit_eta else None))
+            for i in layers]
 
 
 @register(
@@ -269,6 +279,42 @@ def distill_full(teacher, student, data, config: DistillConfig, out_dir, *,
     env = prepare_models(teacher, student, env)
     names = [n for n, _ in student.named_parameters()]
     phases = [Phase("full", None, names, full_loss(teacher, student))]
+    return run_phases(student, phases, data, config, out_dir, env=env, tokenizer=tokenizer, resume=resume,
+                      stop_after_steps=stop_after_steps, progress=progress, run_info=run_info)
+
+
+@register(
+    "layerwise_full", source="Exp. 1a then 1b", data="text", int8_fidelity=True,
+    # Ours: the layer-wise phases, then one full phase on the same data, in one run.
+    defaults={"epochs": 2.0, "batch_size": 8, "grad_accum": 4, "lr": 5e-4, "weight_decay": 0.0,
+              "warmup_ratio": 0.05, "schedule": "cosine", "full_epochs": 1.0, "full_lr": 3e-4},
+)
+def distill_layerwise_full(teacher, student, data, config: DistillConfig, out_dir, *,
+                           tokenizer=None, env=None, resume=False, stop_after_steps=None, progress=True,
+                           run_info=None) -> list[dict]:
+    """Layer-wise distillation (Exp. 1a, every phase as :func:`distill_layerwise`), then a
+    ``full`` phase (Exp. 1b: every parameter, sum of hidden-state MSEs) in the same run.
+
+    Layer-wise fits each attention context but leaves the rest of each layer
+    (output projection, feed-forward, LayerNorms) as the teacher had it; the
+    full phase adapts them to the inhibitor. The full phase runs
+    ``config.full_epochs`` epochs (capped at ``config.full_max_steps``) at peak
+    learning rate ``config.full_lr``, with the batch, accumulation and schedule
+    shape of the layer phases. Arguments as :func:`distill_layerwise`.
+    """
+    from dataclasses import replace
+
+    from .losses import full_loss
+    from .schedule import phase_steps
+    from .training import Phase, prepare_models, run_phases
+
+    _expect(config, "layerwise_full")
+    env = prepare_models(teacher, student, env)
+    _, full_steps = phase_steps(replace(config, epochs=config.full_epochs, max_steps=config.full_max_steps),
+                                len(data))
+    names = [n for n, _ in student.named_parameters()]
+    phases = [*_layer_phases(teacher, student, config),
+              Phase("full", None, names, full_loss(teacher, student), steps=full_steps, lr=config.full_lr)]
     return run_phases(student, phases, data, config, out_dir, env=env, tokenizer=tokenizer, resume=resume,
                       stop_after_steps=stop_after_steps, progress=progress, run_info=run_info)
 

@@ -26,7 +26,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["InhibitorTrace", "inhibitor_attention", "qkv_lead_shape", "soft_threshold", "validate_qkv"]
+__all__ = ["InhibitorTrace", "check_quantizable", "inhibitor_attention", "qkv_lead_shape", "soft_threshold",
+           "validate_qkv"]
 
 _MEAN_OVER = ("valid", "all")
 
@@ -169,6 +170,44 @@ def validate_qkv(q, k, v, mask=None):
     return q, k, v, mask
 
 
+def check_quantizable(gamma, eta, *, name: str = "layer") -> None:
+    """Raise ``ValueError`` naming the head unless every ``gamma > 0`` and ``eta != 0``.
+
+    :func:`inhibitor_attention` is the mathematics and accepts any finite
+    ``gamma``, ``eta``, ``delta``: ``gamma <= 0`` turns inhibition into
+    attraction (or makes every score 0), ``eta = 0`` makes ``H`` identically
+    0. The quantized core cannot represent either (``gamma / sqrt(d)`` is
+    folded into the positive Q/K scale, ``eta`` into a non-zero output
+    scale), so ``inhibitron export`` (:func:`inhibitron.quant.calibrate.fold_layer`)
+    and ``inhibitron report`` refuse them; this is the same check, for
+    callers of the reference that want the export's assumptions.
+
+    Parameters
+    ----------
+    gamma, eta : float or array_like (H,)
+        Per-head parameters (scalars count as one head).
+    name : str
+        Label of the layer in the message.
+
+    Examples
+    --------
+    >>> check_quantizable([0.3, 0.2], [1.0, 0.5])
+    >>> check_quantizable([0.3, -0.1], [1.0, 0.5], name="layer 2")
+    Traceback (most recent call last):
+    ...
+    ValueError: layer 2 head 1: gamma = -0.1; quantization needs gamma > 0 (gamma/sqrt(d) is folded into the positive Q/K scale)
+    """
+    g = np.atleast_1d(_as_float_array("gamma", gamma)).reshape(-1)
+    e = np.atleast_1d(_as_float_array("eta", eta)).reshape(-1)
+    for h in range(max(g.size, e.size)):
+        if h < g.size and not g[h] > 0:
+            raise ValueError(f"{name} head {h}: gamma = {float(g[h])!r}; quantization needs gamma > 0 "
+                             "(gamma/sqrt(d) is folded into the positive Q/K scale)")
+        if h < e.size and e[h] == 0:
+            raise ValueError(f"{name} head {h}: eta = 0 makes the head's output identically 0; "
+                             "no output scale can be folded")
+
+
 def _per_head(name: str, x, lead: tuple[int, ...]) -> np.ndarray:
     arr = _as_float_array(name, x)
     try:
@@ -204,7 +243,10 @@ def inhibitor_attention(
         Values.
     gamma, eta, delta : float or array_like broadcastable to ``q.shape[:-2]``
         Score scale, output scale and threshold shift of one head each
-        (e.g. shape ``(H,)`` for ``(B, H, n, d)`` inputs).
+        (e.g. shape ``(H,)`` for ``(B, H, n, d)`` inputs). Any finite value
+        is accepted (this is the mathematics); the quantized core further
+        needs ``gamma > 0`` and ``eta != 0``, which :func:`check_quantizable`
+        checks as ``inhibitron export`` does.
     mask : array_like of bool, shape (..., n_k), optional
         True marks a valid key; padded keys take no part in the row mean
         (unless ``mean_over="all"``) nor in the sum of Eq. 2.

@@ -39,16 +39,18 @@ def phase_steps(config: DistillConfig, num_examples: int) -> tuple[int, int]:
 def lr_factor(step: int, total: int, warmup_ratio: float, schedule: str) -> float:
     """Multiplier of the peak learning rate at optimizer step ``step`` of ``total``.
 
-    Linear warm-up over ``ceil(total * warmup_ratio)`` steps, then cosine or
+    Linear warm-up over ``w = ceil(total * warmup_ratio)`` steps, then cosine or
     linear decay to 0 at ``total`` (as ``transformers.get_*_schedule_with_warmup``),
-    or constant.
+    or constant. Unlike transformers, the warm-up rises as ``(step + 1) / (w + 1)``:
+    the first step does not run at learning rate 0 (a wasted step; 10% of a
+    10-step phase).
 
     >>> [round(lr_factor(s, 10, 0.2, "cosine"), 3) for s in (0, 1, 2, 6, 10)]
-    [0.0, 0.5, 1.0, 0.5, 0.0]
+    [0.333, 0.667, 1.0, 0.5, 0.0]
     """
     warmup = math.ceil(total * warmup_ratio)
     if step < warmup:
-        return step / max(1, warmup)
+        return (step + 1) / (warmup + 1)
     if schedule == "constant":
         return 1.0
     progress = (step - warmup) / max(1, total - warmup)

@@ -65,7 +65,8 @@ from .train_checkpoint import (
 )
 from .train_metrics import plot_losses, read_metrics
 
-__all__ = ["Phase", "finished", "prepare_models", "run_phases", "save_final", "train"]
+__all__ = ["Phase", "finished", "is_inhibitor_scalar", "phase_step_counts", "prepare_models", "run_phases",
+           "save_final", "train"]
 
 
 @dataclass
@@ -79,16 +80,34 @@ class Phase:
     setup: Callable[[list[dict[str, torch.Tensor]], ddp.DistEnv], dict] | None = None
     # ``setup(batches, env) -> info``: runs once when the phase starts fresh (not on resume),
     # before its optimizer exists, on the local shards of the phase's first optimizer step.
+    steps: int | None = None  # optimizer steps of this phase (None: phase_steps of the config)
+    lr: float | None = None  # peak learning rate of this phase (None: config.lr)
 
 
+def phase_step_counts(phases: list[Phase], config: DistillConfig, num_examples: int) -> list[int]:
+    """Optimizer steps of each phase (its own ``steps``, else :func:`phase_steps` of ``config``)."""
+    _, default = phase_steps(config, num_examples)
+    return [p.steps or default for p in phases]
 
-def _optimizer(student: nn.Module, names: list[str], config: DistillConfig) -> torch.optim.AdamW:
+
+def is_inhibitor_scalar(name: str) -> bool:
+    """Whether parameter ``name`` is one of an inhibitor's per-head scalars (gamma, eta, delta, alpha)."""
+    return ".inhibitor." in f".{name}" and name.rsplit(".", 1)[-1] in ("gamma", "eta", "delta", "alpha")
+
+
+def _optimizer(student: nn.Module, names: list[str], config: DistillConfig, lr: float) -> torch.optim.AdamW:
+    """AdamW over ``names``: matrices with weight decay, vectors without, the inhibitor's
+    per-head scalars without and at ``lr * config.scalar_lr_mult``."""
     params = dict(student.named_parameters())
-    decay = [params[n] for n in names if params[n].dim() >= 2]
-    no_decay = [params[n] for n in names if params[n].dim() < 2]
+    scalars = [params[n] for n in names if is_inhibitor_scalar(n)]
+    rest = [n for n in names if not is_inhibitor_scalar(n)]
+    decay = [params[n] for n in rest if params[n].dim() >= 2]
+    no_decay = [params[n] for n in rest if params[n].dim() < 2]
     groups = [g for g in ({"params": decay, "weight_decay": config.weight_decay},
-                          {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2),
+                          {"params": no_decay, "weight_decay": 0.0},
+                          {"params": scalars, "weight_decay": 0.0, "lr": lr * config.scalar_lr_mult})
+              if g["params"]]
+    return torch.optim.AdamW(groups, lr=lr, betas=(config.adam_beta1, config.adam_beta2),
                              eps=config.adam_eps, foreach=False)
 
 
@@ -179,16 +198,19 @@ def train(
             metrics_path.write_text("".join(json.dumps(r) + "\n" for r in history))
     ddp.barrier(env)
 
-    n_batches, steps_per_phase = phase_steps(config, len(data))
+    n_batches, _ = phase_steps(config, len(data))
+    counts = phase_step_counts(phases, config, len(data))
+    offsets = [sum(counts[:i]) for i in range(len(phases))]
     start_phase, start_step = (meta["phase"], meta["step_in_phase"]) if meta else (0, 0)
     if meta is None:
         torch.manual_seed(config.seed + 7919 * env.rank)
         random.seed(config.seed)
         np.random.seed(config.seed)
-    student.train()
+    # The teacher runs in eval mode; the student too unless config.student_dropout.
+    student.train(config.student_dropout)
     all_params = dict(student.named_parameters())
-    total_steps = steps_per_phase * len(phases)
-    bar = tqdm(total=total_steps, initial=start_phase * steps_per_phase + start_step,
+    total_steps = sum(counts)
+    bar = tqdm(total=total_steps, initial=offsets[start_phase] + start_step,
                desc=f"distill {config.recipe}", disable=not (progress and env.is_main), unit="step")
     steps_done_now = 0
     try:
@@ -210,9 +232,10 @@ def train(
                 if env.is_main and info:
                     with (out_dir / "phases.jsonl").open("a") as fh:
                         fh.write(json.dumps({"phase": phase.name, **info}) + "\n")
-            optimizer = _optimizer(student, phase.trainable, config)
+            steps_per_phase = counts[p_idx]
+            optimizer = _optimizer(student, phase.trainable, config, phase.lr or config.lr)
             scheduler = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, lambda s: lr_factor(s, steps_per_phase, config.warmup_ratio, config.schedule))
+                optimizer, lambda s, total=steps_per_phase: lr_factor(s, total, config.warmup_ratio, config.schedule))
             step0 = 0
             if meta is not None and p_idx == start_phase:
                 load_checkpoint_state(ckpt, meta, student=student, optimizer=optimizer,
@@ -222,7 +245,7 @@ def train(
             for step in range(step0, steps_per_phase):
                 record = _train_step(student, phase, params, optimizer, scheduler, data, config, env,
                                      p_idx, step, n_batches)
-                global_step = p_idx * steps_per_phase + step + 1
+                global_step = offsets[p_idx] + step + 1
                 record.update({"step": global_step, "phase": phase.name, "layer": phase.layer,
                                "phase_step": step + 1})
                 history.append(record)
@@ -272,7 +295,8 @@ def _train_step(student, phase: Phase, params, optimizer, scheduler, data: Token
     for _, idx in micro:
         shard = idx[env.rank :: env.world_size]
         batch = {k: v.to(env.device) for k, v in data.collate(shard).items()}
-        terms = phase.loss(batch)
+        with torch.autocast(torch.device(env.device).type, dtype=torch.bfloat16, enabled=config.bf16):
+            terms = phase.loss(batch)
         loss = sum(t.weight * t.value_sum / counts[t.kind] for t in terms.values())
         loss.backward()
         for name, t in terms.items():
@@ -312,8 +336,7 @@ def prepare_models(teacher, student, env: ddp.DistEnv | None) -> ddp.DistEnv:
 
 def finished(history: list[dict], phases: list[Phase], config: DistillConfig, data: TokenDataset) -> bool:
     """Whether ``history`` reaches the last optimizer step of the last phase."""
-    _, steps = phase_steps(config, len(data))
-    return bool(history) and history[-1]["step"] == steps * len(phases)
+    return bool(history) and history[-1]["step"] == sum(phase_step_counts(phases, config, len(data)))
 
 
 def save_final(student, out_dir: Path, tokenizer, env: ddp.DistEnv) -> None:

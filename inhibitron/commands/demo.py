@@ -7,13 +7,15 @@ def register(sub) -> None:
     p = sub.add_parser(
         "demo", help="run the main job end to end on the embedded defaults",
         description="Real all-MiniLM-L6-v2 teacher -> inhibitor student -> short layer-wise "
-        "distillation on the embedded corpus -> calibration and int8 quantization -> quantized "
+        "then full distillation on the embedded corpus -> calibration and int8 quantization -> quantized "
         "checkpoint -> Verilog of one layer's attention core -> Verilator cosimulation on real "
         "activations (bit-exact) -> bit-accuracy report and synthesis summary.")
     p.add_argument("--teacher", default=None, help="local BERT/DistilBERT folder (default: embedded MiniLM)")
     p.add_argument("--out", default="out/demo", help="artefact folder (default out/demo; an earlier "
                    "demo there is replaced)")
-    p.add_argument("--distill-steps", type=int, default=10, help="optimizer steps per layer (default 10)")
+    p.add_argument("--distill-steps", type=int, default=20, help="optimizer steps per layer (default 20)")
+    p.add_argument("--full-steps", type=int, default=60,
+                   help="optimizer steps of the full phase after the layer-wise one (default 60)")
     p.add_argument("--max-length", type=int, default=64, help="tokens per sequence = core n (default 64)")
     p.add_argument("--layer", type=int, default=0, help="layer whose core is generated (default 0)")
     p.add_argument("--rows", type=int, default=8, help="systolic array rows (default 8)")
@@ -31,6 +33,7 @@ def run(args) -> int:
     from inhibitron.flow import DemoConfig, run_demo
 
     run_demo(DemoConfig(teacher=args.teacher, out_dir=args.out, distill_steps=args.distill_steps,
+                        full_steps=args.full_steps,
                         max_length=args.max_length, layer=args.layer, rows=args.rows, cols=args.cols,
                         bits=args.bits, synth=args.synth, seed=args.seed, threads=args.threads,
                         quick=args.quick))

@@ -2,13 +2,14 @@
 
 Examples::
 
+    inhibitron distill --out runs/default --fidelity all                # the default pipeline: layer-wise, then full
     inhibitron distill --recipe layerwise --out runs/lw                 # embedded MiniLM + corpus
     inhibitron distill --recipe layerwise --out runs/lw --resume        # continue after an interruption
     inhibitron distill --recipe full --student runs/lw/student --out runs/full
     inhibitron distill --recipe task --teacher my-sst2-bert --data glue/SST-2/train.tsv --out runs/task
     inhibitron distill --recipe finetune --student runs/full/student --data aclImdb/train --out runs/ft
     inhibitron distill --print-config layerwise                          # the paper's defaults as JSON
-    torchrun --nproc_per_node 2 -m inhibitron distill --recipe full ...  # data parallel
+    torchrun --nproc_per_node 2 -m inhibitron distill --recipe full ...  # data parallel (gloo on CPU, nccl on GPUs)
 """
 
 from __future__ import annotations
@@ -24,7 +25,14 @@ _OVERRIDES = {
     "warmup_ratio": float, "schedule": str, "max_grad_norm": float, "max_steps": int, "seed": int,
     "max_length": int, "layer_input": str, "temperature": float, "alpha_kd": float,
     "alpha_hidden": float, "checkpoint_every": int, "keep_checkpoints": int,
+    "scalar_lr_mult": float, "full_epochs": float, "full_lr": float, "full_max_steps": int,
 }
+
+#: Boolean DistillConfig fields with a --flag / --no-flag pair (default: the recipe's).
+_SWITCHES = ("fit_scalars", "student_dropout", "bf16")
+
+#: The recipe run when --recipe is not given (the default pipeline).
+DEFAULT_RECIPE = "layerwise_full"
 
 
 def register(subparsers) -> None:
@@ -38,8 +46,9 @@ def register(subparsers) -> None:
     )
     from ..model.recipes import REGISTRY  # the recipe registry; imports no torch
 
-    p.add_argument("--recipe", choices=tuple(REGISTRY), default="layerwise",
-                   help=", ".join(f"{r.name} ({r.source})" if r.source else r.name for r in REGISTRY.values()))
+    p.add_argument("--recipe", choices=tuple(REGISTRY), default=DEFAULT_RECIPE,
+                   help=", ".join(f"{r.name} ({r.source})" if r.source else r.name for r in REGISTRY.values())
+                   + f" (default {DEFAULT_RECIPE}: layer-wise, then a full phase)")
     p.add_argument("--print-config", metavar="RECIPE", help="print the default configuration of RECIPE and exit")
     p.add_argument("--out", help="run folder (metrics, checkpoints, final student)")
     p.add_argument("--teacher", help="teacher folder (default: the embedded all-MiniLM-L6-v2; "
@@ -55,8 +64,9 @@ def register(subparsers) -> None:
     p.add_argument("--max-sequences", type=int, help="use at most this many training sequences")
     p.add_argument("--heldout", type=float, default=0.1,
                    help="fraction of corpus paragraphs kept out of training for --fidelity (default 0.1)")
-    p.add_argument("--fidelity", type=int, default=0, metavar="N",
-                   help="measure teacher-student fidelity on N held-out sentences before and after")
+    p.add_argument("--fidelity", type=_fidelity_count, default=0, metavar="N",
+                   help="measure teacher-student fidelity on N held-out sentences before and after "
+                   "('all': the fixed evaluation set, every held-out sentence)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--resume-from", metavar="CHECKPOINT", help="continue from this checkpoint folder")
     p.add_argument("--layers", help="layerwise: comma-separated layers to distil (default: all)")
@@ -64,16 +74,32 @@ def register(subparsers) -> None:
                    help="layerwise: start each layer from eta = 1 as the thesis (no least-squares eta fit)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    for name in _SWITCHES:
+        p.add_argument("--" + name.replace("_", "-"), action=argparse.BooleanOptionalAction, default=None,
+                       dest=name, help=f"override DistillConfig.{name}")
     for name, typ in _OVERRIDES.items():
         p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, dest=name,
                        help=f"override DistillConfig.{name} (default: the paper's, see --print-config)")
     p.set_defaults(func=run)
 
 
+def _fidelity_count(text: str) -> int:
+    """``--fidelity``: a count >= 0, or ``all`` (-1: the whole fixed evaluation set)."""
+    if text == "all":
+        return -1
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a sentence count or 'all', got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a sentence count >= 0 or 'all', got {value}")
+    return value
+
+
 def _config(args):
     from ..model.recipes import default_config
 
-    overrides = {k: getattr(args, k) for k in _OVERRIDES if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in (*_OVERRIDES, *_SWITCHES) if getattr(args, k) is not None}
     if args.no_fit_eta:
         overrides["fit_eta"] = False
     if args.layers:
@@ -110,6 +136,7 @@ def _run(args, config, env) -> int:
     from ..model.classifier import classifier_student, load_classifier
     from ..model.corpus import load_corpus
     from ..model.data import (
+        eval_sentences,
         heldout_sentences,
         labelled_dataset,
         load_labelled,
@@ -166,7 +193,9 @@ def _run(args, config, env) -> int:
         paras = load_corpus(args.corpus)
         train_paras, _ = split_heldout(paras, args.heldout)
         data = text_dataset(tokenizer, train_paras, max_length=config.max_length)
-        if args.fidelity:
+        if args.fidelity == -1:
+            held = eval_sentences(args.corpus, fraction=args.heldout)
+        elif args.fidelity:
             held = heldout_sentences(args.fidelity, seed=1, corpus=args.corpus, fraction=args.heldout)
     if args.max_sequences:
         data.input_ids = data.input_ids[: args.max_sequences]
@@ -212,24 +241,18 @@ def _run(args, config, env) -> int:
 
 
 def _int8_copy(student, data, seq_len: int):
-    """A copy of ``student`` whose attention cores compute the int8 golden model (``quant.qat`` frozen,
-    bit-exact to ``quant.golden`` in eval), calibrated on the first 32 training sequences; None
-    when ``inhibitron.quant`` is not available."""
+    """A copy of ``student`` (on the CPU) whose attention cores compute the int8 golden model
+    (``quant.qat`` frozen, bit-exact to ``quant.golden`` in eval), calibrated on the first 32
+    training sequences; None when ``inhibitron.quant`` is not available."""
     try:
-        from ..quant.qat import to_qat
+        from ..quant.qat import to_qat  # noqa: F401 - availability check
     except ImportError:
         return None
-    import torch
+    import copy
 
-    from ..quant.export import calibrate_student
+    from ..model.bench import int8_student
 
-    batch = data.collate(list(range(min(32, len(data)))))
-    was = student.training
-    student.eval()
-    with torch.no_grad():
-        cal = calibrate_student(student, batch["input_ids"], batch["attention_mask"], seq_len=seq_len)
-    student.train(was)
-    return to_qat(student, cal["layer_quants"], frozen=True, seq_len=seq_len).eval()
+    return int8_student(copy.deepcopy(student).cpu(), data, seq_len)
 
 
 def _fake_quant_from_quant(student, data, seq_len: int):

@@ -142,3 +142,16 @@ def test_epoch_permutation():
     assert sorted(a.tolist()) == list(range(10))
     assert torch.equal(a, D.epoch_permutation(10, seed=1, phase=0, epoch=0))
     assert not torch.equal(a, D.epoch_permutation(10, seed=1, phase=0, epoch=1))
+
+
+def test_fixed_evaluation_set():
+    from inhibitron.model.corpus import embedded_paragraphs
+    from inhibitron.model.data import eval_sentences, split_heldout
+
+    every = eval_sentences()
+    assert len(every) == 181 and every == eval_sentences()
+    held = " ".join(split_heldout(embedded_paragraphs())[1])
+    assert all(s in held for s in every)
+    some = eval_sentences(limit=20)
+    assert len(some) == 20 and some == eval_sentences(limit=20) and set(some) <= set(every)
+    assert [every.index(s) for s in some] == sorted(every.index(s) for s in some)  # corpus order

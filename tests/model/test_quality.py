@@ -68,3 +68,40 @@ def test_accuracy():
     assert r == {"examples": 10, "accuracy": pytest.approx(expected)}
     with pytest.raises(ValueError, match="accuracy needs labelled data"):
         quality.accuracy(model, random_tokens(4), progress=False)
+
+
+def test_spearman_and_similarity_agreement():
+    a = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    assert quality.spearman(a, a * 10 + 3) == pytest.approx(1.0)
+    assert quality.spearman(a, -a) == pytest.approx(-1.0)
+    # Ties get their average rank: ranks (0.5, 0.5, 2) against (0, 1, 2).
+    assert quality.spearman(torch.tensor([1.0, 1.0, 3.0]), torch.tensor([1.0, 2.0, 3.0])) == pytest.approx(
+        0.8660254, abs=1e-6)
+    with pytest.raises(ValueError, match="equal length >= 2"):
+        quality.spearman(a, a[:3])
+    e = torch.nn.functional.normalize(torch.randn(6, 5, generator=torch.Generator().manual_seed(0)), dim=-1)
+    assert quality.similarity_agreement(e, e) == {"spearman": pytest.approx(1.0), "nn_top1": 1.0}
+    other = torch.nn.functional.normalize(torch.randn(6, 5, generator=torch.Generator().manual_seed(1)), dim=-1)
+    r = quality.similarity_agreement(e, other)
+    assert -1.0 <= r["spearman"] < 0.99 and 0.0 <= r["nn_top1"] <= 1.0
+    assert quality.similarity_agreement(e[:2], e[:2]) == {"spearman": None, "nn_top1": None}
+
+
+def test_fidelity_reports_relative_errors_and_rank_measures(tok):
+    teacher = make_teacher(vocab_size=tok.vocab_size)
+    same = quality.fidelity(teacher, teacher, heldout_sentences(6, seed=0), tok, progress=False)
+    assert same["spearman"] == pytest.approx(1.0) and same["nn_top1"] == 1.0
+    assert same["context_rel_mse"] == [0.0, 0.0] and same["hidden_rel_mse"] == [0.0, 0.0]
+    student = to_inhibitor(teacher)
+    r = quality.fidelity(teacher, student, heldout_sentences(6, seed=0), tok, progress=False)
+    assert all(x > 0 for x in r["context_rel_mse"])
+    # Relative = absolute MSE over the teacher's variance of the same tensor.
+    t_ctx = []
+    enc = tok(heldout_sentences(6, seed=0), padding=True, truncation=True, max_length=128, return_tensors="pt")
+    _, ctx = quality._run(teacher, enc["input_ids"], enc["attention_mask"])
+    m = enc["attention_mask"].bool()
+    for c in ctx:
+        v = c[m].double()  # (tokens, D)
+        t_ctx.append(float(v.var(dim=0, unbiased=False).mean()))
+    assert r["context_rel_mse"] == pytest.approx([a / b for a, b in zip(r["context_mse"], t_ctx)], rel=1e-6)
+    assert "Spearman" in quality.fidelity_table({"after": r}).splitlines()[0]

@@ -286,3 +286,40 @@ def test_distill_module_re_exports_the_api():
     assert distill.CheckpointError is train_checkpoint.CheckpointError
     assert distill.train is training.train
     assert all(hasattr(distill, name) for name in distill.__all__)
+
+
+@pytest.mark.parametrize("variant", ["valid", "thesis"])
+def test_fit_scalars_picks_a_grid_point_no_worse_than_the_initial_one(variant, tmp_path):
+    """The per-head grid of gamma/delta (with least-squares eta) starts each layer at a lower
+    context error than the initial gamma = 1, delta = -0.5 with its least-squares eta."""
+    from inhibitron.model.losses import DELTA_GRID, GAMMA_GRID
+
+    teacher = make_teacher()
+    student = to_inhibitor(teacher, variant=variant)
+    cfg = default_config("layerwise", max_steps=1, lr=1e-12, fit_scalars=True, fit_eta=False, **FULL_BATCH)
+    distill_layerwise(teacher, student, random_tokens(8), cfg, tmp_path / "r", progress=False)
+    info = [json.loads(x) for x in (tmp_path / "r" / "phases.jsonl").read_text().splitlines()]
+    assert [i["phase"] for i in info] == ["layer 0", "layer 1"]
+    for layer, rec in enumerate(info):
+        assert all(g in GAMMA_GRID for g in rec["gamma"]) and all(d in DELTA_GRID for d in rec["delta"])
+        assert all(a <= b + 1e-12 for a, b in zip(rec["rel_error"], rec["rel_error_at_init"]))
+        inhib = attention_modules(student)[layer][2].inhibitor
+        assert inhib.gamma.tolist() == pytest.approx(rec["gamma"])
+        assert inhib.effective_delta().tolist() == pytest.approx(rec["delta"])
+        if variant == "thesis":
+            assert all(d <= 0 for d in rec["delta"])
+
+
+def test_layerwise_full_runs_the_layers_then_a_full_phase(tmp_path):
+    from inhibitron.model.recipes import distill_layerwise_full
+
+    teacher = make_teacher()
+    student = to_inhibitor(teacher)
+    cfg = default_config("layerwise_full", max_steps=3, full_max_steps=4, full_epochs=100.0, lr=3e-3, full_lr=1e-3,
+                         **FULL_BATCH)
+    hist = distill_layerwise_full(teacher, student, random_tokens(8), cfg, tmp_path / "run", progress=False)
+    assert [r["phase"] for r in hist] == ["layer 0"] * 3 + ["layer 1"] * 3 + ["full"] * 4
+    assert [r["lr"] for r in hist] == [3e-3] * 6 + [1e-3] * 4
+    full = [r["loss"] for r in hist if r["phase"] == "full"]
+    assert full[-1] < full[0]
+    assert (tmp_path / "run" / "student" / "model.safetensors").is_file()
