@@ -53,6 +53,8 @@ from typing import Sequence
 
 import numpy as np
 
+from inhibitron.model.reference import check_quantizable
+
 from .report_markdown import SECTIONS, render_markdown
 from .report_plots import plot_histograms, plot_ranges, plot_sweep
 from .report_tables import ReportError, bit_width_sweep, check_inputs, measure_layer
@@ -304,11 +306,10 @@ def check_finite_inputs(layers) -> None:
                 idx = tuple(int(j) for j in np.argwhere(bad)[0])
                 raise ReportError(f"layer {i}: the float student's {name} contains NaN or Inf (first at index "
                                   f"{idx}); check the student's parameters")
-        for h, (g, e) in enumerate(zip(np.atleast_1d(L.gamma), np.atleast_1d(L.eta))):
-            if not g > 0:
-                raise ReportError(f"layer {i} head {h}: gamma = {float(g)!r}; the quantized core needs gamma > 0")
-            if e == 0:
-                raise ReportError(f"layer {i} head {h}: eta = 0 makes the head's output identically 0")
+        try:
+            check_quantizable(L.gamma, L.eta, name=f"layer {i}")
+        except ValueError as exc:
+            raise ReportError(str(exc)) from None
 
 
 def _remove_empty(folders: list[Path]) -> None:

@@ -493,3 +493,30 @@ def test_bench_writes_nothing_when_every_benchmark_is_skipped(capsys, tmp_path, 
 def test_bench_out_that_is_a_folder(capsys, tmp_path):
     rc, _, err = cli(capsys, "bench", "--only", "bench_golden", "--out", str(tmp_path))
     assert rc == 1 and "is a folder, not a file" in one_line_error(err, "bench")
+
+
+# ---------------------------------------------------------------------------
+# 6. The float reference and export agree on what they assume
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gamma, eta, message", [
+    ([0.3, -0.1], [1.0, 1.0], r"layer 0 head 1: gamma = -0.1; quantization needs gamma > 0"),
+    ([0.3, 0.0], [1.0, 1.0], r"layer 0 head 1: gamma = 0.0; quantization needs gamma > 0"),
+    ([0.3, 0.3], [0.0, 1.0], r"layer 0 head 0: eta = 0 makes the head's output identically 0"),
+])
+def test_reference_checks_gamma_and_eta_as_export_does(gamma, eta, message):
+    import numpy as np
+
+    from inhibitron.model.reference import check_quantizable, inhibitor_attention
+    from inhibitron.quant.calibrate import fold_layer
+
+    q = np.random.default_rng(0).normal(size=(2, 4, 8))
+    inhibitor_attention(q, q, q, np.array(gamma), np.array(eta), 0.0)  # the mathematics: accepted
+    with pytest.raises(ValueError, match=message):
+        check_quantizable(gamma, eta, name="layer 0")
+    amax = np.ones(2)
+    with pytest.raises(ValueError, match=message):  # export's check, same words
+        fold_layer(np.array(gamma), np.array(eta), np.zeros(2), amax, amax, amax, amax, head_dim=8, seq_len=4,
+                   name="layer 0")
+    check_quantizable([0.3, 0.3], [1.0, -2.0])  # a negative eta is fine: it folds into a negative scale
