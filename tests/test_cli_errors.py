@@ -520,3 +520,36 @@ def test_reference_checks_gamma_and_eta_as_export_does(gamma, eta, message):
         fold_layer(np.array(gamma), np.array(eta), np.zeros(2), amax, amax, amax, amax, head_dim=8, seq_len=4,
                    name="layer 0")
     check_quantizable([0.3, 0.3], [1.0, -2.0])  # a negative eta is fine: it folds into a negative scale
+
+
+# ---------------------------------------------------------------------------
+# 7. A quiet install: every folder shipped with the packages is declared
+# ---------------------------------------------------------------------------
+
+
+def test_every_package_folder_is_declared_in_pyproject():
+    """setuptools warns ("Package 'inhibitron.sim.data' is absent from the `packages` configuration")
+    for every importable folder under a mapped package that is not listed; list them all."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli")
+    root = Path(__file__).resolve().parents[1]
+    conf = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    declared = set(conf["packages"])
+    missing = []
+    for package, folder in conf["package-dir"].items():
+        for sub in (root / folder).rglob("*"):
+            if not sub.is_dir() or "__pycache__" in sub.parts or sub.name.startswith("."):
+                continue
+            if not any(p.is_file() for p in sub.iterdir()):
+                continue
+            name = package + "." + ".".join(sub.relative_to(root / folder).parts)
+            if name not in declared and not name.startswith("inhibitron.commands"):
+                missing.append(name)
+    assert not missing, f"folders not declared as packages in pyproject.toml: {missing}"
+    for package, patterns in conf["package-data"].items():
+        assert package in declared, package
+        folder = root / conf["package-dir"].get(package, "") if package in conf["package-dir"] else \
+            root / conf["package-dir"][package.rsplit(".", 1)[0]] / package.rsplit(".", 1)[1]
+        assert all(list(folder.glob(p)) for p in patterns), (package, patterns)
