@@ -109,6 +109,21 @@ def check_output_file(path, option: str = "--out") -> Path:
     return path
 
 
+#: Output folders checked by :func:`main` before the command runs, for commands that do not
+#: check their own first (the others call :func:`check_output_dir` themselves): command ->
+#: argument names.
+EARLY_OUTPUT_DIRS = {"distill": ("out",), "demo": ("out",)}
+
+
+def _check_early_outputs(args) -> None:
+    if getattr(args, "print_config", None):  # distill --print-config writes nothing
+        return
+    for dest in EARLY_OUTPUT_DIRS.get(args.command, ()):
+        value = getattr(args, dest, None)
+        if value:
+            check_output_dir(value, "--" + dest.replace("_", "-"))
+
+
 def silence_progress() -> None:
     """Turn off every progress bar: ours (tqdm), Hugging Face's and transformers' loading bars."""
     os.environ["TQDM_DISABLE"] = "1"
@@ -148,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     else:  # pragma: no cover - signals can only be handled in the main thread
         previous = None
     try:
+        _check_early_outputs(args)
         return int(args.func(args) or 0)
     except (UserError, OSError, ValueError) as exc:
         # Clear, named errors from our own validation (and the operating

@@ -69,6 +69,9 @@ def afile(tmp_path):
     (["sim", "--config", "{cfg}", "--build-dir", "{afile}"], "--build-dir"),
     (["synth", "--config", "{cfg}", "--no-pnr", "--out", "{afile}"], "--out"),
     (["report", "--checkpoint", "{tmp}/nockpt", "--out", "{afile}/r"], "--out"),
+    (["distill", "--out", "{afile}"], "--out"),
+    (["distill", "--out", "{afile}/run"], "--out"),
+    (["demo", "--quick", "--out", "{afile}/demo"], "--out"),
 ])
 def test_output_path_under_a_file_is_refused_before_any_work(capsys, tmp_path, afile, ok_config, argv, option):
     argv = [a.format(afile=afile, cfg=ok_config, tmp=tmp_path) for a in argv]
