@@ -556,3 +556,19 @@ def test_every_package_folder_is_declared_in_pyproject():
         folder = root / conf["package-dir"].get(package, "") if package in conf["package-dir"] else \
             root / conf["package-dir"][package.rsplit(".", 1)[0]] / package.rsplit(".", 1)[1]
         assert all(list(folder.glob(p)) for p in patterns), (package, patterns)
+
+
+def test_compare_out_that_is_a_folder_is_refused_before_synthesis(capsys, tmp_path):
+    rc, _, err = cli(capsys, "compare", "--sizes", "2", "--dims", "32", "--out", str(tmp_path),
+                     "--build", str(tmp_path / "b"))
+    assert rc == 1 and "--out" in one_line_error(err, "compare") and "is a folder, not a file" in err
+    assert listing(tmp_path) == set()
+
+
+def test_errors_page_is_linked_and_lists_the_exit_codes():
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "docs" / "errors.md").read_text()
+    for code in ("| 0 |", "| 1 |", "| 2 |", "| 130 |", "| 143 |"):
+        assert code in text
+    assert "docs/errors.md" in (root / "README.md").read_text()
+    assert "errors.md" in (root / "docs" / "architecture.md").read_text().split("## Errors", 1)[1]

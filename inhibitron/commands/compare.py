@@ -69,7 +69,14 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from inhibitron.cli import UserError, check_output_dir, check_output_file
     from inhibitron.hw import compare, compare_report, synth
+
+    if not args.no_synth:  # before hours of synthesis
+        check_output_file(args.out, "--out")
+        check_output_dir(args.build, "--build")
+        if args.note is not None and not args.note.is_file():
+            raise UserError(f"--note file {str(args.note)!r} does not exist")
 
     for s in args.sizes:
         if s < 1:

@@ -41,6 +41,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _max_length(text: str) -> int:
+    value = _positive(text)
+    if value < 3:
+        raise argparse.ArgumentTypeError(f"max-length must be at least 3 ([CLS], one token, [SEP]), got {value}")
+    return value
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "report",
@@ -57,7 +64,10 @@ def register(subparsers) -> None:
     p.add_argument("--sentences", type=_positive, default=16,
                    help="held-out sentences of the embedded corpus (pydoc_data.topics) to run (default 16)")
     p.add_argument("--text", type=Path, help="a UTF-8 file with one input sentence per line instead")
-    p.add_argument("--max-length", type=_positive, default=None,
+    p.add_argument("--corpus", default=None, metavar="PATH",
+                   help="take the --sentences held-out sentences from this corpus instead of the embedded one "
+                        "(a .txt file, a folder of .txt, a datasets folder, or embedded:fortunes)")
+    p.add_argument("--max-length", type=_max_length, default=None,
                    help="tokens per sentence (default: the checkpoint's sequence length)")
     p.add_argument("--cosim", type=Path, help="the JSON of 'inhibitron sim --json' (RTL-vs-golden mismatches)")
     p.add_argument("--sweep-bits", default=None, metavar="B,B,...",
@@ -191,8 +201,6 @@ def run(args) -> int:
     except ReportError as exc:
         raise UserError(str(exc)) from None
     sentences = _read_sentences(args.text) if args.text else None
-    if args.max_length is not None and args.max_length < 3:
-        raise UserError(f"--max-length must be at least 3 ([CLS], one token, [SEP]), got {args.max_length}")
 
     import torch
 
@@ -211,8 +219,14 @@ def run(args) -> int:
     if sentences is not None:
         where = f"{len(sentences)} sentences of {args.text.name}"
     else:
-        sentences = heldout_sentences(args.sentences, seed=2)
-        where = f"{len(sentences)} held-out sentences of the embedded corpus (pydoc_data.topics)"
+        from ..model.corpus import CorpusError
+
+        try:
+            sentences = heldout_sentences(args.sentences, seed=2, corpus=args.corpus)
+        except CorpusError as exc:
+            raise UserError(f"--corpus: {exc}") from None
+        where = (f"{len(sentences)} held-out sentences of "
+                 + (f"corpus {args.corpus}" if args.corpus else "the embedded corpus (pydoc_data.topics)"))
     with torch.no_grad():
         inputs = capture_report_inputs(student, sentences, tok, max_length=max_length)
     path = build_report(ckpt, inputs, out, cosim=args.cosim, sweep_bits=bits, force=args.force,
