@@ -24,7 +24,7 @@ from pathlib import Path
 from .core import CoreConfig
 
 __all__ = ["GeneratedCore", "WAIVERS", "convert_verilog", "core_description", "core_verilog", "generate",
-           "lint", "time_zero_events"]
+           "drop_zero_width_wires", "lint", "time_zero_events"]
 
 #: Verilator waiver file used by :func:`lint` (and by the cocotb builds).
 WAIVERS = Path(__file__).with_name("verilator_waivers.vlt")
@@ -65,12 +65,43 @@ def time_zero_events(text: str) -> str:
     return _TIME0_TRIGGER.sub(r"\1reg \2 ;\n\1initial \2 = 1'b0;", text)
 
 
+#: A declaration of a zero-width wire as Yosys writes it: ``wire [-1:0] name;``.
+_ZERO_WIDTH = re.compile(r"^[ \t]*wire \[-1:0\] (\\\S+ |[A-Za-z_][A-Za-z0-9_$]*);\n", re.M)
+
+
+def drop_zero_width_wires(text: str) -> str:
+    """Remove the declarations of zero-width wires that nothing references.
+
+    An index signal over one element (``Signal(range(1))``: the bank of a
+    one-row array, the column of a one-column array) has zero bits; Yosys
+    still declares it, as ``wire [-1:0] x;``, which Verilog reads as a
+    two-bit *ascending* range (Verilator: ASCRANGE). Nothing can read or
+    drive a zero-width value, so such a declaration is never referenced and
+    is dropped; one that is referenced (never seen) is kept for lint to flag.
+    """
+    def in_module(module) -> str:
+        body = module.group(0)
+
+        def unreferenced(match) -> str:
+            name = match.group(1).strip()
+            rest = body[:match.start()] + body[match.end():]
+            used = re.search(re.escape(name) + r"(?![A-Za-z0-9_$\[])", rest)
+            return match.group(0) if used else ""
+
+        return _ZERO_WIDTH.sub(unreferenced, body)
+
+    # names are local to a module: look for references inside each one
+    return re.sub(r"^module .*?^endmodule$", in_module, text, flags=re.M | re.S)
+
+
 def convert_verilog(component, *, name: str, strip_internal_attrs: bool = True) -> str:
-    """``amaranth.back.verilog.convert`` (no source locations) + :func:`time_zero_events`."""
+    """``amaranth.back.verilog.convert`` (no source locations), then :func:`time_zero_events`
+    and :func:`drop_zero_width_wires`."""
     from amaranth.back import verilog
 
-    return time_zero_events(verilog.convert(component, name=name, emit_src=False,
-                                            strip_internal_attrs=strip_internal_attrs))
+    text = verilog.convert(component, name=name, emit_src=False,
+                           strip_internal_attrs=strip_internal_attrs)
+    return drop_zero_width_wires(time_zero_events(text))
 
 
 def core_verilog(config: CoreConfig) -> str:

@@ -32,9 +32,15 @@ def test_reproducible_bytes(tmp_path):
         assert f" {port['name']}" in text or f"{port['name']}," in text
 
 
-@pytest.mark.parametrize("kwargs", [SMALL, dict(rows=3, cols=2, seq_len=7, head_dim=3,
-                                                qk_bits=12, v_bits=5, out_bits=9, z_shift=2,
-                                                name="odd_core")])
+@pytest.mark.parametrize("kwargs", [
+    SMALL,
+    dict(rows=3, cols=2, seq_len=7, head_dim=3, qk_bits=12, v_bits=5, out_bits=9, z_shift=2,
+         name="odd_core"),
+    # one-PE-wide arrays: index signals over one element have zero bits
+    dict(rows=2, cols=1, seq_len=5, head_dim=3, name="c2x1"),
+    dict(rows=1, cols=3, seq_len=5, head_dim=3, name="c1x3"),
+    dict(rows=1, cols=1, seq_len=1, head_dim=1, name="c1x1_n1_d1"),
+])
 def test_verilator_lint_clean(kwargs, tmp_path):
     gen = generate(CoreConfig.from_dict(kwargs), tmp_path)
     lint(gen.verilog)            # raises on any warning beyond the named waivers
@@ -148,3 +154,14 @@ def test_cli_generate(tmp_path, capsys):
 def test_core_verilog_type_error():
     with pytest.raises(TypeError, match="config must be a CoreConfig"):
         core_verilog({"rows": 2})
+
+
+def test_zero_width_wires_dropped_per_module():
+    """Yosys's `wire [-1:0] x;` (zero-width, never referenced) is removed; referenced names stay."""
+    from inhibitron.hw.generate import drop_zero_width_wires
+
+    text = ("module a(x);\n  wire [-1:0] bank;\n  wire [-1:0] \\col[0] ;\n  wire [-1:0] used;\n"
+            "  assign y = used;\nendmodule\nmodule b(x);\n  wire [-1:0] bank;\nendmodule\n")
+    out = drop_zero_width_wires(text)
+    assert "bank" not in out and "col[0]" not in out
+    assert "wire [-1:0] used;" in out

@@ -31,6 +31,13 @@ CI_CONFIGS = {
                             out_bits=12, z_shift=2),
 }
 
+# one-PE-wide arrays (rows or cols = 1) and a 1x1 array
+NARROW_CONFIGS = {
+    "s8_d3_n5_2x1": dict(rows=2, cols=1, seq_len=5, head_dim=3),
+    "s6_d3_n5_1x3": dict(rows=1, cols=3, seq_len=5, head_dim=3, qk_bits=6, v_bits=6, out_bits=6),
+    "s4_d2_n3_1x1": dict(rows=1, cols=1, seq_len=3, head_dim=2, qk_bits=4, v_bits=4, out_bits=4),
+}
+
 SLOW_CONFIGS = {
     "s8_d64_n128_8x8": dict(rows=8, cols=8, seq_len=128, head_dim=64),
     "s8_d32_n50_8x4": dict(rows=8, cols=4, seq_len=50, head_dim=32),
@@ -108,3 +115,9 @@ def test_cosim_verilator_random_x(seed, tmp_path_factory):
     res = run_cosim(build, heads, name=f"seed{seed}", idle_prob=0.2, stall_prob=0.2, seed=seed,
                     plusargs=(f"+verilator+seed+{seed}", "+verilator+rand+reset+2"))
     _check(res)
+
+
+@pytest.mark.cosim
+@pytest.mark.parametrize("name", sorted(NARROW_CONFIGS))
+def test_cosim_narrow_arrays(name, tmp_path_factory):
+    _cosim(name, NARROW_CONFIGS[name], tmp_path_factory, random_count=3)
