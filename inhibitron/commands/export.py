@@ -77,6 +77,9 @@ def register(subparsers) -> None:
                    help="replace DIR if it holds a checkpoint written by inhibitron (never another folder)")
     p.add_argument("--calib-sentences", type=_positive_int, default=32, metavar="N",
                    help="sentences of the embedded English corpus (pydoc_data.topics) to calibrate on")
+    p.add_argument("--corpus", default=None, metavar="PATH",
+                   help="calibrate on sentences of this text instead: a .txt file, a folder of .txt, a datasets "
+                        "folder, or embedded:fortunes (general English)")
     p.add_argument("--max-length", type=_max_length, default=128, metavar="N",
                    help="longest tokenized sentence; also the sequence length n the core is sized for")
     p.add_argument("--observer", choices=("minmax", "percentile", "mse"), default="minmax",
@@ -215,11 +218,17 @@ def run(args) -> int:
 
     student, tok, kind = _load_student(args.model, args.tokenizer)
     student.eval()
-    sentences = embedded_sentences(args.calib_sentences, seed=args.seed)
+    from inhibitron.model.corpus import CorpusError
+
+    try:
+        sentences = embedded_sentences(args.calib_sentences, seed=args.seed, corpus=args.corpus)
+    except CorpusError as exc:
+        raise UserError(f"--corpus: {exc}") from None
+    corpus_name = args.corpus or "embedded (pydoc_data.topics)"
     input_ids, attention_mask = tokenize(tok, sentences, max_length=args.max_length)
     formats = AttentionFormats(qk_bits=args.bits, v_bits=args.bits, out_bits=args.bits)
-    print(f"inhibitron export: {kind}, {len(sentences)} calibration sentences of the embedded corpus "
-          f"(pydoc_data.topics, seed {args.seed}; {int(attention_mask.sum())} tokens), {args.bits}-bit formats")
+    print(f"inhibitron export: {kind}, {len(sentences)} calibration sentences of corpus {corpus_name} "
+          f"(seed {args.seed}; {int(attention_mask.sum())} tokens), {args.bits}-bit formats")
     try:
         with torch.no_grad():
             path, cal = export_student(
@@ -227,7 +236,7 @@ def run(args) -> int:
                 weight_bits=args.bits, act_bits=args.bits, seq_len=args.max_length, observer=args.observer,
                 shared_shifts=_SHIFTS[args.shifts], export_formats=_export_formats(args),
                 force=args.force, progress=not args.no_progress,
-                calibration_notes={"corpus": "embedded (pydoc_data.topics)", "seed": args.seed,
+                calibration_notes={"corpus": corpus_name, "seed": args.seed,
                                    "model": str(args.model) if args.model else "embedded all-MiniLM-L6-v2"},
             )
     except FormatTooNarrowError as exc:
