@@ -80,8 +80,10 @@ class DistillConfig:
         step of data (ours: AdamW moves a scalar by about ``lr`` per step, so
         gamma and delta hardly leave their initial values otherwise).
     scalar_lr_mult : float
-        Learning rate of the inhibitor's per-head gamma, eta, delta (alpha)
-        relative to ``lr`` (ours; 1 reproduces the thesis).
+        Learning rate of the inhibitor's per-head gamma and delta (alpha)
+        relative to ``lr`` (ours; 1 reproduces the thesis). eta keeps ``lr``:
+        after its least-squares fit it is of order ``1/n``, and 100 x lr
+        overshoots it (measured: worse than 1 x; ``docs/distillation.md``).
     student_dropout : bool
         Run the student in training mode (dropout on) while it trains. False
         keeps it in eval mode like the teacher, so both see the same
@@ -123,7 +125,7 @@ class DistillConfig:
     layers: tuple[int, ...] | None = None  # layerwise: which layers (None = all)
     fit_eta: bool = True  # layerwise: least-squares eta before each layer trains
     fit_scalars: bool = False  # layerwise: per-head grid init of gamma/delta before each layer
-    scalar_lr_mult: float = 1.0  # lr of gamma/eta/delta relative to lr
+    scalar_lr_mult: float = 1.0  # lr of gamma/delta relative to lr
     student_dropout: bool = True  # student in training mode (dropout) while it trains
     bf16: bool = False  # autocast the training forward passes to bfloat16
     full_epochs: float = 1.0  # layerwise_full: epochs of the final full phase

@@ -91,13 +91,15 @@ def phase_step_counts(phases: list[Phase], config: DistillConfig, num_examples: 
 
 
 def is_inhibitor_scalar(name: str) -> bool:
-    """Whether parameter ``name`` is one of an inhibitor's per-head scalars (gamma, eta, delta, alpha)."""
-    return ".inhibitor." in f".{name}" and name.rsplit(".", 1)[-1] in ("gamma", "eta", "delta", "alpha")
+    """Whether parameter ``name`` is an inhibitor's per-head gamma or delta (alpha): the scalars
+    that train at ``lr * config.scalar_lr_mult``. Not eta: after its least-squares fit it is of
+    order ``1/n`` (the inhibitor sums over keys), and a step of 100 x lr overshoots it."""
+    return ".inhibitor." in f".{name}" and name.rsplit(".", 1)[-1] in ("gamma", "delta", "alpha")
 
 
 def _optimizer(student: nn.Module, names: list[str], config: DistillConfig, lr: float) -> torch.optim.AdamW:
     """AdamW over ``names``: matrices with weight decay, vectors without, the inhibitor's
-    per-head scalars without and at ``lr * config.scalar_lr_mult``."""
+    per-head gamma and delta without and at ``lr * config.scalar_lr_mult``."""
     params = dict(student.named_parameters())
     scalars = [params[n] for n in names if is_inhibitor_scalar(n)]
     rest = [n for n in names if not is_inhibitor_scalar(n)]

@@ -63,7 +63,27 @@ def test_recipe_choices_and_help_come_from_the_registry():
 
     action = _recipe_action()
     assert tuple(action.choices) == recipe_names()
-    assert action.help == "layerwise (Exp. 1a), full (Exp. 1b), task (Exp. 2), finetune (Table 6), qat"
+    assert action.help == ("layerwise (Exp. 1a), full (Exp. 1b), layerwise_full (Exp. 1a then 1b), task (Exp. 2), "
+                           "finetune (Table 6), qat (default layerwise_full: layer-wise, then a full phase)")
+    assert action.default == "layerwise_full"
+
+
+def test_default_pipeline_with_the_fixed_evaluation_set(folders, tmp_path, capsys):
+    """No --recipe: layer-wise then full; --fidelity all measures every held-out sentence."""
+    from inhibitron.model.data import eval_sentences
+
+    out = tmp_path / "default"
+    assert cli("distill", "--teacher", folders / "teacher", "--out", out, "--fidelity", "all",
+               "--full-max-steps", "2", "--full-epochs", "10", "--no-fit-scalars", *SHORT) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["recipe"] == "layerwise_full" and run["phases"] == ["layer 0", "layer 1", "full"]
+    assert run["config"]["fit_scalars"] is False
+    fid = json.loads((out / "fidelity.json").read_text())
+    assert fid["sentences"] == len(eval_sentences())
+    assert {"spearman", "nn_top1", "context_rel_mse"} <= set(fid["after"])
+    assert "Spearman" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli("distill", "--out", tmp_path / "x", "--fidelity", "some")
 
 
 def test_a_registered_recipe_runs_from_the_cli(folders, tmp_path, monkeypatch):

@@ -13,7 +13,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: tiny_models
 
 from inhibitron.model import ddp  # noqa: E402
-from inhibitron.model.recipes import default_config, distill_full, distill_layerwise  # noqa: E402
+from inhibitron.model.recipes import (  # noqa: E402
+    default_config,
+    distill_full,
+    distill_layerwise,
+    distill_layerwise_full,
+)
 from inhibitron.model.surgery import to_inhibitor  # noqa: E402
 from tiny_models import make_teacher, random_tokens  # noqa: E402
 
@@ -35,10 +40,14 @@ def _one(recipe: str, out: Path, env) -> None:
     # Equal-length sequences and no eta fit: parameters whose exact gradient is 0 (positions only
     # ever padded; eta right after its least-squares fit) get float-noise gradients that depend on
     # how the batch is split, and Adam's first step (~ lr * sign(g)) turns that noise into +-lr.
-    extra = {"fit_eta": False} if recipe == "layerwise" else {}
+    # The same holds for the grid of gamma/delta (it fits eta too).
+    extra = {"fit_eta": False, "fit_scalars": False} if recipe.startswith("layerwise") else {}
+    if recipe == "layerwise_full":
+        extra["full_max_steps"] = 2
+        extra["full_epochs"] = 10.0
     cfg = default_config(recipe, max_steps=3, batch_size=4, grad_accum=2, lr=3e-3, warmup_ratio=0.0,
                          checkpoint_every=0, **extra)
-    fn = distill_layerwise if recipe == "layerwise" else distill_full
+    fn = {"layerwise": distill_layerwise, "full": distill_full, "layerwise_full": distill_layerwise_full}[recipe]
     data = random_tokens(16, seed=3, min_len=12, max_len=12)
     hist = fn(teacher, student, data, cfg, out / recipe, env=env, progress=False)
     if env.is_main:

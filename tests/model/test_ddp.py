@@ -20,10 +20,11 @@ def _run(cmd, cwd):
 
 
 def test_two_processes_match_one(tmp_path):
-    _run([sys.executable, str(WORKER), "full,layerwise", str(tmp_path / "one")], tmp_path)
+    recipes = "full,layerwise,layerwise_full"
+    _run([sys.executable, str(WORKER), recipes, str(tmp_path / "one")], tmp_path)
     _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-          str(WORKER), "full,layerwise", str(tmp_path / "two")], tmp_path)
-    for recipe in ("full", "layerwise"):
+          str(WORKER), recipes, str(tmp_path / "two")], tmp_path)
+    for recipe in recipes.split(","):
         _compare(recipe, tmp_path)
 
 
@@ -31,7 +32,7 @@ def _compare(recipe, tmp_path):
     one = json.loads((tmp_path / "one" / f"{recipe}.json").read_text())
     two = json.loads((tmp_path / "two" / f"{recipe}.json").read_text())
     assert (one["world_size"], two["world_size"]) == (1, 2)
-    n = 3 if recipe == "full" else 6
+    n = {"full": 3, "layerwise": 6, "layerwise_full": 8}[recipe]
     assert len(one["losses"]) == len(two["losses"]) == n
     assert two["losses"] == pytest.approx(one["losses"], rel=1e-5, abs=1e-9)
     assert two["params"] == pytest.approx(one["params"], rel=1e-6)

@@ -26,7 +26,7 @@ def test_inhibitor_scalars_get_their_own_learning_rate():
     student = to_inhibitor(make_teacher())
     names = [n for n, _ in student.named_parameters()]
     scalars = [n for n in names if is_inhibitor_scalar(n)]
-    assert len(scalars) == 2 * 3 and all(n.rsplit(".", 1)[1] in ("gamma", "eta", "delta") for n in scalars)
+    assert len(scalars) == 2 * 2 and all(n.rsplit(".", 1)[1] in ("gamma", "delta") for n in scalars)
     cfg = default_config("full", scalar_lr_mult=100.0, weight_decay=0.1)
     opt = _optimizer(student, names, cfg, 1e-3)
     by_id = {id(p): n for n, p in student.named_parameters()}
