@@ -298,6 +298,10 @@ def write_report(rows: list[dict], path: Path | str = "docs/efficiency.md", *,
     if extra_sections:
         L.append(extra_sections.rstrip() + "\n")
 
+    saved_energy = path.parent / "energy.json"   # hw.energy.bench_energy's saved results
+    if saved_energy.exists():
+        L.append(energy_section(json.loads(saved_energy.read_text()), source=saved_energy.name))
+
     L.append("## How to read this\n")
     L.append(
         "- **Same array, same interfaces.** Both cores use the generic output-stationary "
@@ -321,8 +325,13 @@ def write_report(rows: list[dict], path: Path | str = "docs/efficiency.md", *,
         "on it.\n"
         "- **LUT4 sites** count `LUT4 + 2 x CCU2C` of the core (a carry cell occupies two "
         "LUT4 sites); the I/O wrapper (input shift register, XOR tree) is excluded.\n"
-        "- **Energy** is arithmetic only, from a 45 nm ASIC table, not an FPGA power "
-        "measurement; it compares the work the two contracts prescribe.\n")
+        "- **Energy** has two models. The operation count (section \"Arithmetic energy per "
+        "head\") weights the additions and multiplications each contract prescribes by a "
+        "45 nm ASIC table: the work, not a measurement of either core. The switching-activity "
+        "model (section \"Energy per head from switching activity\", when `energy.json` "
+        "exists) counts the toggles of every net of each core's LUT4 netlist under "
+        "simulation and weights them by assumed FPGA coefficients: it sees control, "
+        "buffering, memories and the clock tree too.\n")
     text = "\n".join(L) + "\n"
     path.write_text(text)
     path.with_suffix(".json").write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
@@ -379,3 +388,111 @@ def _timing_section(rows: list[dict], pe_rows: list[dict] | None) -> str:
         "- **Measurement.** The I/O wrapper's input shift register ends in a landing "
         "register per bit, so wrapper wires do not set the clock.\n")
     return "\n".join(L)
+
+
+# ----------------------------------------------------------------------------------------
+# energy from switching activity (hw.energy / sim.toggles), from a saved JSON
+# ----------------------------------------------------------------------------------------
+
+ENERGY_BEGIN, ENERGY_END = "<!-- energy:begin -->", "<!-- energy:end -->"
+ENERGY_COMMAND = "python -c 'from inhibitron.hw.energy import bench_energy; bench_energy()'"
+
+
+def energy_section(res: dict, *, source: str = "energy.json",
+                   command: str = ENERGY_COMMAND) -> str:
+    """Markdown: energy per head from switching activity beside the operation count, with
+    the component split and the sensitivity of the ratio to each assumed coefficient.
+
+    ``res`` is the dict of :func:`inhibitron.hw.energy.measure_energy`.
+    """
+    from .energy import COEFFICIENT_NOTES
+
+    p = res["point"]
+    runs = res["runs"]
+    L = [ENERGY_BEGIN, "## Energy per head from switching activity\n"]
+    L.append(
+        f"Measured by `{command}` (`make bench`; raw activity in `{source}`"
+        + (f", {res['machine']}" if res.get("machine") else "") + "). "
+        f"Both cores at {p['size']}x{p['size']}, n = {p['n']}, d = {p['d']}, {p['bits']}-bit "
+        "codes, mapped by Yosys to a LUT4 netlist (multipliers and memories kept whole), "
+        "simulated by Verilator under each core's own testbench (bit-exact against the golden "
+        "model) with toggle coverage on every net; per head = (run of "
+        f"{p['heads']} heads - run of 1 head) / {p['heads'] - 1}, so reset and pipeline "
+        "fill cancel. *Real*: MiniLM Q/K/V codes (`sim/data/minilm_qkv_codes.npz`, 16 tokens "
+        "tiled to n, the real valid length L <= 16); *random*: uniform codes over the format, "
+        "L = n. The baseline's softmax scale and output shift are fixed "
+        "(`sim/toggles.py`).\n")
+    L.append("| core | data | cycles/head | LUT4 / FF (netlist) | LUT toggles | FF toggles | "
+             "fan-out x toggles | BRAM block accesses | active 18x18 mults | "
+             "switching model nJ/head | op-count model nJ/head |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in runs:
+        a, e = r["activity"], r["energy_pj"]
+        L.append(f"| {r['kind']} | {r['data']} | {a['cycles']:,.0f} | "
+                 f"{r['netlist']['lut4']:,} / {a['ff_cells']:,} | {a['toggles']['lut']:,.0f} | "
+                 f"{a['toggles']['ff']:,.0f} | {sum(a['fanout_toggles'].values()):,.0f} | "
+                 f"{a['bram_block_accesses']:,.0f} | {a['mul_active']:,.0f} | "
+                 f"{e['total'] / 1e3:.2f} | {r['opcount_pj'] / 1e3:.2f} |")
+    L.append("")
+    L.append("Where the energy goes (nJ per head):\n")
+    comps = ("lut", "ff", "clock", "wire", "bram", "lutram", "dsp")
+    L.append("| core | data | " + " | ".join(comps) + " |")
+    L.append("|---|---|" + "---|" * len(comps))
+    for r in runs:
+        L.append(f"| {r['kind']} | {r['data']} | "
+                 + " | ".join(f"{r['energy_pj'][c] / 1e3:.2f}" for c in comps) + " |")
+    L.append("")
+    L.append("Baseline / inhibitor energy per head:\n")
+    L.append("| data | switching-activity model | operation-count model (45 nm ASIC) |")
+    L.append("|---|---|---|")
+    for data in res["sensitivity"]:
+        inh = next(r for r in runs if r["data"] == data and r["kind"] == "inhibitor")
+        base = next(r for r in runs if r["data"] == data and r["kind"] == "baseline")
+        L.append(f"| {data} | {base['energy_pj']['total'] / inh['energy_pj']['total']:.2f}x | "
+                 f"{base['opcount_pj'] / inh['opcount_pj']:.2f}x |")
+    L.append("")
+    L.append("### Coefficients and sensitivity\n")
+    L.append("Every coefficient is an assumption (no per-resource ECP5 energy figures were "
+             "available offline); the table gives the baseline/inhibitor ratio with each one "
+             "halved and doubled, the others fixed.\n")
+    datas = list(res["sensitivity"])
+    L.append("| coefficient | value pJ | source | " + " | ".join(
+        f"ratio {d} at 0.5x / 1x / 2x" for d in datas) + " |")
+    L.append("|---|---|---|" + "---|" * len(datas))
+    for i, s in enumerate(res["sensitivity"][datas[0]]):
+        name = s["coefficient"]
+        cells = []
+        for d in datas:
+            t = res["sensitivity"][d][i]
+            cells.append(f"{t['ratio_half']:.2f} / {t['ratio']:.2f} / {t['ratio_double']:.2f}")
+        L.append(f"| `{name}` | {s['value_pj']:g} | {COEFFICIENT_NOTES.get(name, '')} | "
+                 + " | ".join(cells) + " |")
+    L.append("")
+    if res.get("discussion"):
+        L.append(res["discussion"].rstrip() + "\n")
+    L.append(ENERGY_END)
+    return "\n".join(L) + "\n"
+
+
+def write_energy_section(json_path: Path | str = "docs/energy.json",
+                         md_path: Path | str = "docs/efficiency.md") -> Path:
+    """Put :func:`energy_section` of the saved results into ``md_path``.
+
+    Replaces the text between the energy markers, or inserts it before
+    ``## How to read this`` (appends when that heading is missing).
+    """
+    json_path, md_path = Path(json_path), Path(md_path)
+    res = json.loads(json_path.read_text())
+    sec = energy_section(res, source=json_path.name)
+    text = md_path.read_text() if md_path.exists() else ""
+    if ENERGY_BEGIN in text and ENERGY_END in text:
+        a = text.index(ENERGY_BEGIN)
+        b = text.index(ENERGY_END) + len(ENERGY_END)
+        text = text[:a] + sec.rstrip("\n") + text[b:]
+    elif "## How to read this" in text:
+        a = text.index("## How to read this")
+        text = text[:a] + sec + "\n" + text[a:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + sec
+    md_path.write_text(text)
+    return md_path

@@ -24,6 +24,8 @@ BENCHMARKS = (
     ("inhibitron.sim.bench", "bench_utilization", "PE utilization of the inhibitor core"),
     ("inhibitron.sim.bench", "bench_cosim_speed", "cosimulation speed"),
     ("inhibitron.hw.compare", "bench_compare", "inhibitor vs dot-product baseline on FPGA"),
+    ("inhibitron.hw.energy", "bench_energy",
+     "energy per head from switching activity, inhibitor vs baseline (4x4, n = d = 32)"),
 )
 
 
