@@ -26,6 +26,8 @@ BENCHMARKS = (
     ("inhibitron.hw.compare", "bench_compare", "inhibitor vs dot-product baseline on FPGA"),
     ("inhibitron.hw.energy", "bench_energy",
      "energy per head from switching activity, inhibitor vs baseline (4x4, n = d = 32)"),
+    ("inhibitron.model.bench", "bench_distill_quality",
+     "distillation quality: the demo's and the default pipeline's students (fixed evaluation set)"),
 )
 
 
