@@ -25,7 +25,8 @@ from tiny_models import FULL_BATCH, make_teacher, random_tokens
 def test_resume_is_bit_identical(stop, tmp_path):
     """Interrupted + resumed == uninterrupted, with dropout active (RNG state restored)."""
     kw = {"hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1}
-    cfg = default_config("layerwise", max_steps=4, batch_size=4, grad_accum=2, checkpoint_every=2)
+    cfg = default_config("layerwise", max_steps=4, batch_size=4, grad_accum=2, checkpoint_every=2,
+                         student_dropout=True)
     data = random_tokens(24)
     teacher = make_teacher(**kw)
 
@@ -115,3 +116,24 @@ def test_damaged_checkpoint(tmp_path):
     (ckpt / "trainer.json").write_text(json.dumps({"format": "something else"}))
     with pytest.raises(CheckpointError, match="not an Inhibitron distillation checkpoint"):
         distill_full(teacher, to_inhibitor(teacher), random_tokens(8), cfg, out, resume=ckpt)
+
+
+@pytest.mark.parametrize("stop", [4, 5])  # at the start of the full phase, and inside it
+def test_resume_of_layerwise_full_is_bit_identical(stop, tmp_path):
+    """The full phase has its own step count and lr; resuming across it reproduces the run."""
+    from inhibitron.model.recipes import distill_layerwise_full
+
+    cfg = default_config("layerwise_full", max_steps=2, full_max_steps=3, full_epochs=10.0, batch_size=4,
+                         grad_accum=1, checkpoint_every=1, fit_scalars=True)
+    data = random_tokens(12)
+    teacher = make_teacher()
+    ref_student = to_inhibitor(teacher)
+    ref = distill_layerwise_full(teacher, ref_student, data, cfg, tmp_path / "ref", progress=False)
+    assert [r["phase"] for r in ref] == ["layer 0"] * 2 + ["layer 1"] * 2 + ["full"] * 3
+    student = to_inhibitor(teacher)
+    distill_layerwise_full(teacher, student, data, cfg, tmp_path / "run", progress=False, stop_after_steps=stop)
+    fresh = to_inhibitor(teacher)
+    done = distill_layerwise_full(teacher, fresh, data, cfg, tmp_path / "run", progress=False, resume=True)
+    assert [r["loss"] for r in done] == [r["loss"] for r in ref]
+    for k, v in ref_student.state_dict().items():
+        assert torch.equal(v, fresh.state_dict()[k]), k
