@@ -260,7 +260,8 @@ def test_sim_help_describes_every_option(capsys):
 
 def test_export_help_says_what_it_calibrates_on(capsys):
     _, out, _ = cli(capsys, "export", "--help")
-    assert "pydoc_data.topics" in out and "--no-progress" in out
+    flat = " ".join(out.split())
+    assert "pydoc_data.topics" in flat and "--corpus" in flat and "--no-progress" in flat
 
 
 # ---------------------------------------------------------------------------

@@ -12,10 +12,12 @@ Examples::
     inhibitron export --model runs/lw/student --out out/ckpt --calib-sentences 64 --max-length 64
     inhibitron export --model runs/lw/student --out out/ckpt4 --bits 4 --shifts head --no-onnx
     inhibitron export --model runs/lw/student --out out/ckpt --force   # replace an earlier checkpoint
+    inhibitron export --model runs/lw/student --out out/ckpt --corpus my_domain.txt   # your own text
 
-Calibration runs the student on ``--calib-sentences`` sentences of the
-embedded English corpus (Python's own documentation, ``pydoc_data.topics``),
-drawn with ``--seed``; the manifest records which.
+Calibration runs the student on ``--calib-sentences`` sentences drawn with
+``--seed`` from the embedded English corpus (Python's own documentation,
+``pydoc_data.topics``), or from ``--corpus`` (your own text, or
+``embedded:fortunes`` for general English); the manifest records which.
 """
 
 from __future__ import annotations
@@ -76,7 +78,8 @@ def register(subparsers) -> None:
     p.add_argument("--force", action="store_true",
                    help="replace DIR if it holds a checkpoint written by inhibitron (never another folder)")
     p.add_argument("--calib-sentences", type=_positive_int, default=32, metavar="N",
-                   help="sentences of the embedded English corpus (pydoc_data.topics) to calibrate on")
+                   help="sentences to calibrate on, from --corpus or else the embedded English corpus "
+                        "(pydoc_data.topics, Python's documentation)")
     p.add_argument("--corpus", default=None, metavar="PATH",
                    help="calibrate on sentences of this text instead: a .txt file, a folder of .txt, a datasets "
                         "folder, or embedded:fortunes (general English)")
