@@ -573,3 +573,9 @@ def test_errors_page_is_linked_and_lists_the_exit_codes():
         assert code in text
     assert "docs/errors.md" in (root / "README.md").read_text()
     assert "errors.md" in (root / "docs" / "architecture.md").read_text().split("## Errors", 1)[1]
+
+
+def test_distill_max_steps_is_called_a_cap(capsys):
+    _, out, _ = cli(capsys, "distill", "--help")
+    flat = " ".join(out.split())
+    assert "--max-steps MAX_STEPS a cap on the optimizer steps per phase" in flat

@@ -79,7 +79,9 @@ def register(subparsers) -> None:
                        dest=name, help=f"override DistillConfig.{name}")
     for name, typ in _OVERRIDES.items():
         p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, dest=name,
-                       help=f"override DistillConfig.{name} (default: the paper's, see --print-config)")
+                       help=(("a cap on the optimizer steps per phase (per layer for layerwise): fewer run "
+                              "when the epochs end first; " if name.endswith("max_steps") else "")
+                             + f"override DistillConfig.{name} (default: the paper's, see --print-config)"))
     p.set_defaults(func=run)
 
 
@@ -205,9 +207,12 @@ def _run(args, config, env) -> int:
             data.labels = data.labels[: args.max_sequences]
     _, steps = phase_steps(config, len(data))
     if env.is_main:
+        cap = ("" if config.max_steps is None else f", capped by --max-steps {config.max_steps}"
+               if steps == config.max_steps else f"; --max-steps {config.max_steps} is only a cap: "
+               f"{config.epochs:g} epoch(s) of the data end after {steps}")
         print(f"distill {config.recipe}: {len(data)} sequences, {steps} optimizer steps per phase "
               f"(batch {config.batch_size} x accum {config.grad_accum}, lr {config.lr:g}, "
-              f"{config.schedule}, {env.world_size} process(es))")
+              f"{config.schedule}, {env.world_size} process(es){cap})")
 
     scores = {}
     if held and env.is_main and not resume:
