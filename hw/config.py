@@ -266,21 +266,55 @@ class CoreConfig:
         return self.widths.z_bits + 4
 
     @property
-    def block_period(self) -> int:
-        """Steady-state cycles per row block (compute-bound, see docs/hardware.md)."""
-        s = max(self.score_job_cycles, self.min_score_job_cycles) + 1
-        mix = self.mix_job_cycles + 1
-        return max(s, mix)
+    def z_slot_latency(self) -> int:
+        """Cycles a z slot is held beyond its score and mixing jobs: ``z_bits + R + C + 13``.
+
+        From the end of a block's score job to the start of its mixing job
+        (the score array's drain, a register stage, the row-statistics
+        divider, the slot flags) and from the end of the mixing job until the
+        next score job may claim the slot again. Measured (cosim, nine shapes
+        from 1x1 to 8x8) and checked in ``tests/sim/test_cosim.py``.
+        """
+        return self.widths.z_bits + self.rows + self.cols + 13
+
+    @property
+    def pair_period(self) -> int:
+        """Steady-state cycles per *two* row blocks (compute-bound, see docs/hardware.md).
+
+        The largest of three bounds:
+
+        * the score array, ``2 * (max(ceil(n/C)*d, z_bits + 4) + 1)`` (a job and
+          a one-cycle gap; the divider needs ``z_bits + 4`` cycles per job);
+        * the mixing array, ``2 * (ceil(d/C)*n + 1)``;
+        * the double-buffered z memory: a block's slot is claimed by its score
+          job and freed after its mixing job, so block ``i + 2`` starts no
+          sooner than ``ceil(n/C)*d + ceil(d/C)*n + z_slot_latency`` after block ``i``.
+        """
+        s, mix = self.score_job_cycles, self.mix_job_cycles
+        return max(2 * (max(s, self.min_score_job_cycles) + 1), 2 * (mix + 1),
+                   s + mix + self.z_slot_latency)
+
+    @property
+    def cycles_per_two_heads(self) -> int:
+        """Steady-state cycles per two consecutive heads: ``max(ceil(n/R) * pair_period, 2*n*d)``.
+
+        Exact when inputs keep up and the output is never stalled (checked
+        against the cosimulation). When ``ceil(n/R)`` and ``pair_period`` are
+        both odd, consecutive heads alternate around the mean; the input
+        loaders take ``n*d`` cycles per head for Q and K (one code per cycle
+        and stream), which bounds small ``n``.
+        """
+        return max(self.row_blocks * self.pair_period, 2 * self.seq_len * self.head_dim)
 
     @property
     def cycles_per_head(self) -> int:
-        """Steady-state cycles per head when inputs keep up: ``ceil(n/R) * block_period``.
+        """Steady-state cycles per head: ``ceil(cycles_per_two_heads / 2)``.
 
-        The input loaders take ``n*d`` cycles per head for Q and K (one code per
-        cycle and stream) and ``n*ceil(d/C)`` for V; when ``n*d`` exceeds this
-        figure the core is input-bound (small ``n``) and a head takes ``n*d``.
+        Exact when :attr:`cycles_per_two_heads` is even; otherwise the heads
+        alternate around ``cycles_per_two_heads / 2`` and this is that mean
+        rounded up.
         """
-        return max(self.row_blocks * self.block_period, self.seq_len * self.head_dim)
+        return ceil_div(self.cycles_per_two_heads, 2)
 
     @property
     def first_row_latency(self) -> int:

@@ -168,11 +168,16 @@ def core_description(config: CoreConfig) -> dict:
             "row_blocks": config.row_blocks,
             "score_job_cycles": config.score_job_cycles,
             "mix_job_cycles": config.mix_job_cycles,
-            "block_period": config.block_period,
+            "pair_period": config.pair_period,
+            "z_slot_latency": config.z_slot_latency,
+            "cycles_per_two_heads": config.cycles_per_two_heads,
             "cycles_per_head": config.cycles_per_head,
             "ideal_utilization": round(config.ideal_utilization, 6),
-            "formula": ("cycles_per_head = max(ceil(n/R) * block_period, n*d); "
-                        "block_period = max(max(ceil(n/C)*d, z_bits+4) + 1, ceil(d/C)*n + 1)"),
+            "formula": ("cycles_per_two_heads = max(ceil(n/R) * pair_period, 2*n*d); "
+                        "pair_period = max(2*(max(ceil(n/C)*d, z_bits+4) + 1), "
+                        "2*(ceil(d/C)*n + 1), ceil(n/C)*d + ceil(d/C)*n + z_slot_latency); "
+                        "z_slot_latency = z_bits + R + C + 13; "
+                        "cycles_per_head = ceil(cycles_per_two_heads / 2)"),
             "first_row_latency": config.first_row_latency,
             "latency_formula": ("first_row_latency = cycles from the last Q/K row of an isolated "
                                 "head accepted to its first H beat = d + ceil(n/C)*d + "

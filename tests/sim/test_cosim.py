@@ -54,6 +54,15 @@ def _check(res):
     assert res["mismatches"] == 0
 
 
+def _check_cycle_formula(cfg, full):
+    """Every two consecutive heads at full rate take exactly ``cfg.cycles_per_two_heads``."""
+    steady = full["cycles_per_head"]
+    assert len(steady) >= 2
+    pairs = [a + b for a, b in zip(steady, steady[1:])]
+    assert pairs == [cfg.cycles_per_two_heads] * len(pairs), (steady, cfg.cycles_per_two_heads)
+    assert sum(steady) / len(steady) <= cfg.cycles_per_head
+
+
 def _cosim(name, kwargs, tmp_path_factory, *, random_count, simulator="verilator",
            every_length=True):
     cfg = CoreConfig.from_dict(dict(kwargs, name=f"core_{name}"))
@@ -66,6 +75,7 @@ def _cosim(name, kwargs, tmp_path_factory, *, random_count, simulator="verilator
     bp = run_cosim(build, heads, name="backpressure", idle_prob=0.25, stall_prob=0.35, seed=2)
     _check(bp)
     assert full["elements_compared"] == len(heads) * cfg.seq_len * cfg.head_dim
+    _check_cycle_formula(cfg, full)
     assert set(full["labels"]) >= {"extreme", "random", "real"} | (
         {"every-length"} if every_length else set())
     return cfg, full, bp
