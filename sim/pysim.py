@@ -1,6 +1,6 @@
 """Drive :class:`~inhibitron.hw.core.InhibitorAttentionCore` in ``amaranth.sim``.
 
-Async testbenches only (STYLE.md): one driver per input stream, one monitor
+Async testbenches only (``sim.add_testbench``): one driver per input stream, one monitor
 on the output stream, run to completion; used by the fast unit tests of the
 core and by the cosimulation-speed benchmark (as the baseline against
 cocotb + Verilator).
