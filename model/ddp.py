@@ -89,8 +89,12 @@ def all_reduce_grads(params: list[torch.nn.Parameter], env: DistEnv) -> None:
 
 
 def all_reduce_sum(values: torch.Tensor, env: DistEnv) -> torch.Tensor:
-    """Sum a tensor over all processes (returns a new tensor)."""
+    """Sum a tensor over all processes (returns a new tensor on the device of ``values``).
+
+    The collective runs on ``env.device`` (nccl reduces only GPU tensors)."""
     out = values.detach().clone()
     if env.distributed:
-        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        moved = out.to(env.device)
+        dist.all_reduce(moved, op=dist.ReduceOp.SUM)
+        out = moved.to(values.device)
     return out

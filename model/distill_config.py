@@ -94,6 +94,10 @@ class DistillConfig:
     full_epochs, full_lr, full_max_steps : float, float, int or None
         ``layerwise_full`` only: epochs, peak learning rate and step cap of
         its final ``full`` phase (the layer phases use ``epochs``, ``lr``, ``max_steps``).
+    alpha_cos : float
+        ``full`` and the full phase of ``layerwise_full``: weight of ``1 - cos`` between the
+        teacher's and the student's mean-pooled last hidden states, per sequence (the
+        sentence embedding; ours; 0 = the paper's hidden-state MSE alone).
     temperature : float
         ``task`` only: softmax temperature of the soft targets.
     alpha_kd, alpha_hidden : float
@@ -131,6 +135,7 @@ class DistillConfig:
     full_epochs: float = 1.0  # layerwise_full: epochs of the final full phase
     full_lr: float = 3e-4  # layerwise_full: peak lr of the final full phase
     full_max_steps: int | None = None  # layerwise_full: step cap of the final full phase
+    alpha_cos: float = 0.0  # full phases: weight of the pooled-embedding cosine term
     temperature: float = 4.0  # task: soft-target temperature
     alpha_kd: float = 0.5  # task: weight of the KL term
     alpha_hidden: float = 0.5  # task: weight of the hidden-state MSE
@@ -171,7 +176,7 @@ class DistillConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not (lo < v < hi):
                 bad(name, "a positive number")
-        for name in ("weight_decay", "max_grad_norm", "alpha_kd", "alpha_hidden"):
+        for name in ("weight_decay", "max_grad_norm", "alpha_kd", "alpha_hidden", "alpha_cos"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not (0.0 <= v < math.inf):
                 bad(name, "a number >= 0")

@@ -188,7 +188,7 @@ def fit_eta(teacher, student, layer: int, layer_input: str):
     @torch.no_grad()
     def setup(batches, env):
         H = inhib.num_heads
-        acc = torch.zeros(2, H, dtype=torch.float64)
+        acc = torch.zeros(2, H, dtype=torch.float64, device=inhib.eta.device)
         for batch in batches:
             t_ctx, s_ctx = _layer_contexts(teacher, student, layer, layer_input, batch)
             m = batch["attention_mask"].to(torch.float64)[..., None, None]  # (B, n, 1, 1)
@@ -251,7 +251,7 @@ def fit_scalars(teacher, student, layer: int, layer_input: str):
         was = inhib.training
         inhib.train(False)
         points = [(g, dl) for g in GAMMA_GRID for dl in deltas]
-        stats = torch.zeros(len(points), 3, H, dtype=torch.float64)  # sum t.h, sum h.h, sum t.t
+        stats = torch.zeros(len(points), 3, H, dtype=torch.float64, device=inhib.eta.device)  # t.h, h.h, t.t
         try:
             for i, (g, dl) in enumerate(points):
                 inhib.gamma.fill_(g)
@@ -266,7 +266,7 @@ def fit_scalars(teacher, student, layer: int, layer_input: str):
             inhib.train(was)
             for nm, val in saved.items():
                 getattr(inhib, nm).copy_(val)
-        stats = ddp.all_reduce_sum(stats, env)
+        stats = ddp.all_reduce_sum(stats, env).cpu()
         th, hh, tt = stats[:, 0], stats[:, 1], stats[:, 2]  # (P, H)
         eta = torch.where(hh > 0, th / hh.clamp_min(1e-300), torch.zeros_like(th))
         err = tt - eta * th  # residual of the least-squares fit, (P, H)
@@ -311,16 +311,30 @@ def _hidden_terms(t_hidden, s_hidden, mask, *, average: bool) -> torch.Tensor:
     return total / s_layers if average else total
 
 
-def full_loss(teacher, student):
+def _pooled_cosine_sum(t_last: torch.Tensor, s_last: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sum over sequences of ``1 - cos`` between mean-pooled (valid tokens) last hidden states (B, n, D)."""
+    m = mask.to(torch.float32).unsqueeze(-1)  # (B, n, 1)
+    pt = (t_last.float() * m).sum(1) / m.sum(1).clamp_min(1.0)  # (B, D)
+    ps = (s_last.float() * m).sum(1) / m.sum(1).clamp_min(1.0)
+    return (1.0 - F.cosine_similarity(ps, pt, dim=-1)).sum()
+
+
+def full_loss(teacher, student, alpha_cos: float = 0.0):
     """Loss of Exp. 1b: ``hidden_mse``, the sum over student layers of the hidden-state
-    MSE (B, n, D) against the mapped teacher layer, summed over valid tokens."""
+    MSE (B, n, D) against the mapped teacher layer, summed over valid tokens; with
+    ``alpha_cos > 0`` also ``pooled_cos`` (per sequence, weight ``alpha_cos``): ``1 - cos``
+    of the mean-pooled last hidden states, the sentence embedding the model is used for."""
     def loss(batch):
         inputs = model_inputs(batch)
         with torch.no_grad():
             t = teacher(**inputs, output_hidden_states=True)
         s = student(**inputs, output_hidden_states=True)
-        return {"hidden_mse": LossTerm(_hidden_terms(t.hidden_states, s.hidden_states,
-                                                     batch["attention_mask"], average=False), "tokens")}
+        terms = {"hidden_mse": LossTerm(_hidden_terms(t.hidden_states, s.hidden_states,
+                                                      batch["attention_mask"], average=False), "tokens")}
+        if alpha_cos > 0:
+            terms["pooled_cos"] = LossTerm(_pooled_cosine_sum(t.hidden_states[-1], s.hidden_states[-1],
+                                                              batch["attention_mask"]), "sequences", alpha_cos)
+        return terms
 
     return loss
 

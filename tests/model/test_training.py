@@ -83,3 +83,15 @@ def test_bf16_autocast_trains(tmp_path):
                  progress=False)
     assert seen == [True] * 3 and all(torch.isfinite(torch.tensor(r["loss"])) for r in hist)
     assert all(p.dtype == torch.float32 for p in student.parameters())
+
+
+def test_pooled_cosine_term_of_the_full_loss():
+    teacher = make_teacher()
+    batch = random_tokens(4).collate([0, 1, 2, 3])
+    same = full_loss(teacher, teacher, alpha_cos=0.5)(batch)
+    assert set(same) == {"hidden_mse", "pooled_cos"}
+    assert same["pooled_cos"].kind == "sequences" and same["pooled_cos"].weight == 0.5
+    assert float(same["pooled_cos"].value_sum.detach()) == pytest.approx(0.0, abs=1e-5)
+    other = full_loss(teacher, to_inhibitor(teacher), alpha_cos=0.5)(batch)
+    assert 0.0 < float(other["pooled_cos"].value_sum.detach()) <= 8.0  # 4 sequences, 1 - cos in [0, 2]
+    assert set(full_loss(teacher, teacher)(batch)) == {"hidden_mse"}
