@@ -198,10 +198,6 @@ class ProcessingElement(wiring.Component):
         return m
 
 
-def _ceil_log2(x: int) -> int:
-    return max(0, (x - 1).bit_length())
-
-
 class L1PE(ProcessingElement):
     """Score-stage PE: ``acc += |a - b|`` (Manhattan distance, Eq. 1).
 

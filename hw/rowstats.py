@@ -21,17 +21,14 @@ Steps 2-3 of the integer contract (``docs/numerics.md``) for one query row::
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import bits_for
 
 from .pe import check_int
 
 __all__ = ["RoundedMeanDivider", "RowStatistics", "ThresholdClip"]
-
-
-def _ubits(x: int) -> int:
-    return max(1, int(x).bit_length())
 
 
 class RoundedMeanDivider(wiring.Component):
@@ -100,8 +97,8 @@ class RoundedMeanDivider(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         qw = self._mean_width
-        dw = _ubits(2 * self._max_length)            # D = 2L
-        rw = _ubits(4 * self._max_length)            # partial remainder before a subtract
+        dw = bits_for(2 * self._max_length)            # D = 2L
+        rw = bits_for(4 * self._max_length)            # partial remainder before a subtract
         numer = Signal(self._sum_width + 2)          # N = 2S + L
         m.d.comb += numer.eq((self.sum << 1) + self.length)
 
@@ -156,6 +153,13 @@ class RowStatistics(wiring.Component):
         Width of the signed ``theta`` input.
     threshold_width : int
         Width of the signed threshold output (holds ``2**z_width - 1 + theta``).
+    index_limit : int, optional
+        Largest key index + 1 (padded tiles); default ``max_length``.
+    sum_width : int, optional
+        Width of the unsigned row sum: the core passes the contract's
+        ``DatapathWidths.sum_bits`` (exact for its scores, which never exceed
+        ``z_max``); default ``bits(max_length * (2**z_width - 1))``, the bound
+        for arbitrary ``z_width``-bit scores.
 
     Members
     -------
@@ -180,7 +184,7 @@ class RowStatistics(wiring.Component):
     """
 
     def __init__(self, *, z_width: int, max_length: int, theta_width: int, threshold_width: int,
-                 index_limit: int | None = None):
+                 index_limit: int | None = None, sum_width: int | None = None):
         self._MustUse__silence = True
         self._z_width = check_int("z_width", z_width, minimum=1)
         self._max_length = check_int("max_length", max_length, minimum=1)
@@ -189,7 +193,9 @@ class RowStatistics(wiring.Component):
         if index_limit is None:
             index_limit = max_length
         self._index_limit = check_int("index_limit", index_limit, minimum=max_length)
-        self._sum_width = _ubits(max_length * ((1 << z_width) - 1))
+        if sum_width is None:
+            sum_width = bits_for(max_length * ((1 << z_width) - 1))
+        self._sum_width = check_int("sum_width", sum_width, minimum=z_width)
         super().__init__({
             "valid": In(1), "first": In(1), "last": In(1),
             "z": In(z_width),
@@ -280,7 +286,7 @@ class ThresholdClip(wiring.Component):
             "z": In(z_width),
             "threshold": In(signed(threshold_width)),
             "pad": In(1),
-            "zb": Out(_ubits(zb_max)),
+            "zb": Out(bits_for(zb_max)),
         })
         self._MustUse__silence = False
 
@@ -290,7 +296,7 @@ class ThresholdClip(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         zw, tw = self._z_width, self._threshold_width
-        tzw = max(tw, _ubits(self._zb_max) + 1) + 1          # t + zb_max, signed
+        tzw = max(tw, bits_for(self._zb_max) + 1) + 1          # t + zb_max, signed
         # Stage 1: register the inputs (z comes straight from a block RAM).
         zq = Signal(zw, reset_less=True)
         tq = Signal(signed(tw), reset_less=True)
@@ -308,7 +314,7 @@ class ThresholdClip(wiring.Component):
         m.d.sync += [low.eq(diff[:len(self.zb)]), neg.eq(diff[-1]),
                      hi.eq(pq | ~diff_hi[-1])]
         # Stage 3: select (LUTs only), driven through the data path.
-        top = Const(self._zb_max, _ubits(self._zb_max))
+        top = Const(self._zb_max, bits_for(self._zb_max))
         zb = Signal(len(self.zb), reset_less=True)
         m.d.sync += zb.eq(Mux(hi, top, Mux(neg, 0, low)))
         m.d.comb += self.zb.eq(zb)
