@@ -435,8 +435,9 @@ def write_testbench(cfg, heads: list[Head], out_dir, *, stimulus: str = "custom"
     shutil.copyfile(WAIVERS, out / WAIVERS.name)
     name, top = cfg.name, f"{cfg.name}_tb"
     if expected is None:
-        expected = np.concatenate([golden_outputs(cfg, heads[i:i + 8])
-                                   for i in range(0, len(heads), 8)])
+        chunk = max(1, min(512, 4_000_000 // (n * n * d)))      # bounds golden's memory
+        expected = np.concatenate([golden_outputs(cfg, heads[i:i + chunk])
+                                   for i in range(0, len(heads), chunk)])
     expected = np.asarray(expected, dtype=np.int64)
     if expected.shape != (len(heads), n, d):
         raise ValueError(f"expected must have shape {(len(heads), n, d)}, not {expected.shape}")
