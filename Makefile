@@ -36,6 +36,11 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -n $(JOBS) tests
 
+## make formal: every formal proof (SymbiYosys from PyPI), the slow ones included.
+.PHONY: formal
+formal: $(STAMP)
+	$(PY) -m pytest -n $(JOBS) tests/formal
+
 ## make bench: benchmarks; results go to docs/performance.md.
 bench: $(STAMP)
 	$(VENV)/bin/inhibitron bench --out docs/performance.md
