@@ -84,6 +84,11 @@ class Phase:
     lr: float | None = None  # peak learning rate of this phase (None: config.lr)
 
 
+#: Smallest gamma an optimizer step may leave (gamma <= 0 turns inhibition into attraction,
+#: and ``inhibitron export`` refuses it).
+GAMMA_MIN = 1e-3
+
+
 def phase_step_counts(phases: list[Phase], config: DistillConfig, num_examples: int) -> list[int]:
     """Optimizer steps of each phase (its own ``steps``, else :func:`phase_steps` of ``config``)."""
     _, default = phase_steps(config, num_examples)
@@ -314,6 +319,10 @@ def _train_step(student, phase: Phase, params, optimizer, scheduler, data: Token
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
     lr = optimizer.param_groups[0]["lr"]
     optimizer.step()
+    with torch.no_grad():  # gamma is a score scale: keep it positive (the quantized core needs gamma > 0)
+        for n, p in zip(phase.trainable, params):
+            if n.endswith(".inhibitor.gamma"):
+                p.clamp_(min=GAMMA_MIN)
     scheduler.step()
     rec = {"loss": float(vec[0]), "lr": lr, "epoch": round((step + 1) * A / n_batches, 4),
            "tokens": int(counts["tokens"])}
