@@ -160,7 +160,11 @@ def bench_energy() -> dict:
 
     from .compare_report import write_energy_section
 
+    from inhibitron.bench import machine_description
+
     res = measure_energy()
+    m = machine_description()
+    res["machine"] = f"{m['cpu']}, {m['cores']} cores"
     Path("docs/energy.json").write_text(json.dumps(res, indent=1, sort_keys=True) + "\n")
     write_energy_section("docs/energy.json", "docs/efficiency.md")
     rows = [{"core": r["kind"], "data": r["data"], "cycles": r["activity"]["cycles"],
