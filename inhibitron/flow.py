@@ -42,7 +42,7 @@ class DemoConfig:
     #: Optimizer steps per layer of the layer-wise distillation (paper: 2 epochs).
     distill_steps: int = 20
     #: Optimizer steps of the full phase that follows it.
-    full_steps: int = 60
+    full_steps: int = 100
     #: Held-out sentences for the fidelity measurements (None: the whole fixed evaluation set).
     fidelity_sentences: int | None = None
     #: Sentences the quantizer calibrates on.

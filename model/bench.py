@@ -29,7 +29,7 @@ __all__ = ["DEMO_OVERRIDES", "bench_distill_quality", "distill_and_measure", "in
 
 #: The distillation of ``inhibitron demo`` (``inhibitron.flow``): recipe and overrides.
 DEMO_RECIPE = "layerwise_full"
-DEMO_OVERRIDES = {"max_steps": 20, "grad_accum": 1, "max_length": 64, "full_max_steps": 60}
+DEMO_OVERRIDES = {"max_steps": 20, "grad_accum": 1, "max_length": 64, "full_max_steps": 100}
 
 
 def int8_student(student, data, seq_len: int, *, sequences: int = 32):
