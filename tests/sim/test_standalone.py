@@ -132,3 +132,19 @@ def test_cli_bad_stimulus_count(tmp_path, capsys):
                "--stimulus", "random", "--heads", "0"])
     assert rc == 1
     assert "no heads of stimulus" in capsys.readouterr().err
+
+
+def test_checkpoint_heads_take_the_layers_theta_and_r():
+    """With a checkpoint, the real heads carry the layer's per-head theta and output shift."""
+    from inhibitron.quant.checkpoint import FORMAT_VERSION
+    from inhibitron.quant.formats import AttentionFormats, HeadQuant, LayerQuant
+
+    heads = [HeadQuant(s_qk=1.0, s_v=1.0, s_h=1.0, theta=t, v_shift=0, z_shift=0, out_shift=r)
+             for t, r in ((-3, 2), (5, 0), (40, 7))]
+    lq = LayerQuant(formats=AttentionFormats(8, 8, 8), head_dim=8, heads=heads, name="l0")
+    manifest = {"format_version": FORMAT_VERSION,
+                "layers": [{"attention": lq.to_dict(), "seq_len": 10}]}
+    cfg = CoreConfig.from_manifest(manifest, layer=0, rows=2, cols=4, name="tb_ck")
+    got = S.stimulus_heads(cfg, kind="real", checkpoint=manifest, layer=0)
+    assert [(h.theta, h.out_shift) for h in got[:4]] == [(-3, 2), (5, 0), (40, 7), (-3, 2)]
+    assert got[0].label == "real-head0"
