@@ -1,61 +1,66 @@
-"""Dot-product attention baseline core: ``softmax(Q K^T / sqrt(d)) V`` in integers.
+"""Dot-product attention baseline core: ``softmax(Q K^T / sqrt(d)) V`` in integers, pipelined.
 
-The baseline the inhibitor core is measured against (issue 5). It computes
-the contract of :mod:`inhibitron.quant.baseline_golden` (``docs/baseline.md``)
-bit-exactly, with the same generic output-stationary
-:class:`~inhibitron.hw.systolic.SystolicArray` as the inhibitor core, here
-built of :class:`~inhibitron.hw.mac_pe.MacPE` (``acc += a * b``, one hard
-multiplier each). One array serves both matrix products (``S = Q K^T`` and
-``H = P V``), time-multiplexed, so the DSP count is ``rows * cols + 3``.
+The baseline the inhibitor core is measured against (issues 5 and 11). It
+computes the contract of :mod:`inhibitron.quant.baseline_golden`
+(``docs/baseline.md``) bit-exactly and is engineered like the inhibitor core:
+the same stream shell (:mod:`inhibitron.hw.shell_io`: row loaders and
+descriptor slots double-buffered by head, the block output emitter, the
+output rounders), the same generic
+:class:`~inhibitron.hw.systolic.SystolicArray`, here of
+:class:`~inhibitron.hw.mac_pe.MacPE` (``acc += a * b``, operand and product
+registers: a DSP with its pipeline registers), and three stages working on
+consecutive row blocks of ``R`` queries at the same time:
 
-Architecture (one head at a time, ``R x C`` array, ``n`` keys, head dim ``d``)::
+1. the **score stage** (``R x C`` MAC array): ``n/C`` tiles of ``d`` steps give
+   ``s = q . k`` for the block's rows, written into a score memory
+   double-buffered by block, the row maxima over the valid keys kept on the
+   fly;
+2. the **softmax stage** (``R`` lanes, one per query row, each one element per
+   cycle): an exp pass over the block's ``n`` keys
+   (``e = poly(rr) >> zq``, the polynomial a ``2**F``-entry ROM, one
+   multiplier ``(mx - s) * M``) writing ``e`` into an exp memory
+   double-buffered by block and summing it, then ``R`` restoring dividers
+   (``rec = ceil(2**RB / sum)``, ``RB + 1`` cycles);
+3. the **mixing stage** (``R x C`` MAC array): ``d/C`` tiles of ``n`` steps over
+   ``p = (e * rec + 2**(RB-PF-1)) >> (RB-PF)`` (the normalisation is a
+   multiplier per lane in front of the array, so ``p`` is never stored) and V,
+   rounded by the head's ``r`` and saturated into the output block.
 
-    desc ──► latch L, M, r
-    q, k, v ──► row memories (n x d codes each, one row per beat)
-    for each block of R query rows:
-        scores   for each tile of C keys: load C K rows (and once R Q rows) into
-                 row registers, run d steps; results -> per-row score memories,
-                 running row max on the fly
-        softmax  per row (one I-BERT unit, 3 multipliers): exp pass over the L
-                 valid keys (e written back, row sum), sequential divider
-                 rec = ceil(2**RB / sum) (RB + 1 cycles), normalise pass over n keys
-                 -> weight memory (R lanes, n deep)
-        mixing   for each tile of C head-dim columns: n steps (P lanes x V rows)
-                 -> rounding, saturation -> output row registers
-        output   R rows on stream ``o``
+The score memory is held from a block's score job to the end of its exp
+pass, the exp memory from its exp pass to the end of its mixing job, so both
+arrays run back to back when ``n + ~50 <= (n/C) d`` (the softmax lanes keep
+up); the cycle model is :meth:`BaselineConfig.cycles_per_head`.
 
 Streams (``amaranth.lib.stream``; payloads are packed rows, element 0 in the
-least significant bits):
+least significant bits), as the inhibitor core:
 
 ``desc``  In: ``length`` (L, 1..n), ``score_mult`` (M, unsigned ``m_bits``),
           ``shift`` (r, the output shift, 0..``out_shift_max``, saturating);
-          one per head, accepted when idle.
-``q``, ``k``, ``v``  In: ``n`` rows each of ``d`` signed codes.
-``h``  Out: ``n`` rows of ``d`` signed ``out_bits`` codes; ``last`` field on the final row.
-
-Cycle count per head: :meth:`BaselineConfig.cycles_per_head` (``hw/baseline_config.py``).
+          one per head.
+``q``, ``k``, ``v``  In: ``n`` rows each of ``d`` signed codes per head.
+``h``  Out: ``n`` rows of ``d`` signed ``out_bits`` codes; ``last`` on the final row.
 """
 
 from __future__ import annotations
 
 from functools import partial
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import ceil_log2
 
 from .baseline_config import BaselineConfig
-from .mac_pe import MacPE
-from .shell import OutputRounder
+from .mac_pe import MacPE, multiply
+from .shell import OutputRounder, SlotFlags, bram, terminal_flags
+from .shell_io import BlockEmitter, DescriptorSlots, RowLoader, slot_bits
 from .systolic import SystolicArray
 
 __all__ = ["BaselineConfig", "DotProductAttentionCore"]
 
 
 class DotProductAttentionCore(wiring.Component):
-    """Integer softmax-attention core on a MAC systolic array (see module docstring).
+    """Integer softmax-attention core on two MAC systolic arrays (see module docstring).
 
     Parameters
     ----------
@@ -68,9 +73,15 @@ class DotProductAttentionCore(wiring.Component):
     q, k : In(stream.Signature(ArrayLayout(signed(qk_bits), head_dim)))
     v : In(stream.Signature(ArrayLayout(signed(v_bits), head_dim)))
     h : Out(stream.Signature(StructLayout({"data": ArrayLayout(signed(out_bits), head_dim), "last": 1})))
-    busy : Out(1)
-        A head is being processed (descriptor accepted, last row not yet sent).
+
+    The four inputs are independent streams; the core buffers two heads of
+    each, so a producer may send them in any interleaving.
     """
+
+    #: Registers from the exp pass's score read address to its exp code.
+    EXP_LATENCY = BaselineConfig.EXP_LATENCY
+    #: Registers from the mixing stage's read address to ``p`` at the array.
+    NORM_LATENCY = BaselineConfig.NORM_LATENCY
 
     def __init__(self, config: BaselineConfig):
         self._MustUse__silence = True  # no "never elaborated" warning if validation raises
@@ -87,7 +98,6 @@ class DotProductAttentionCore(wiring.Component):
             "k": In(stream.Signature(self.row_qk)),
             "v": In(stream.Signature(self.row_v)),
             "h": Out(stream.Signature(self.out_layout)),
-            "busy": Out(1),
         })
         self._MustUse__silence = False
 
@@ -102,349 +112,405 @@ class DotProductAttentionCore(wiring.Component):
         m = Module()
         cfg = self._cfg
         cst = cfg.constants
-        n, d, R, C = cfg.seq_len, cfg.head_dim, cfg.rows, cfg.cols
-        qb, vb, ob = cfg.qk_bits, cfg.v_bits, cfg.out_bits
-        sb = cfg.score_bits
-        eb = cst.e_bits
+        R, C, n, d = cfg.rows, cfg.cols, cfg.seq_len, cfg.head_dim
+        nI, nJ, nL = n // R, n // C, d // C
+        sb, eb, pb = cfg.score_bits, cst.e_bits, cst.p_bits
         F, SH, RB, PF = cst.exp_frac_bits, cst.score_shift, cst.recip_bits, cst.p_frac
-        nb = cfg.length_bits
+        mul = cfg.multipliers
 
-        m.submodules.array = arr = SystolicArray(
-            pe=partial(MacPE, a_bits=cfg.pe_a_bits, b_bits=cfg.pe_b_bits, length=cfg.pe_length,
-                       tag_width=max(1, ceil_log2(max(n, d) // C))),
-            rows=R, cols=C)
-        acc_bits = cfg.acc_bits
-        assert arr.pe_prototype.acc_shape.width == acc_bits
-        lat = arr.latency + 1  # + the operand register stage
+        # ------------------------------------------------ input/output shell
+        m.submodules.qld = qld = RowLoader(shape=signed(cfg.qk_bits), row_len=d, rows=n,
+                                           banks=R, interleave="rows")
+        m.submodules.kld = kld = RowLoader(shape=signed(cfg.qk_bits), row_len=d, rows=n,
+                                           banks=C, interleave="rows")
+        m.submodules.vld = vld = RowLoader(shape=signed(cfg.v_bits), row_len=d, rows=n,
+                                           banks=C, interleave="codes")
+        m.submodules.desc = desc = DescriptorSlots(self.desc_layout)
+        m.submodules.emit = emit = BlockEmitter(
+            shape=signed(cfg.out_bits), row_len=d, slice_len=C, slices=nL, block_rows=R,
+            last_rows=R)
+        wiring.connect(m, wiring.flipped(self.q), qld.i)
+        wiring.connect(m, wiring.flipped(self.k), kld.i)
+        wiring.connect(m, wiring.flipped(self.v), vld.i)
+        wiring.connect(m, wiring.flipped(self.desc), desc.i)
+        wiring.connect(m, emit.o, wiring.flipped(self.h))
+        q_half, k_half, v_half = qld.index_bits, kld.index_bits, vld.index_bits
+        d_len = [desc.slots[i].length for i in range(2)]
+        d_mult = [desc.slots[i].score_mult for i in range(2)]
+        d_shift = [desc.slots[i].shift for i in range(2)]
 
-        # ---------------- descriptor ----------------
-        L = Signal(nb)
-        M = Signal(cst.m_bits)
-        rsh = Signal(cfg.shift_bits)
-
-        # ---------------- input memories ----------------
-        q_mem = Memory(shape=unsigned(qb * d), depth=n, init=[])
-        k_mem = Memory(shape=unsigned(qb * d), depth=n, init=[])
-        v_mem = Memory(shape=unsigned(vb * d), depth=n, init=[])
-        m.submodules.q_mem, m.submodules.k_mem, m.submodules.v_mem = q_mem, k_mem, v_mem
-        q_wr, k_wr, v_wr = q_mem.write_port(), k_mem.write_port(), v_mem.write_port()
-        q_rd, k_rd, v_rd = q_mem.read_port(), k_mem.read_port(), v_mem.read_port()
-        q_cnt, k_cnt, v_cnt = Signal(nb), Signal(nb), Signal(nb)
-
-        # ---------------- score / e memories (one per array row) ----------------
-        wb = max(sb, eb + 1)
-        s_mems = [Memory(shape=unsigned(wb), depth=n, init=[]) for _ in range(R)]
-        s_wr, s_rd = [], []
-        for r, mem in enumerate(s_mems):
-            m.submodules[f"s_mem{r}"] = mem
-            s_wr.append(mem.write_port())
-            s_rd.append(mem.read_port())
-        # running max per row (valid keys only)
-        mx = [Signal(signed(sb), name=f"mx{r}") for r in range(R)]
-        mx_seen = [Signal(name=f"mx_seen{r}") for r in range(R)]
-
-        # ---------------- weight memory: R lanes x n ----------------
-        pb = cst.p_bits
-        p_mem = Memory(shape=unsigned(pb * R), depth=n, init=[])
-        m.submodules.p_mem = p_mem
-        p_wr = p_mem.write_port(granularity=pb)
-        p_rd = p_mem.read_port()
-
-        # ---------------- output row registers ----------------
-        obuf = [Signal(data.ArrayLayout(signed(ob), d), name=f"obuf{r}") for r in range(R)]
-
-        # ---------------- counters ----------------
-        blk = Signal(range(max(n // R, 2)))      # block of query rows
-        tile = Signal(range(max(n // C, d // C, 2)))
-        step = Signal(range(max(n, d, max(R, C) + 1) + 2))
-        drain = Signal(range(lat + R + C + cfg.OUT_PIPE + 4))
-        row = Signal(range(max(R, 2)))
-        first_tile_load = Signal()
-
-        qregs = [Signal(qb * d, name=f"qreg{r}") for r in range(R)]
-        kregs = [Signal(qb * d, name=f"kreg{c}") for c in range(C)]
-
-        # array input defaults
-        a_in = [Signal(signed(cfg.pe_a_bits), name=f"a_in{r}") for r in range(R)]
-        b_in = [Signal(signed(cfg.pe_b_bits), name=f"b_in{c}") for c in range(C)]
-        # one register stage between the operand multiplexers and the array (timing)
-        arr_valid, arr_first, arr_last = Signal(), Signal(), Signal()
-        arr_tag = Signal.like(arr.tag)
+        # Score memory (s per row and key) and exp memory (e), one bank per PE row,
+        # each double-buffered by row block; a slot is never read and written in
+        # the same cycle (the flags order the stages): no_rw_check block RAMs.
+        blk_half = slot_bits(n)
+        smem = [bram(signed(sb), 2 << blk_half) for _ in range(R)]
+        emem = [bram(unsigned(eb), 2 << blk_half) for _ in range(R)]
         for r in range(R):
-            m.d.sync += arr.a[r].eq(a_in[r])
+            m.submodules[f"smem{r}"] = smem[r]
+            m.submodules[f"emem{r}"] = emem[r]
+        m.submodules.sbusy = sbusy = SlotFlags()      # score slot claimed by a score job
+        m.submodules.sfull = sfull = SlotFlags()      # scores and row maxima complete
+        m.submodules.ebusy = ebusy = SlotFlags()      # exp slot claimed by an exp pass
+        m.submodules.efull = efull = SlotFlags()      # exp codes and reciprocals complete
+
+        # -------------------------------------------------------- score stage
+        stag = data.StructLayout({"sslot": 1, "first": 1, "last": 1})
+        m.submodules.score = score = SystolicArray(
+            pe=partial(MacPE, a_bits=cfg.qk_bits, b_bits=cfg.qk_bits, length=d,
+                       input_register=True, tag_width=stag.size, multiplier=mul),
+            rows=R, cols=C, pipelined_readout=True)
+        s_run = Signal()
+        s_hp = Signal()                        # head slot of the job
+        s_blk = Signal(range(max(2, nI)))      # row block
+        s_blast = Signal(init=int(nI == 1))    # s_blk == nI - 1, registered
+        s_qbase = Signal(q_half + 1)           # block * d
+        s_kbase = Signal(k_half + 1)           # tile * d
+        s_tile = Signal(range(max(2, nJ)))
+        s_k = Signal(range(max(2, d)))
+        s_ss = Signal()                        # score slot of the job
+        # Per score slot: head slot, last block of the head, L and M (copied from the
+        # descriptor when the score job starts).
+        b_hp = [Signal(name=f"sinfo_hp{i}") for i in range(2)]
+        b_last = [Signal(name=f"sinfo_last{i}") for i in range(2)]
+        b_len = [Signal(range(n + 1), name=f"sinfo_len{i}") for i in range(2)]
+        b_mult = [Signal(cst.m_bits, name=f"sinfo_mult{i}") for i in range(2)]
+        s_can = Signal()
+        # s_ok == qld.full[s_hp] & kld.full[s_hp] & desc.full[s_hp] & ~sbusy[s_ss],
+        # registered from the next values of its inputs.
+        s_ok = Signal()
+        m.d.comb += s_can.eq(~s_run & s_ok)
+        with m.If(s_can):
+            m.d.sync += [s_run.eq(1), s_tile.eq(0), s_k.eq(0), s_kbase.eq(0)]
+            m.d.comb += sbusy.set.bit_select(s_ss, 1).eq(1)
+            for i in range(2):
+                with m.If(s_ss == i):
+                    m.d.sync += [b_hp[i].eq(s_hp), b_last[i].eq(s_blast),
+                                 b_len[i].eq(Mux(s_hp, d_len[1], d_len[0])),
+                                 b_mult[i].eq(Mux(s_hp, d_mult[1], d_mult[0]))]
+        s_klast, s_tlast = terminal_flags(m, "s", s_can, s_run, s_k, d, s_tile, nJ)
+        s_tile_end = Signal()
+        s_job_end = Signal()
+        m.d.comb += [s_tile_end.eq(s_run & s_klast), s_job_end.eq(s_tile_end & s_tlast)]
+        with m.If(s_run):
+            m.d.sync += s_k.eq(s_k + 1)
+            with m.If(s_tile_end):
+                m.d.sync += [s_k.eq(0), s_tile.eq(s_tile + 1), s_kbase.eq(s_kbase + d)]
+            with m.If(s_job_end):
+                m.d.sync += [s_run.eq(0), s_ss.eq(~s_ss)]
+                with m.If(s_blast):
+                    m.d.sync += [s_blk.eq(0), s_qbase.eq(0), s_hp.eq(~s_hp)]
+                    m.d.comb += [qld.clr.bit_select(s_hp, 1).eq(1),
+                                 kld.clr.bit_select(s_hp, 1).eq(1)]
+                with m.Else():
+                    m.d.sync += [s_blk.eq(s_blk + 1), s_qbase.eq(s_qbase + d)]
+        s_hp_n = Mux(s_job_end & s_blast, ~s_hp, s_hp)
+        s_blk_n = Mux(s_job_end, Mux(s_blast, 0, s_blk + 1), s_blk)
+        m.d.sync += s_blast.eq(s_blk_n == nI - 1)
+        s_ss_n = Mux(s_job_end, ~s_ss, s_ss)
+        m.d.sync += s_ok.eq(qld.full_next.bit_select(s_hp_n, 1)
+                            & kld.full_next.bit_select(s_hp_n, 1)
+                            & desc.full_next.bit_select(s_hp_n, 1)
+                            & ~sbusy.after.bit_select(s_ss_n, 1))
+        m.d.comb += [qld.r_slot.eq(s_hp), qld.r_index.eq((s_qbase + s_k)[:q_half]),
+                     kld.r_slot.eq(s_hp), kld.r_index.eq((s_kbase + s_k)[:k_half])]
+        # Control aligned with the read data, then registered once more with it (the
+        # block-RAM outputs feed a register, not the multipliers).
+        s_tag = Signal(stag)
+        s_valid, s_first, s_last = Signal(), Signal(), Signal()
+        m.d.sync += [s_valid.eq(s_run), s_first.eq(s_k == 0), s_last.eq(s_klast),
+                     s_tag.sslot.eq(s_ss), s_tag.first.eq(s_tile == 0), s_tag.last.eq(s_tlast)]
+        s2_tag = Signal(stag)
+        s2_valid, s2_first, s2_last = Signal(), Signal(), Signal()
+        m.d.sync += [s2_valid.eq(s_valid), s2_first.eq(s_first), s2_last.eq(s_last),
+                     s2_tag.eq(s_tag)]
+        for r in range(R):
+            qd = Signal(signed(cfg.qk_bits), name=f"q_d{r}", reset_less=True)
+            m.d.sync += qd.eq(qld.r_data[r])
+            m.d.comb += score.a[r].eq(qd)
         for c in range(C):
-            m.d.sync += arr.b[c].eq(b_in[c])
-        m.d.sync += [arr.valid.eq(arr_valid), arr.first.eq(arr_first), arr.last.eq(arr_last),
-                     arr.tag.eq(arr_tag)]
-        mode_mix = Signal()  # which stage the array results belong to
-        mix_issue = Signal()  # M_RUN read a P word and a V row this cycle
-        mix_active = Signal()
-        mix_step = Signal(range(max(n, d, max(R, C) + 1) + 2))
-        mix_tile = Signal(range(max(n // C, d // C, 2)))
+            kd = Signal(signed(cfg.qk_bits), name=f"k_d{c}", reset_less=True)
+            m.d.sync += kd.eq(kld.r_data[c])
+            m.d.comb += score.b[c].eq(kd)
+        m.d.comb += [score.valid.eq(s2_valid), score.first.eq(s2_first), score.last.eq(s2_last),
+                     score.tag.eq(s2_tag)]
 
-        # ---------------- array result write-back ----------------
+        # ------------------------------- score back end: score memory, row maxima
+        jb = slot_bits(n)
+        s_wr = [mem.write_port() for mem in smem]
+        mx = [[Signal(signed(sb), name=f"mx{s}_{r}") for r in range(R)] for s in range(2)]
         for r in range(R):
-            res = arr.out_data[r]
-            col = arr.out_tag[r] * C + arr.out_col[r]
-            with m.If(arr.out_valid[r] & ~mode_mix):
-                m.d.comb += [s_wr[r].addr.eq(col), s_wr[r].data.eq(res.as_signed()),
-                             s_wr[r].en.eq(1)]
-                with m.If(col < L):
-                    with m.If(~mx_seen[r] | (res.as_signed() > mx[r])):
-                        m.d.sync += mx[r].eq(res.as_signed())
-                    m.d.sync += mx_seen[r].eq(1)
-            # mixing results: the shared output stage (round half up by r, saturate),
-            # OUT_PIPE = OutputRounder.latency registered stages; the column rides along.
-            m.submodules[f"rounder{r}"] = rnd = OutputRounder(
-                acc_bits=acc_bits, shift_bits=cfg.shift_bits, out_bits=ob,
-                tag_width=ceil_log2(max(n, d) + 1))
-            m.d.comb += [rnd.i_valid.eq(arr.out_valid[r] & mode_mix), rnd.i_acc.eq(res),
-                         rnd.i_shift.eq(rsh), rnd.i_tag.eq(col)]
-            with m.If(rnd.o_valid):
-                for l in range(d):
-                    with m.If(rnd.o_tag == l):
-                        m.d.sync += obuf[r][l].eq(rnd.o_h)
+            tag = data.View(stag, score.out_tag[r])
+            j = Signal(jb + 1, name=f"score_j{r}")
+            j_next = Signal(jb + 1, name=f"score_jnext{r}")
+            restart = tag.first & (score.out_col[r] == 0)
+            m.d.comb += j.eq(Mux(restart, 0, j_next))
+            with m.If(score.out_valid[r]):
+                m.d.sync += j_next.eq(Mux(restart, 1, j_next + 1))
+            # One register stage between the array and the back end.
+            p_valid = Signal(name=f"sres_valid{r}")
+            p_first = Signal(name=f"sres_first{r}")
+            p_last = Signal(name=f"sres_last{r}")
+            p_ss = Signal(name=f"sres_slot{r}")
+            p_s = Signal(signed(sb), name=f"sres_s{r}", reset_less=True)
+            p_j = Signal(jb + 1, name=f"sres_j{r}", reset_less=True)
+            m.d.sync += [p_valid.eq(score.out_valid[r]), p_first.eq(restart),
+                         p_last.eq(tag.last & (score.out_col[r] == C - 1)),
+                         p_ss.eq(tag.sslot), p_s.eq(score.out_data[r]), p_j.eq(j)]
+            m.d.comb += [s_wr[r].addr.eq(Cat(p_j[:blk_half], p_ss)), s_wr[r].data.eq(p_s),
+                         s_wr[r].en.eq(p_valid)]
+            # Row maximum over the valid keys j < L (key 0 is always valid and first).
+            p_valid_key = p_j < Mux(p_ss, b_len[1], b_len[0])
+            for s in range(2):
+                with m.If(p_valid & (p_ss == s)):
+                    with m.If(p_first | (p_valid_key & (p_s > mx[s][r]))):
+                        m.d.sync += mx[s][r].eq(p_s)
+            if r == R - 1:
+                with m.If(p_valid & p_last):
+                    m.d.comb += sfull.set.bit_select(p_ss, 1).eq(1)
 
-        # ---------------- softmax unit ----------------
-        sm_row_data = Signal(wb)
-        m.d.comb += sm_row_data.eq(Mux(row == 0, s_rd[0].data, 0))
-        if R > 1:
-            with m.Switch(row):
-                for r in range(R):
-                    with m.Case(r):
-                        m.d.comb += sm_row_data.eq(s_rd[r].data)
-        mx_row = Signal(signed(sb))
-        with m.Switch(row):
-            for r in range(R):
-                with m.Case(r):
-                    m.d.comb += mx_row.eq(mx[r])
+        # ------------------------------------------------------- softmax stage
+        # Exp pass: key j of every row of the block per cycle (R lanes), then the
+        # R dividers. x_ss: score slot read, x_es: exp slot written.
+        x_run = Signal()
+        x_ss = Signal()
+        x_es = Signal()
+        x_j = Signal(range(max(2, n)))
+        x_drain = Signal()                     # waiting for the pipeline and the dividers
+        x_cnt = Signal(range(self.EXP_LATENCY + RB + 4))
+        e_hp = [Signal(name=f"einfo_hp{i}") for i in range(2)]
+        e_last = [Signal(name=f"einfo_last{i}") for i in range(2)]
+        xm = [Signal(signed(sb), name=f"x_mx{r}") for r in range(R)]
+        x_mult = Signal(cst.m_bits)
+        x_len = Signal(range(n + 1))
+        x_ok = Signal()
+        x_can = Signal()
+        m.d.comb += x_can.eq(~x_run & ~x_drain & x_ok)
+        x_jlast, _ = terminal_flags(m, "x", x_can, x_run, x_j, n, Const(0, 1), 1)
+        x_pass_end = Signal()
+        m.d.comb += x_pass_end.eq(x_run & x_jlast)
+        with m.If(x_can):
+            m.d.sync += [x_run.eq(1), x_j.eq(0),
+                         x_mult.eq(Mux(x_ss, b_mult[1], b_mult[0])),
+                         x_len.eq(Mux(x_ss, b_len[1], b_len[0]))]
+            m.d.sync += [xm[r].eq(Mux(x_ss, mx[1][r], mx[0][r])) for r in range(R)]
+            m.d.comb += ebusy.set.bit_select(x_es, 1).eq(1)
+            for i in range(2):
+                with m.If(x_es == i):
+                    m.d.sync += [e_hp[i].eq(Mux(x_ss, b_hp[1], b_hp[0])),
+                                 e_last[i].eq(Mux(x_ss, b_last[1], b_last[0]))]
+        with m.If(x_run):
+            m.d.sync += x_j.eq(x_j + 1)
+        with m.If(x_pass_end):
+            # every score of the slot has been read: the score stage may reuse it
+            m.d.sync += [x_run.eq(0), x_drain.eq(1), x_cnt.eq(0), x_ss.eq(~x_ss)]
+            m.d.comb += [sfull.clr.bit_select(x_ss, 1).eq(1),
+                         sbusy.clr.bit_select(x_ss, 1).eq(1)]
+        x_done = Signal()
+        div_steps = RB + 1
+        with m.If(x_drain):
+            m.d.sync += x_cnt.eq(x_cnt + 1)
+            with m.If(x_cnt == self.EXP_LATENCY + 1 + div_steps):
+                m.d.sync += [x_drain.eq(0), x_es.eq(~x_es)]
+                m.d.comb += [x_done.eq(1), efull.set.bit_select(x_es, 1).eq(1)]
+        x_ss_n = Mux(x_pass_end, ~x_ss, x_ss)
+        x_es_n = Mux(x_done, ~x_es, x_es)
+        m.d.sync += x_ok.eq(sfull.after.bit_select(x_ss_n, 1)
+                            & ~ebusy.after.bit_select(x_es_n, 1))
 
-        # exp pipeline: issue j at stage 0 (address); stages 1..EXP_DEPTH
-        e_issue = Signal()
-        e_j = Signal(range(n + cfg.EXP_DEPTH + 2))
-        ev = Signal(cfg.EXP_DEPTH + 1)       # valid shift register
-        ej = [Signal(range(n), name=f"ej{i}") for i in range(cfg.EXP_DEPTH + 1)]
-        m.d.sync += ev.eq(Cat(e_issue, ev[:-1]))
-        m.d.sync += ej[0].eq(e_j)
-        for i in range(1, cfg.EXP_DEPTH + 1):
-            m.d.sync += ej[i].eq(ej[i - 1])
-        xb = sb + 1
-        x1 = Signal(unsigned(xb))                       # stage 2: mx - s
-        u_full = Signal(unsigned(xb + cst.m_bits))      # stage 3: x * M
-        base4 = Signal(unsigned(cst.B.bit_length()))    # stage 4: B - r
-        big4 = Signal()                                 # zq >= e_bits
-        zq4 = Signal(range(eb + 1))
-        sq5 = Signal(unsigned(2 * cst.B.bit_length()))  # stage 5: (B - r)**2
-        big5 = Signal()
-        zq5 = Signal(range(eb + 1))
-        e6 = Signal(unsigned(eb))                       # stage 6: e
-        # stage 1 is the memory read (data valid when ev[0] was issued one cycle earlier)
-        s_q = Signal(signed(sb))                                            # stage 1: register
-        m.d.sync += s_q.eq(sm_row_data[:sb].as_signed())
-        m.d.sync += x1.eq(mx_row - s_q)                                     # -> stage 2
-        m.d.sync += u_full.eq(x1 * M)                                       # -> stage 3
-        u = u_full >> SH
-        m.d.sync += [
-            base4.eq(cst.B - u[:F]),
-            big4.eq((u >> F) >= eb),
-            zq4.eq((u >> F)[:len(zq4)]),
-        ]                                                                   # -> stage 4
-        m.d.sync += [sq5.eq(base4 * base4), big5.eq(big4), zq5.eq(zq4)]     # -> stage 5
-        m.d.sync += e6.eq(Mux(big5, 0, ((sq5 + cst.C) >> zq5)[:eb]))        # -> stage 6
-        row_sum = Signal(eb + nb)
-        # e6 is valid in the cycle after the stage-6 register load, at ev[EXP_DEPTH - 1].
-        # ev[i] is 1 in the cycle when the issue of i+1 cycles ago is in flight; e6 is
-        # registered at the clock edge ending cycle issue+5, so it is visible in cycle issue+6.
-
-        # divider: rec = ceil(2**RB / sum) = floor((2**RB + sum - 1) / sum)
-        div_n = RB + 1
-        dividend = Signal(RB + 1)
-        rem = Signal(eb + nb + 1)
-        quot = Signal(RB + 1)
-        div_i = Signal(range(div_n + 1))
-        recip = Signal(RB - eb + 2)
-
-        # normalise pipeline
-        n_issue = Signal()
-        n_j = Signal(range(n + cfg.NORM_DEPTH + 2))
-        nv = Signal(cfg.NORM_DEPTH + 1)
-        nj = [Signal(range(n), name=f"nj{i}") for i in range(cfg.NORM_DEPTH + 1)]
-        nvalidkey = Signal(cfg.NORM_DEPTH + 1)
-        m.d.sync += nv.eq(Cat(n_issue, nv[:-1]))
-        m.d.sync += nvalidkey.eq(Cat(n_j < L, nvalidkey[:-1]))
-        m.d.sync += nj[0].eq(n_j)
-        for i in range(1, cfg.NORM_DEPTH + 1):
-            m.d.sync += nj[i].eq(nj[i - 1])
-        e_q = Signal(eb)                                                    # stage 1: register
-        m.d.sync += e_q.eq(sm_row_data[:eb])
-        prod2 = Signal(eb + len(recip))
-        m.d.sync += prod2.eq(e_q * recip)                                   # -> stage 2
-        shp = RB - PF
-        p3 = Signal(pb)
-        m.d.sync += p3.eq(Mux(nvalidkey[2], (prod2 + (1 << (shp - 1))) >> shp, 0)[:pb])  # -> 3
-
-        # ---------------- FSM ----------------
-        m.d.comb += self.busy.eq(1)
-        with m.FSM(name="ctrl"):
-            with m.State("IDLE"):
-                m.d.comb += [self.busy.eq(0), self.desc.ready.eq(1)]
-                with m.If(self.desc.valid):
-                    m.d.sync += [L.eq(self.desc.payload.length), M.eq(self.desc.payload.score_mult),
-                                 rsh.eq(self.desc.payload.shift),
-                                 q_cnt.eq(0), k_cnt.eq(0), v_cnt.eq(0)]
-                    m.next = "LOAD"
-            with m.State("LOAD"):
-                for s, wr, cnt in ((self.q, q_wr, q_cnt), (self.k, k_wr, k_cnt),
-                                   (self.v, v_wr, v_cnt)):
-                    m.d.comb += [s.ready.eq(cnt < n), wr.addr.eq(cnt), wr.data.eq(s.payload.as_value()),
-                                 wr.en.eq(s.valid & (cnt < n))]
-                    with m.If(s.valid & (cnt < n)):
-                        m.d.sync += cnt.eq(cnt + 1)
-                with m.If((q_cnt == n) & (k_cnt == n) & (v_cnt == n)):
-                    m.d.sync += [blk.eq(0), tile.eq(0), step.eq(0), first_tile_load.eq(1)]
-                    m.next = "S_LOAD"
-            # ---- scores ----
-            with m.State("S_LOAD"):
-                # cycle `step`: read row `step`; data of row step-1 lands in its register
-                m.d.comb += [q_rd.addr.eq(blk * R + step), k_rd.addr.eq(tile * C + step),
-                             mode_mix.eq(0)]
-                with m.If(step == 0):
-                    for r in range(R):
-                        with m.If(tile == 0):
-                            m.d.sync += [mx_seen[r].eq(0)]
-                for r in range(R):
-                    with m.If(first_tile_load & (step == r + 1)):
-                        m.d.sync += qregs[r].eq(q_rd.data)
-                for c in range(C):
-                    with m.If(step == c + 1):
-                        m.d.sync += kregs[c].eq(k_rd.data)
-                nload = Mux(first_tile_load, max(R, C), C)
-                with m.If(step == nload):
-                    m.d.sync += [step.eq(0), first_tile_load.eq(0)]
-                    m.next = "S_RUN"
-                with m.Else():
-                    m.d.sync += step.eq(step + 1)
-            with m.State("S_RUN"):
-                m.d.comb += mode_mix.eq(0)
-                for r in range(R):
-                    m.d.comb += a_in[r].eq(qregs[r].word_select(step, qb).as_signed())
-                for c in range(C):
-                    m.d.comb += b_in[c].eq(kregs[c].word_select(step, qb).as_signed())
-                m.d.comb += [arr_valid.eq(1), arr_first.eq(step == 0), arr_last.eq(step == d - 1),
-                             arr_tag.eq(tile)]
-                with m.If(step == d - 1):
-                    m.d.sync += step.eq(0)
-                    with m.If(tile == n // C - 1):
-                        m.d.sync += [tile.eq(0), drain.eq(0)]
-                        m.next = "S_DRAIN"
-                    with m.Else():
-                        m.d.sync += tile.eq(tile + 1)
-                        m.next = "S_LOAD"
-                with m.Else():
-                    m.d.sync += step.eq(step + 1)
-            with m.State("S_DRAIN"):
-                m.d.comb += mode_mix.eq(0)
-                m.d.sync += drain.eq(drain + 1)
-                with m.If(drain == lat + R + C):
-                    m.d.sync += [row.eq(0), e_j.eq(0), row_sum.eq(0)]
-                    m.next = "SM_EXP"
-            # ---- softmax, one row at a time ----
-            with m.State("SM_EXP"):
-                with m.Switch(row):
-                    for r in range(R):
-                        with m.Case(r):
-                            m.d.comb += s_rd[r].addr.eq(e_j)
-                            # write back e (pipeline tail) into the same memory
-                            with m.If(ev[cfg.EXP_DEPTH - 1]):
-                                m.d.comb += [s_wr[r].addr.eq(ej[cfg.EXP_DEPTH - 1]),
-                                             s_wr[r].data.eq(e6), s_wr[r].en.eq(1)]
-                with m.If(ev[cfg.EXP_DEPTH - 1]):
-                    m.d.sync += row_sum.eq(row_sum + e6)
-                m.d.comb += e_issue.eq(e_j < L)
-                m.d.sync += e_j.eq(e_j + 1)
-                with m.If(e_j == L + cfg.EXP_DEPTH):
-                    m.d.sync += [dividend.eq((1 << RB) + row_sum - 1), rem.eq(0), quot.eq(0),
-                                 div_i.eq(0)]
-                    m.next = "SM_DIV"
-            with m.State("SM_DIV"):
-                # restoring division, MSB first, one quotient bit per cycle
+        # The exp pipeline (per lane): read s (1), register (2), x = mx - s (3),
+        # u = x * M (4), zq/rr split + ROM read of poly(rr) (5), e (6).
+        xs_valid = Signal(self.EXP_LATENCY + 1)
+        xs_pad = Signal(self.EXP_LATENCY + 1)
+        xs_j = [Signal(jb, name=f"xj{i}") for i in range(self.EXP_LATENCY + 1)]
+        m.d.sync += [xs_valid.eq(Cat(x_run, xs_valid[:-1])),
+                     xs_pad.eq(Cat(x_j >= x_len, xs_pad[:-1])), xs_j[0].eq(x_j)]
+        m.d.sync += [xs_j[i].eq(xs_j[i - 1]) for i in range(1, self.EXP_LATENCY + 1)]
+        e_valid = xs_valid[self.EXP_LATENCY - 1]       # e registered, written this cycle
+        e_j = xs_j[self.EXP_LATENCY - 1]
+        poly = [((cst.B - rr) ** 2 + cst.C) for rr in range(1 << F)]
+        s_rd = [mem.read_port() for mem in smem]
+        e_wr = [mem.write_port() for mem in emem]
+        row_sum = [Signal(cfg.sum_bits, name=f"row_sum{r}") for r in range(R)]
+        rec = [[Signal(cfg.recip_width, name=f"rec{s}_{r}") for r in range(R)] for s in range(2)]
+        div_run = Signal()
+        div_i = Signal(range(div_steps + 1))
+        # the last exp code is summed at x_cnt == EXP_LATENCY - 1; the dividers load
+        # the sums at x_cnt == EXP_LATENCY and run RB + 1 steps.
+        div_load = x_drain & (x_cnt == self.EXP_LATENCY)
+        with m.If(div_load):
+            m.d.sync += [div_run.eq(1), div_i.eq(0)]
+        with m.If(div_run):
+            m.d.sync += div_i.eq(div_i + 1)
+            with m.If(div_i == div_steps - 1):
+                m.d.sync += div_run.eq(0)
+        zq_bits = max(1, (eb).bit_length())
+        for r in range(R):
+            m.d.comb += s_rd[r].addr.eq(Cat(x_j[:blk_half], x_ss))
+            sr = Signal(signed(sb), name=f"x_s{r}", reset_less=True)
+            xr = Signal(sb + 1, name=f"x_x{r}", reset_less=True)
+            ur = Signal(sb + 1 + cst.m_bits, name=f"x_u{r}", reset_less=True)
+            zq = Signal(zq_bits, name=f"x_zq{r}", reset_less=True)
+            er = Signal(eb, name=f"x_e{r}", reset_less=True)
+            rom = Memory(shape=unsigned(eb), depth=1 << F, init=poly)
+            m.submodules[f"exp_rom{r}"] = rom
+            rom_rd = rom.read_port()
+            m.d.sync += [sr.eq(s_rd[r].data),
+                         xr.eq(xm[r] - sr),                 # >= 0 on valid keys
+                         ur.eq(multiply(xr, x_mult, kind=mul))]
+            big = (ur >> (SH + F)) >= eb
+            m.d.comb += rom_rd.addr.eq((ur >> SH)[:F])
+            m.d.sync += zq.eq(Mux(big, eb, (ur >> (SH + F))[:zq_bits]))
+            pad = xs_pad[self.EXP_LATENCY - 2]
+            m.d.sync += er.eq(Mux(pad | (zq >= eb), 0, rom_rd.data >> zq))
+            m.d.comb += [e_wr[r].addr.eq(Cat(e_j[:blk_half], x_es)), e_wr[r].data.eq(er),
+                         e_wr[r].en.eq(e_valid)]
+            with m.If(x_can):
+                m.d.sync += row_sum[r].eq(0)
+            with m.Elif(e_valid):
+                m.d.sync += row_sum[r].eq(row_sum[r] + er)
+            # Restoring divider: rec = floor((2**RB + sum - 1) / sum), MSB first.
+            dividend = Signal(RB + 1, name=f"div_n{r}")
+            rem = Signal(cfg.sum_bits + 1, name=f"div_rem{r}")
+            quot = Signal(RB + 1, name=f"div_q{r}")
+            with m.If(div_load):
+                m.d.sync += [dividend.eq((1 << RB) + row_sum[r] - 1), rem.eq(0), quot.eq(0)]
+            with m.If(div_run):
                 trial = Cat(dividend[-1], rem[:-1])
-                m.d.sync += [dividend.eq(dividend << 1), div_i.eq(div_i + 1)]
-                with m.If(trial >= row_sum):
-                    m.d.sync += [rem.eq(trial - row_sum), quot.eq(Cat(1, quot[:-1]))]
+                m.d.sync += dividend.eq(dividend << 1)
+                with m.If(trial >= row_sum[r]):
+                    m.d.sync += [rem.eq(trial - row_sum[r]), quot.eq(Cat(1, quot[:-1]))]
                 with m.Else():
                     m.d.sync += [rem.eq(trial), quot.eq(Cat(0, quot[:-1]))]
-                with m.If(div_i == div_n):
-                    m.d.sync += [recip.eq(quot), n_j.eq(0)]
-                    m.next = "SM_NORM"
-            with m.State("SM_NORM"):
-                with m.Switch(row):
-                    for r in range(R):
-                        with m.Case(r):
-                            m.d.comb += s_rd[r].addr.eq(n_j)
-                            m.d.comb += p_wr.en.eq(Mux(nv[cfg.NORM_DEPTH - 1], 1 << r, 0))
-                m.d.comb += [p_wr.addr.eq(nj[cfg.NORM_DEPTH - 1]), p_wr.data.eq(p3.replicate(R))]
-                m.d.comb += n_issue.eq(n_j < n)
-                m.d.sync += n_j.eq(n_j + 1)
-                with m.If(n_j == n + cfg.NORM_DEPTH):
-                    with m.If(row == R - 1):
-                        m.d.sync += [tile.eq(0), step.eq(0)]
-                        m.next = "M_RUN"
-                    with m.Else():
-                        m.d.sync += [row.eq(row + 1), e_j.eq(0), row_sum.eq(0)]
-                        m.next = "SM_EXP"
-            # ---- mixing ----
-            with m.State("M_RUN"):
-                # cycle `step` reads row `step`; the array gets it one cycle later
-                m.d.comb += [mode_mix.eq(1), p_rd.addr.eq(step), v_rd.addr.eq(step),
-                             mix_issue.eq(step < n)]
-                m.d.sync += step.eq(step + 1)
-                with m.If(step == n):
-                    m.d.sync += step.eq(0)
-                    with m.If(tile == d // C - 1):
-                        m.d.sync += [tile.eq(0), drain.eq(0)]
-                        m.next = "M_DRAIN"
-                    with m.Else():
-                        m.d.sync += tile.eq(tile + 1)
-            with m.State("M_DRAIN"):
-                m.d.comb += mode_mix.eq(1)
-                m.d.sync += drain.eq(drain + 1)
-                with m.If(drain == lat + R + C + cfg.OUT_PIPE):
-                    m.d.sync += row.eq(0)
-                    m.next = "OUT"
-            with m.State("OUT"):
-                m.d.comb += [mode_mix.eq(1), self.h.valid.eq(1),
-                             self.h.payload.last.eq((blk == n // R - 1) & (row == R - 1))]
-                with m.Switch(row):
-                    for r in range(R):
-                        with m.Case(r):
-                            m.d.comb += self.h.payload.data.eq(obuf[r])
-                with m.If(self.h.ready):
-                    m.d.sync += row.eq(row + 1)
-                    with m.If(row == R - 1):
-                        with m.If(blk == n // R - 1):
-                            m.next = "IDLE"
-                        with m.Else():
-                            m.d.sync += [blk.eq(blk + 1), tile.eq(0), step.eq(0),
-                                         first_tile_load.eq(1)]
-                            m.next = "S_LOAD"
+            with m.If(x_done):
+                for s in range(2):
+                    with m.If(x_es == s):
+                        m.d.sync += rec[s][r].eq(quot)
 
-        # mixing operands: registered one cycle behind the read address
-        # read data registered once more (block RAM clock-to-output is slow), then muxed
-        mix_active2 = Signal()
-        mix_step2 = Signal.like(mix_step)
-        mix_tile2 = Signal.like(mix_tile)
-        p_q = Signal.like(p_rd.data)
-        v_q = Signal.like(v_rd.data)
-        m.d.sync += [mix_active.eq(mix_issue), mix_step.eq(step), mix_tile.eq(tile),
-                     mix_active2.eq(mix_active), mix_step2.eq(mix_step), mix_tile2.eq(mix_tile),
-                     p_q.eq(p_rd.data), v_q.eq(v_rd.data)]
-        with m.If(mix_active2):
-            for r in range(R):
-                m.d.comb += a_in[r].eq(p_q.word_select(r, pb).as_unsigned())
-            vsl = v_q.word_select(mix_tile2, C * vb)
-            for c in range(C):
-                m.d.comb += b_in[c].eq(vsl.word_select(c, vb).as_signed())
-            m.d.comb += [arr_valid.eq(1), arr_first.eq(mix_step2 == 0),
-                         arr_last.eq(mix_step2 == n - 1), arr_tag.eq(mix_tile2)]
+        # -------------------------------------------------------- mixing stage
+        mtag = data.StructLayout({"tile": range(max(2, nL)), "oslot": 1, "last": 1})
+        m.submodules.mix = mix = SystolicArray(
+            pe=partial(MacPE, a_bits=pb, a_signed=False, b_bits=cfg.v_bits, length=n,
+                       input_register=True, tag_width=mtag.size, multiplier=mul),
+            rows=R, cols=C, pipelined_readout=True)
+        e_rd = [mem.read_port() for mem in emem]
+        m_run = Signal()
+        m_es = Signal()                        # exp slot being mixed
+        m_os = Signal()                        # output slot being filled
+        m_tile = Signal(range(max(2, nL)))
+        m_vbase = Signal(v_half + 1)           # tile * n
+        m_j = Signal(range(max(2, n)))
+        o_shift = [Signal(cfg.shift_bits, name=f"oinfo_shift{i}") for i in range(2)]
+        m_hp = Mux(m_es, e_hp[1], e_hp[0])
+        m_lastblk = Mux(m_es, e_last[1], e_last[0])
+        mj_hp = Signal()
+        mj_lastblk = Signal()
+        m_can = Signal()
+        # m_ok == efull[m_es] & vld.full[hp of m_es] & ~emit.busy[m_os], registered.
+        m_ok = Signal()
+        m.d.comb += m_can.eq(~m_run & m_ok)
+        with m.If(m_can):
+            m.d.sync += [m_run.eq(1), m_tile.eq(0), m_vbase.eq(0), m_j.eq(0),
+                         mj_hp.eq(m_hp), mj_lastblk.eq(m_lastblk)]
+            m.d.comb += [emit.claim.bit_select(m_os, 1).eq(1), emit.claim_last.eq(m_lastblk)]
+            for i in range(2):
+                with m.If(m_os == i):
+                    m.d.sync += o_shift[i].eq(Mux(m_hp, d_shift[1], d_shift[0]))
+        m_jlast, m_tlast = terminal_flags(m, "m", m_can, m_run, m_j, n, m_tile, nL)
+        m_tile_end = Signal()
+        m_job_end = Signal()
+        m.d.comb += [m_tile_end.eq(m_run & m_jlast), m_job_end.eq(m_tile_end & m_tlast)]
+        with m.If(m_run):
+            m.d.sync += m_j.eq(m_j + 1)
+            with m.If(m_tile_end):
+                m.d.sync += [m_j.eq(0), m_tile.eq(m_tile + 1), m_vbase.eq(m_vbase + n)]
+            with m.If(m_job_end):
+                m.d.sync += [m_run.eq(0), m_es.eq(~m_es), m_os.eq(~m_os)]
+                m.d.comb += [efull.clr.bit_select(m_es, 1).eq(1),
+                             ebusy.clr.bit_select(m_es, 1).eq(1)]
+                with m.If(mj_lastblk):
+                    m.d.comb += [vld.clr.bit_select(mj_hp, 1).eq(1),
+                                 desc.clr.bit_select(mj_hp, 1).eq(1)]
+        m_es_n = Mux(m_job_end, ~m_es, m_es)
+        m_os_n = Mux(m_job_end, ~m_os, m_os)
+        e_hp_n = [Mux(x_can & (x_es == i), Mux(x_ss, b_hp[1], b_hp[0]), e_hp[i])
+                  for i in range(2)]
+        m.d.sync += m_ok.eq(efull.after.bit_select(m_es_n, 1)
+                            & vld.full_next.bit_select(Mux(m_es_n, e_hp_n[1], e_hp_n[0]), 1)
+                            & ~emit.busy_next.bit_select(m_os_n, 1))
+        m.d.comb += [vld.r_slot.eq(mj_hp), vld.r_index.eq((m_vbase + m_j)[:v_half])]
+        for r in range(R):
+            m.d.comb += e_rd[r].addr.eq(Cat(m_j[:blk_half], m_es))
+        # Stage 1: read data valid. Then per lane: register e (2), e * rec (3),
+        # round to p (4) -> array; V and control delayed to match.
+        m1_valid, m1_first, m1_last = Signal(), Signal(), Signal()
+        m1_tag = Signal(mtag)
+        m1_es = Signal()
+        m.d.sync += [m1_es.eq(m_es), m1_valid.eq(m_run), m1_first.eq(m_j == 0), m1_last.eq(m_jlast),
+                     m1_tag.tile.eq(m_tile), m1_tag.oslot.eq(m_os), m1_tag.last.eq(m_tlast)]
+        norm = self.NORM_LATENCY - 1
+        mc_valid, mc_first, mc_last, mc_tag = m1_valid, m1_first, m1_last, m1_tag
+        for i in range(norm):
+            nv, nf, nl = (Signal(name=f"mnorm{i}_valid"), Signal(name=f"mnorm{i}_first"),
+                          Signal(name=f"mnorm{i}_last"))
+            nt = Signal(mtag, name=f"mnorm{i}_tag")
+            m.d.sync += [nv.eq(mc_valid), nf.eq(mc_first), nl.eq(mc_last), nt.eq(mc_tag)]
+            mc_valid, mc_first, mc_last, mc_tag = nv, nf, nl, nt
+        shp = RB - PF
+        for r in range(R):
+            # e and its row's reciprocal (selected by the slot that travels with the
+            # read), both registered: the multiplier's input registers.
+            er = Signal(eb, name=f"m_e{r}", reset_less=True)
+            rr = Signal(cfg.recip_width, name=f"m_rec{r}", reset_less=True)
+            prod = Signal(eb + cfg.recip_width, name=f"m_erec{r}", reset_less=True)
+            p = Signal(pb, name=f"m_p{r}", reset_less=True)
+            m.d.sync += [er.eq(e_rd[r].data), rr.eq(Mux(m1_es, rec[1][r], rec[0][r])),
+                         prod.eq(multiply(er, rr, kind=mul)),
+                         p.eq(((prod + (1 << (shp - 1))) >> shp)[:pb])]
+            m.d.comb += mix.a[r].eq(p)
+        for c in range(C):
+            vd = vld.r_data[c]
+            for i in range(norm):
+                nvd = Signal(signed(cfg.v_bits), name=f"v_d{c}_{i}", reset_less=True)
+                m.d.sync += nvd.eq(vd)
+                vd = nvd
+            m.d.comb += mix.b[c].eq(vd)
+        m.d.comb += [mix.valid.eq(mc_valid), mix.first.eq(mc_first), mix.last.eq(mc_last),
+                     mix.tag.eq(mc_tag)]
+
+        # ------------------------- mixing back end: round, collect, write the block
+        rtag = data.StructLayout({"mix": mtag, "row_end": 1})
+        wr_data, wr_addr, wr_en = 0, 0, 0
+        for r in range(R):
+            tag0 = data.View(mtag, mix.out_tag[r])
+            m.submodules[f"rounder{r}"] = rnd = OutputRounder(
+                acc_bits=len(mix.out_data[r]), shift_bits=cfg.shift_bits, out_bits=cfg.out_bits,
+                tag_width=rtag.size)
+            rin = data.View(rtag, rnd.i_tag)
+            m.d.comb += [rnd.i_valid.eq(mix.out_valid[r]), rnd.i_acc.eq(mix.out_data[r]),
+                         rnd.i_shift.eq(Mux(tag0.oslot, o_shift[1], o_shift[0])),
+                         rin.mix.eq(tag0), rin.row_end.eq(mix.out_col[r] == C - 1)]
+            rout = data.View(rtag, rnd.o_tag)
+            h_val, h_ok, h_tag = rnd.o_h, rnd.o_valid, rout.mix
+            coll = Signal(data.ArrayLayout(signed(cfg.out_bits), C), name=f"collect{r}",
+                          reset_less=True)
+            if C > 1:
+                with m.If(h_ok):
+                    m.d.sync += coll.as_value().eq(Cat(coll.as_value()[cfg.out_bits:], h_val))
+            row_data = Cat(coll.as_value()[cfg.out_bits:], h_val)
+            req = h_ok & rout.row_end
+            wr_data = wr_data | Mux(req, row_data, 0)
+            wr_addr = wr_addr | Mux(req, Cat(Const(r, slot_bits(R)), h_tag.oslot), 0)
+            wr_en = wr_en | Mux(req, (Const(1, nL) << h_tag.tile)[:nL], 0)
+            if r == R - 1:
+                last_req = req & h_tag.last
+                last_slot = h_tag.oslot
+        slice_data = Signal(C * cfg.out_bits, reset_less=True)
+        ow_addr = Signal(slot_bits(R) + 1, reset_less=True)
+        ow_en = Signal(nL)
+        ow_full = Signal(2)
+        m.d.sync += [ow_addr.eq(wr_addr), ow_en.eq(wr_en), slice_data.eq(wr_data),
+                     ow_full.eq(Mux(last_req, Const(1, 2) << last_slot, 0))]
+        m.d.comb += [emit.w_row.eq(ow_addr[:-1]), emit.w_slot.eq(ow_addr[-1]),
+                     emit.w_en.eq(ow_en), emit.commit.eq(ow_full),
+                     emit.w_data.as_value().eq(Cat(*[slice_data for _ in range(nL)]))]
         return m

@@ -29,6 +29,9 @@ __all__ = ["BaselineConfig"]
 
 _FORMAT_KEYS = ("qk_bits", "v_bits", "out_bits")
 
+#: Values of :attr:`BaselineConfig.multipliers`.
+MULTIPLIERS = ("dsp", "fabric")
+
 
 @dataclass(frozen=True, kw_only=True)
 class BaselineConfig:
@@ -53,6 +56,11 @@ class BaselineConfig:
         Verilog module name.
     constants : SoftmaxConstants
         The integer softmax's constants (``docs/baseline.md``).
+    multipliers : ``"dsp"`` or ``"fabric"``
+        How every multiplier is built: ``"dsp"`` writes ``a * b`` (Yosys maps it
+        to hard multipliers, ``MULT18X18D`` on ECP5); ``"fabric"`` writes it as
+        a sum of shifted partial products (:func:`inhibitron.hw.mac_pe.multiply`),
+        so no synthesis tool infers a DSP and the design needs none.
     """
 
     rows: int = 4                 # R
@@ -62,6 +70,7 @@ class BaselineConfig:
     formats: AttentionFormats = field(default_factory=AttentionFormats)  # q/k, v, h code widths
     name: str = "baseline_attention_core"
     constants: SoftmaxConstants = field(default_factory=lambda: DEFAULT_CONSTANTS)
+    multipliers: str = "dsp"      # "dsp": hard multipliers; "fabric": shift-add in LUTs
 
     def __post_init__(self):
         for name in ("rows", "cols", "seq_len", "head_dim"):
@@ -74,6 +83,8 @@ class BaselineConfig:
         check_identifier("name", self.name)
         if self.head_dim % self.cols:
             raise ValueError(f"head_dim must be a multiple of cols={self.cols}, not {self.head_dim}")
+        if self.multipliers not in MULTIPLIERS:
+            raise ValueError(f"multipliers must be one of {MULTIPLIERS}, not {self.multipliers!r}")
         if not isinstance(self.constants, SoftmaxConstants):
             raise TypeError(f"constants must be a SoftmaxConstants, not {self.constants!r}")
         for what, bits in (("score_bits", self.score_bits), ("acc_bits", self.acc_bits)):
@@ -91,30 +102,25 @@ class BaselineConfig:
     # -- derived widths ---------------------------------------------------------------
     @property
     def score_bits(self) -> int:
-        """Signed width of a score ``sum_k q*k``: ``2*qk_bits + ceil(log2 d)``."""
+        """Signed width of a score ``sum_k q*k`` (the score array's accumulator): ``2*qk_bits + ceil(log2 d)``."""
         return mac_acc_bits(a_bits=self.qk_bits, a_signed=True, b_bits=self.qk_bits,
                             b_signed=True, length=self.head_dim)
 
     @property
-    def pe_a_bits(self) -> int:
-        """Shared PE row operand: signed, holds Q codes and the unsigned weights P."""
-        return max(self.qk_bits, self.constants.p_bits + 1)
-
-    @property
-    def pe_b_bits(self) -> int:
-        """Shared PE column operand: signed, holds K and V codes."""
-        return max(self.qk_bits, self.v_bits)
-
-    @property
-    def pe_length(self) -> int:
-        """Longest reduction of the shared PE: ``max(n, d)``."""
-        return max(self.seq_len, self.head_dim)
-
-    @property
     def acc_bits(self) -> int:
-        """Signed accumulator width of the shared MAC PE."""
-        return mac_acc_bits(a_bits=self.pe_a_bits, a_signed=True, b_bits=self.pe_b_bits,
-                            b_signed=True, length=self.pe_length)
+        """Signed accumulator width of the mixing array (``sum_j p * v``, ``p`` unsigned ``p_bits``)."""
+        return mac_acc_bits(a_bits=self.constants.p_bits, a_signed=False, b_bits=self.v_bits,
+                            b_signed=True, length=self.seq_len)
+
+    @property
+    def sum_bits(self) -> int:
+        """Unsigned width of a row sum of exp codes: ``e_bits + bits(n)``."""
+        return self.constants.e_bits + unsigned_bits(self.seq_len)
+
+    @property
+    def recip_width(self) -> int:
+        """Unsigned width of the reciprocal ``rec = ceil(2**RB / sum)``: ``RB - e_bits + 2``."""
+        return self.constants.recip_bits - self.constants.e_bits + 2
 
     @property
     def out_shift_max(self) -> int:
@@ -170,31 +176,84 @@ class BaselineConfig:
         return const.as_value().value
 
     # -- cycles -----------------------------------------------------------------------
-    #: Pipeline depth of the exp pass (cycles after the last issue).
-    EXP_DEPTH = 7
-    #: Pipeline depth of the normalise pass.
-    NORM_DEPTH = 4
-    #: Output rounding stages (:class:`~inhibitron.hw.shell.OutputRounder`).
-    OUT_PIPE = 3
+    #: Registers from the exp pass's score read address to its exp code (hw/baseline.py).
+    EXP_LATENCY = 6
+    #: Registers from the mixing stage's read address to ``p`` at the array.
+    NORM_LATENCY = 4
+
+    @property
+    def row_blocks(self) -> int:
+        """``n / R``: row blocks per head."""
+        return self.seq_len // self.rows
+
+    @property
+    def score_job_cycles(self) -> int:
+        """Cycles the score array spends on one row block: ``(n/C) * d``."""
+        return self.seq_len // self.cols * self.head_dim
+
+    @property
+    def mix_job_cycles(self) -> int:
+        """Cycles the mixing array spends on one row block: ``(d/C) * n``."""
+        return self.head_dim // self.cols * self.seq_len
+
+    @property
+    def softmax_job_cycles(self) -> int:
+        """Cycles of the softmax stage per row block: ``n + EXP_LATENCY + RB + 4``.
+
+        The exp pass (``n`` keys, one per cycle and lane), the pipeline
+        (``EXP_LATENCY``), the restoring dividers (``RB + 1`` steps) and three
+        cycles of loading and flags.
+        """
+        return self.seq_len + self.EXP_LATENCY + self.constants.recip_bits + 4
+
+    @property
+    def pair_period(self) -> int:
+        """Steady-state cycles per *two* row blocks: the largest of four bounds.
+
+        * the score array, ``2 * ((n/C) d + 1)`` (a job and a one-cycle gap);
+        * the mixing array, ``2 * ((d/C) n + 1)``;
+        * the softmax stage, ``2 * softmax_job_cycles``;
+        * the double-buffered exp memory: a block's slot is claimed by its exp
+          pass and freed after its mixing job, so the exp pass of block
+          ``i + 2`` starts no sooner than ``softmax_job_cycles + (d/C) n + 3``
+          after that of block ``i``.
+
+        (The score memory is freed by the exp pass; its bound never exceeds
+        the softmax stage's.)
+        """
+        s, mix, x = self.score_job_cycles, self.mix_job_cycles, self.softmax_job_cycles
+        return max(2 * (s + 1), 2 * (mix + 1), 2 * x, x + mix + 3)
+
+    @property
+    def cycles_per_two_heads(self) -> int:
+        """Steady-state cycles per two consecutive heads: ``max((n/R) * pair_period, 2 n d)``.
+
+        Exact when the inputs keep up and the output is never stalled (checked
+        against the cosimulation); ``2 n d`` is the Q/K loaders' bound (one
+        code per cycle).
+        """
+        return max(self.row_blocks * self.pair_period, 2 * self.seq_len * self.head_dim)
 
     def cycles_per_head(self, valid_len: int | None = None) -> int:
-        """Cycles from the descriptor handshake to the last output row, with the
-        input rows arriving at full rate and the output never stalled.
+        """Steady-state cycles per head, ``ceil(cycles_per_two_heads / 2)``.
 
-        ``n`` load cycles (Q, K, V in parallel) + per block of R rows:
-        scores ``(n/C) (C' + d)`` with ``C' = max(R, C)`` for the first tile and
-        ``C`` after, + drain, softmax ``R (L + EXP + 1 + (RB + 1) + n + NORM + 1)``,
-        mixing ``(d/C) n`` + drain + the output rounder, output ``R``.
+        Heads stream back to back (loading head ``h + 1`` overlaps computing
+        head ``h``; the three stages overlap across row blocks and heads). The
+        schedule does not depend on the valid length (``valid_len`` is
+        accepted for the callers of the sequential baseline and ignored).
         """
-        n, d, R, C = self.seq_len, self.head_dim, self.rows, self.cols
-        L = n if valid_len is None else valid_len
-        lat = 1 + 1 + 2 + R + C  # operand register + array latency (term 1 + 2) + skew, +1
-        score = (max(R, C) + 1 + d) + (n // C - 1) * (C + 1 + d) + lat + 1
-        soft = R * ((L + self.EXP_DEPTH + 1) + (self.constants.recip_bits + 1 + 1)
-                    + (n + self.NORM_DEPTH + 1))
-        mix = (d // C) * (n + 1) + lat + 1 + self.OUT_PIPE
-        out = R
-        return 1 + n + (n // R) * (score + soft + mix + out)
+        return -(-self.cycles_per_two_heads // 2)
+
+    @property
+    def useful_pe_cycles_per_head(self) -> int:
+        """PE-cycles that do useful work per head: ``2 * n * n * d`` (both products)."""
+        return 2 * self.seq_len * self.seq_len * self.head_dim
+
+    @property
+    def ideal_utilization(self) -> float:
+        """Useful PE-cycles / (2 arrays * R * C * cycles_per_head)."""
+        return self.useful_pe_cycles_per_head / (2 * self.rows * self.cols
+                                                 * self.cycles_per_head())
 
     # -- plain form -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

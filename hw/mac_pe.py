@@ -10,11 +10,46 @@ softmax weights, ``V`` signed).
 
 from __future__ import annotations
 
-from amaranth.hdl import Shape, Signal, signed, unsigned
+from amaranth.hdl import Const, Shape, Signal, Value, signed
 
 from .pe import ProcessingElement, check_int
 
-__all__ = ["MacPE", "mac_acc_bits"]
+__all__ = ["MULTIPLIER_KINDS", "MacPE", "mac_acc_bits", "multiply"]
+
+#: How a multiplier is built: ``"dsp"`` (``a * b``, mapped to hard multipliers)
+#: or ``"fabric"`` (shifted partial products, LUTs and carry chains only).
+MULTIPLIER_KINDS = ("dsp", "fabric")
+
+
+def multiply(a, b, *, kind: str = "dsp"):
+    """``a * b`` (combinational), as a hard multiplier or in fabric.
+
+    ``kind="dsp"`` returns Amaranth's ``a * b`` (a ``$mul`` cell, which Yosys
+    maps to DSP blocks). ``kind="fabric"`` returns the same value as a sum of
+    partial products ``(a << i)`` selected by the bits of ``b`` (the sign bit
+    of a signed ``b`` with weight ``-2**(w-1)``), so no ``$mul`` cell exists
+    and no synthesis tool can infer a DSP: the "device without DSPs" variant.
+    """
+    if kind not in MULTIPLIER_KINDS:
+        raise ValueError(f"kind must be one of {MULTIPLIER_KINDS}, not {kind!r}")
+    a, b = Value.cast(a), Value.cast(b)
+    if kind == "dsp":
+        return a * b
+    if len(b) > len(a):        # fewer partial products
+        a, b = b, a
+    width = len(a) + len(b) + 1
+    shape = signed(width)
+    total = Const(0, shape)
+    for i in range(len(b)):
+        term = (a.as_signed() if a.shape().signed else a).shift_left(i)
+        pp = b[i].replicate(width) & term.as_signed() if a.shape().signed else \
+            b[i].replicate(width) & term
+        pp = pp[:width].as_signed() if a.shape().signed else pp[:width]
+        if b.shape().signed and i == len(b) - 1:
+            total = total - pp
+        else:
+            total = total + pp
+    return total[:width].as_signed()
 
 
 def _ceil_log2(x: int) -> int:
@@ -56,6 +91,8 @@ class MacPE(ProcessingElement):
         Register the operands before the multiplier.
     tag_width : int
         Width of the user tag (see :class:`~inhibitron.hw.pe.ProcessingElement`).
+    multiplier : ``"dsp"`` or ``"fabric"``
+        How the product is built (:func:`multiply`).
 
     Members
     -------
@@ -69,7 +106,8 @@ class MacPE(ProcessingElement):
     """
 
     def __init__(self, *, a_bits: int, b_bits: int, a_signed: bool = True, b_signed: bool = True,
-                 length: int, input_register: bool = False, tag_width: int = 0):
+                 length: int, input_register: bool = False, tag_width: int = 0,
+                 multiplier: str = "dsp"):
         self._MustUse__silence = True  # no "never elaborated" warning if validation raises
         self._a_bits = check_int("a_bits", a_bits, minimum=1, maximum=32)
         self._b_bits = check_int("b_bits", b_bits, minimum=1, maximum=32)
@@ -78,6 +116,9 @@ class MacPE(ProcessingElement):
                           ("input_register", input_register)):
             if not isinstance(val, bool):
                 raise TypeError(f"{name} must be a bool, not {val!r}")
+        if multiplier not in MULTIPLIER_KINDS:
+            raise ValueError(f"multiplier must be one of {MULTIPLIER_KINDS}, not {multiplier!r}")
+        self._multiplier = multiplier
         self._a_signed = a_signed
         self._b_signed = b_signed
         self._input_register = input_register
@@ -102,5 +143,5 @@ class MacPE(ProcessingElement):
             m.d.sync += [ar.eq(a), br.eq(b)]
             a, b = ar, br
         product = Signal(self.term_shape, reset_less=True)
-        m.d.sync += product.eq(a * b)
+        m.d.sync += product.eq(multiply(a, b, kind=self._multiplier))
         return product

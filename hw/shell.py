@@ -10,7 +10,11 @@ inhibitor core (:mod:`inhibitron.hw.core`) and the dot-product baseline
   registered set and clear pulses (double buffering by head or block slot);
 * :class:`OutputRounder` -- the contract's output stage: round half up by a
   run-time shift ``r``, then saturate to the output format (registered,
-  three stages, with a user tag carried alongside).
+  three stages, with a user tag carried alongside);
+* :class:`BlockCollector` -- a mixing array's results through one rounder
+  per row, collected into row slices and written into the output block
+  slots of a :class:`~inhibitron.hw.shell_io.BlockEmitter`;
+* :func:`terminal_flags` -- registered "last step" flags of a sequencer.
 
 Every block is a :class:`~amaranth.lib.wiring.Component` (or a plain
 memory); none multiplies.
@@ -18,13 +22,13 @@ memory); none multiplies.
 
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .pe import check_int
 
-__all__ = ["OutputRounder", "SlotFlags", "bram"]
+__all__ = ["BlockCollector", "OutputRounder", "SlotFlags", "bram", "terminal_flags"]
 
 
 def bram(shape, depth: int) -> Memory:
@@ -35,6 +39,27 @@ def bram(shape, depth: int) -> Memory:
     callers guarantee that no address is read and written in the same cycle.
     """
     return Memory(shape=shape, depth=depth, init=[], attrs={"no_rw_check": 1})
+
+
+def terminal_flags(m, prefix: str, start, run, inner, inner_len: int, outer, outer_len: int):
+    """Registered ``inner == inner_len - 1`` and ``outer == outer_len - 1`` flags.
+
+    For a sequencer whose ``inner`` counter runs ``0 .. inner_len - 1`` once per
+    step of ``outer`` (``0 .. outer_len - 1``) while ``run`` is high, both
+    counters starting at 0 when ``start`` is high. The flags are computed one
+    cycle early from the counters' next values, so they are plain flip-flops
+    (no comparator in front of the logic they drive).
+    """
+    ilast = Signal(name=f"{prefix}_inner_last")
+    olast = Signal(name=f"{prefix}_outer_last")
+    with m.If(start):
+        m.d.sync += [ilast.eq(inner_len == 1), olast.eq(outer_len == 1)]
+    with m.Elif(run):
+        with m.If(ilast):
+            m.d.sync += [ilast.eq(inner_len == 1), olast.eq(outer == outer_len - 2)]
+        with m.Else():
+            m.d.sync += ilast.eq(inner == inner_len - 2)
+    return ilast, olast
 
 
 class SlotFlags(wiring.Component):
@@ -161,4 +186,123 @@ class OutputRounder(wiring.Component):
         m.d.comb += low.eq(t[:ob + 1] + 1)
         m.d.sync += [self.o_h.eq(Mux(above, hmax, Mux(below, hmin, low[1:].as_signed()))),
                      self.o_valid.eq(ok2), self.o_tag.eq(tag2)]
+        return m
+
+
+class BlockCollector(wiring.Component):
+    """An ``R x C`` mixing array's results -> rounded rows -> output block slot writes.
+
+    Row ``r`` of the array emits the ``C`` results of a tile on consecutive
+    cycles (column 0 first, :class:`~inhibitron.hw.systolic.SystolicArray`).
+    Each goes through an :class:`OutputRounder` (round half up by the
+    run-time shift of its output slot, saturate; three stages); the ``C``
+    rounded codes of a row are collected and written as one slice (the tile's)
+    of row ``r`` of the output slot named by the tag. The write (row, slot,
+    slice enable, data) is registered once more, and the slot is committed
+    with the write of row ``R - 1``'s last slice of the block (tag ``last``).
+
+    Parameters
+    ----------
+    rows, cols : int
+        The array shape ``R x C``.
+    slices : int
+        Tiles (slices) per output row, ``ceil(d / C)``.
+    acc_bits, shift_bits, out_bits : int
+        As for :class:`OutputRounder`.
+
+    Members
+    -------
+    i_valid : In(rows)
+    i_acc : In(ArrayLayout(signed(acc_bits), rows))
+    i_col : In(ArrayLayout(range(cols), rows))
+    i_tag : In(ArrayLayout(tag_layout, rows))
+        The array's ``out_valid``, ``out_data``, ``out_col``, ``out_tag``; the
+        array's tag must be :attr:`tag_layout` (``tile``, output ``oslot``,
+        ``last`` tile of the block).
+    shift : In(ArrayLayout(unsigned(shift_bits), 2))
+        The output shift ``r`` of each output slot's head.
+    w_row, w_slot, w_en, w_data, commit : Out
+        To the :class:`~inhibitron.hw.shell_io.BlockEmitter`'s write side
+        (registers).
+
+    Latency: a result on ``i_acc`` at ``t`` is written at ``t + 4``
+    (``OutputRounder.latency`` + the write register).
+    """
+
+    #: Cycles from a row's last result to its write.
+    latency = OutputRounder.latency + 1
+
+    @staticmethod
+    def tag_layout_for(slices: int) -> data.StructLayout:
+        """The array tag the collector reads: ``{"tile", "oslot", "last"}``."""
+        return data.StructLayout({"tile": range(max(2, slices)), "oslot": 1, "last": 1})
+
+    def __init__(self, *, rows: int, cols: int, slices: int, acc_bits: int, shift_bits: int,
+                 out_bits: int):
+        self._MustUse__silence = True
+        self._rows = check_int("rows", rows, minimum=1)
+        self._cols = check_int("cols", cols, minimum=1)
+        self._slices = check_int("slices", slices, minimum=1)
+        self._acc_bits = check_int("acc_bits", acc_bits, minimum=1)
+        self._shift_bits = check_int("shift_bits", shift_bits, minimum=1)
+        self._out_bits = check_int("out_bits", out_bits, minimum=2)
+        self.tag_layout = self.tag_layout_for(slices)
+        self._row_bits = max(1, (rows - 1).bit_length())
+        super().__init__({
+            "i_valid": In(rows),
+            "i_acc": In(data.ArrayLayout(signed(acc_bits), rows)),
+            "i_col": In(data.ArrayLayout(range(cols), rows)),
+            "i_tag": In(data.ArrayLayout(self.tag_layout, rows)),
+            "shift": In(data.ArrayLayout(unsigned(shift_bits), 2)),
+            "w_row": Out(self._row_bits),
+            "w_slot": Out(1),
+            "w_en": Out(slices),
+            "w_data": Out(data.ArrayLayout(signed(out_bits), slices * cols)),
+            "commit": Out(2),
+        })
+        self._MustUse__silence = False
+
+    def elaborate(self, platform):
+        m = Module()
+        R, C, nL, ob = self._rows, self._cols, self._slices, self._out_bits
+        rtag = data.StructLayout({"mix": self.tag_layout, "row_end": 1})
+        wr_data, wr_addr, wr_en = 0, 0, 0
+        last_req = last_slot = None
+        for r in range(R):
+            tag0 = self.i_tag[r]
+            m.submodules[f"rounder{r}"] = rnd = OutputRounder(
+                acc_bits=self._acc_bits, shift_bits=self._shift_bits, out_bits=ob,
+                tag_width=rtag.size)
+            rin = data.View(rtag, rnd.i_tag)
+            m.d.comb += [rnd.i_valid.eq(self.i_valid[r]), rnd.i_acc.eq(self.i_acc[r]),
+                         rnd.i_shift.eq(Mux(tag0.oslot, self.shift[1], self.shift[0])),
+                         rin.mix.eq(tag0), rin.row_end.eq(self.i_col[r] == C - 1)]
+            rout = data.View(rtag, rnd.o_tag)
+            h_val, h_ok, h_tag = rnd.o_h, rnd.o_valid, rout.mix
+            coll = Signal(data.ArrayLayout(signed(ob), C), name=f"collect{r}", reset_less=True)
+            if C > 1:
+                with m.If(h_ok):
+                    m.d.sync += coll.as_value().eq(Cat(coll.as_value()[ob:], h_val))
+            row_data = Cat(coll.as_value()[ob:], h_val)
+            # The row's last column leaves the rounder: its tag flag is a flip-flop, so
+            # no compare sits in front of the write multiplexer.
+            req = h_ok & rout.row_end
+            wr_data = wr_data | Mux(req, row_data, 0)
+            wr_addr = wr_addr | Mux(req, Cat(Const(r, self._row_bits), h_tag.oslot), 0)
+            wr_en = wr_en | Mux(req, (Const(1, nL) << h_tag.tile)[:nL], 0)
+            if r == R - 1:
+                last_req = req & h_tag.last
+                last_slot = h_tag.oslot
+        # The row write is registered once more (address, data, enables); the slot is
+        # committed with it.
+        slice_data = Signal(C * ob, reset_less=True)
+        ow_addr = Signal(self._row_bits + 1, reset_less=True)
+        ow_en = Signal(nL)
+        ow_full = Signal(2)
+        m.d.sync += [ow_addr.eq(wr_addr), ow_en.eq(wr_en), slice_data.eq(wr_data),
+                     ow_full.eq(Mux(last_req, Const(1, 2) << last_slot, 0))]
+        m.d.comb += [self.w_row.eq(ow_addr[:-1]), self.w_slot.eq(ow_addr[-1]),
+                     self.w_en.eq(ow_en), self.commit.eq(ow_full),
+                     # every slice gets the same data; the enabled one (the tile) keeps it
+                     self.w_data.as_value().eq(Cat(*[slice_data for _ in range(nL)]))]
         return m

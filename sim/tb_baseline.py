@@ -9,7 +9,9 @@ Two parts, as in cocotb's ``examples/matrix_multiplier``:
   random back-pressure; tolerance zero against
   :func:`inhibitron.quant.baseline_golden.baseline_attention_int`). The first
   head runs at full rate (no idle cycles, no back-pressure) and measures the
-  cycles from its descriptor handshake to its last output row.
+  cycles from its descriptor handshake to its last output row; a run without
+  stalls measures the cycles between consecutive heads' last rows (the
+  steady state of :meth:`BaselineConfig.cycles_per_head`).
 * :func:`run_baseline_cosim` (runs in pytest or a script): emits the Verilog of
   a :class:`~inhibitron.hw.baseline.DotProductAttentionCore`, builds it with
   the shared runner (:func:`inhibitron.sim.runner.build_model`, the project's
@@ -74,25 +76,34 @@ def run_baseline_cosim(config, *, build_dir, heads: int = 3, seed: int = 0,
                        stall: bool = True) -> dict:
     """Build and run the bit-exact cosimulation of a baseline core.
 
+    The model is built once and run twice on the same stimulus: every head at
+    full rate (no idle cycles, no back-pressure), which measures the
+    steady-state cycles per head, then (``stall=True``) with random idle
+    cycles on the inputs and back-pressure on the output after the first head.
+
     Parameters
     ----------
     config : BaselineConfig
     build_dir : path
         Build directory (one per configuration).
     heads : int
-        Heads to run back to back after the full-rate timing head (see
+        Heads to run back to back after the first head (see
         :func:`_stimulus`); codes are random with the format extremes mixed in.
     seed : int
         Stimulus seed.
     stall : bool
-        Random idle cycles on the inputs and back-pressure on the output
-        after the first head.
+        Also run with idle cycles and back-pressure.
 
     Returns
     -------
     dict
-        ``{"mismatches": [...], "heads": int, "cycles_full_rate": int,
-        "cycles_formula": int, "rows_checked": int, "elements_compared": int}``.
+        The full-rate run: ``{"mismatches": [...], "heads": int,
+        "cycles_full_rate": int`` (descriptor handshake of head 0 to its last
+        row), ``"head_cycles": [...]`` (cycles between the last rows of
+        consecutive heads), ``"cycles_formula": int``
+        (:meth:`BaselineConfig.cycles_per_head`), ``"cycles_per_two_heads":
+        int``, ``"rows_checked": int, "elements_compared": int}``; with
+        ``stall``, the stalled run's result under ``"backpressure"``.
 
     Raises
     ------
@@ -111,28 +122,36 @@ def run_baseline_cosim(config, *, build_dir, heads: int = 3, seed: int = 0,
     text = convert_verilog(DotProductAttentionCore(config), name=top)
     if not vfile.exists() or vfile.read_text() != text:
         vfile.write_text(text)
-    stim_file = build / "stimulus.json"
-    result_file = build / "result.json"
-    stim_file.write_text(json.dumps({"config": config.to_dict(), "stall": stall, "seed": seed,
-                                     "heads": _stimulus(config, heads, seed)}))
-    if result_file.exists():
-        result_file.unlink()
-
+    stimulus = _stimulus(config, heads, seed)
     runner = build_model(vfile, top, build)
-    runner.test(hdl_toplevel=top, hdl_toplevel_lang="verilog", test_module=_TEST_MODULE,
-                build_dir=build / "sim",
-                test_dir=build, extra_env={_STIM_ENV: str(stim_file), _RESULT_ENV: str(result_file)},
-                log_file=build / "sim.log")
-    if not result_file.exists():
-        raise AssertionError(f"the cocotb test did not finish; see {build / 'sim.log'}")
-    res = json.loads(result_file.read_text())
-    res["cycles_formula"] = config.cycles_per_head(config.seq_len)
-    if res["stalled"]:
-        raise AssertionError(res["stalled"])
-    if res["mismatches"]:
-        raise AssertionError(f"{len(res['mismatches'])} mismatching codes; first: "
-                             f"{res['mismatches'][:5]}")
-    return res
+    results = {}
+    for mode in ("full", "backpressure") if stall else ("full",):
+        stim_file = build / f"stimulus_{mode}.json"
+        result_file = build / f"result_{mode}.json"
+        stim_file.write_text(json.dumps({"config": config.to_dict(),
+                                         "stall": mode == "backpressure", "seed": seed,
+                                         "heads": stimulus}))
+        if result_file.exists():
+            result_file.unlink()
+        runner.test(hdl_toplevel=top, hdl_toplevel_lang="verilog", test_module=_TEST_MODULE,
+                    build_dir=build / "sim", test_dir=build,
+                    extra_env={_STIM_ENV: str(stim_file), _RESULT_ENV: str(result_file)},
+                    log_file=build / f"sim_{mode}.log")
+        if not result_file.exists():
+            raise AssertionError(f"the cocotb test did not finish; see {build / f'sim_{mode}.log'}")
+        res = json.loads(result_file.read_text())
+        res["cycles_formula"] = config.cycles_per_head()
+        res["cycles_per_two_heads"] = config.cycles_per_two_heads
+        if res["stalled"]:
+            raise AssertionError(f"{mode}: {res['stalled']}")
+        if res["mismatches"]:
+            raise AssertionError(f"{mode}: {len(res['mismatches'])} mismatching codes; first: "
+                                 f"{res['mismatches'][:5]}")
+        results[mode] = res
+    out = results["full"]
+    if stall:
+        out["backpressure"] = results["backpressure"]
+    return out
 
 
 # ----------------------------------------------------------------------------------------
@@ -203,6 +222,8 @@ if cocotb is not None:
             "mismatches": sb.report + [{"error": e} for e in sb.last_errors[:10]],
             "mismatch_count": sb.mismatches, "heads": len(heads),
             "rows_checked": sb.compared // cfg.head_dim, "elements_compared": sb.compared,
-            "cycles_full_rate": full_rate, "stalled": stalled}))
+            "cycles_full_rate": full_rate,
+            "head_cycles": [b - a for a, b in zip(mon.last_cycles, mon.last_cycles[1:])],
+            "stalled": stalled}))
         assert stalled is None, stalled
         assert sb.mismatches == 0 and not sb.last_errors, sb.summary() + str(sb.last_errors[:5])

@@ -6,16 +6,45 @@ from inhibitron.hw.baseline import BaselineConfig, DotProductAttentionCore
 from inhibitron.hw.mac_pe import MacPE
 
 
+#: Shapes whose steady state is bound by each term of BaselineConfig.pair_period:
+#: the arrays (2x4, 4x4), the softmax stage (2x2 n=8 d=4), the exp memory (1x1 n=8 d=6).
+SHAPES = {
+    "2x4_n8_d8": dict(rows=2, cols=4, seq_len=8, head_dim=8),
+    "4x4_n16_d16": dict(rows=4, cols=4, seq_len=16, head_dim=16),
+    "2x2_n8_d4_4bit": dict(rows=2, cols=2, seq_len=8, head_dim=4, qk_bits=4, v_bits=6,
+                           out_bits=6),
+    "1x1_n8_d6": dict(rows=1, cols=1, seq_len=8, head_dim=6),
+}
+
+
 @pytest.mark.cosim
-def test_baseline_core_bit_exact(tmp_path):
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_baseline_core_bit_exact(name, tmp_path):
     from inhibitron.sim.tb_baseline import run_baseline_cosim
 
-    cfg = BaselineConfig(rows=2, cols=4, seq_len=8, head_dim=8)
+    cfg = BaselineConfig.from_dict(dict(SHAPES[name], name=f"baseline_{name}"))
     res = run_baseline_cosim(cfg, build_dir=tmp_path / "build", heads=4, seed=3)
-    assert res["mismatches"] == []
-    assert res["rows_checked"] == 5 * 8
-    # the cycle formula of the study is what the RTL does at full rate
-    assert res["cycles_full_rate"] == res["cycles_formula"]
+    assert res["mismatches"] == [] and res["backpressure"]["mismatches"] == []
+    assert res["rows_checked"] == 5 * cfg.seq_len
+    assert res["backpressure"]["rows_checked"] == 5 * cfg.seq_len
+    # the steady-state cycle formula is what the RTL does at full rate: every two
+    # consecutive heads take exactly cycles_per_two_heads
+    steady = res["head_cycles"]
+    pairs = [a + b for a, b in zip(steady, steady[1:])]
+    assert len(pairs) >= 2 and pairs == [cfg.cycles_per_two_heads] * len(pairs), (
+        steady, cfg.cycles_per_two_heads)
+
+
+def test_baseline_fabric_multipliers_have_no_mul_cells():
+    """multipliers="fabric" leaves no multiplication in the design (no DSP can be inferred)."""
+    from inhibitron.hw.generate import convert_verilog
+
+    kw = dict(rows=2, cols=2, seq_len=4, head_dim=2)
+    dsp = convert_verilog(DotProductAttentionCore(BaselineConfig(**kw)), name="b_dsp")
+    fabric = convert_verilog(DotProductAttentionCore(BaselineConfig(multipliers="fabric", **kw)),
+                             name="b_fabric")
+    assert " * " in dsp
+    assert " * " not in fabric
 
 
 def test_baseline_config_errors():
@@ -27,6 +56,8 @@ def test_baseline_config_errors():
         BaselineConfig(rows=0)
     with pytest.raises(ValueError, match=r"unknown BaselineConfig field\(s\) \['theta'\]"):
         BaselineConfig.from_dict({"theta": 1})
+    with pytest.raises(ValueError, match=r"multipliers must be one of \('dsp', 'fabric'\), not 'lut'"):
+        BaselineConfig(multipliers="lut")
     with pytest.raises(TypeError, match=r"config must be a BaselineConfig"):
         DotProductAttentionCore({"rows": 2})
 
