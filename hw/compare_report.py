@@ -89,7 +89,8 @@ def _plots(rows, img_dir: Path, stem: str) -> list[str]:
     ax.set_ylabel("achieved Fmax (MHz)")
     ax.set_title("Fmax on ECP5-85F, speed 6")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:      # no Fmax without place-and-route (--no-pnr)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     f = img_dir / f"{stem}_fmax.png"
     fig.savefig(f, dpi=110)
