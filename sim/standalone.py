@@ -51,7 +51,7 @@ import numpy as np
 
 from .stimulus import Head, golden_outputs
 
-__all__ = ["StandaloneBench", "hex_rows", "write_testbench", "build", "run", "parse_result",
+__all__ = ["StandaloneBench", "hex_rows", "unpack_hex", "write_testbench", "build", "run", "parse_result",
            "stimulus_heads", "STIMULI"]
 
 #: Stimulus kinds of :func:`stimulus_heads`.
@@ -160,6 +160,17 @@ def hex_rows(codes, bits: int) -> list[str]:
     nibbles = bitarr.reshape(rows, digits, 4) @ np.array([1, 2, 4, 8])
     chars = _HEX[nibbles[:, ::-1]]
     return ["".join(r) for r in chars]
+
+
+def unpack_hex(text: str, bits: int, count: int) -> np.ndarray:
+    """Inverse of one :func:`hex_rows` line: ``count`` signed ``bits``-bit codes.
+
+    >>> unpack_hex("f1", 4, 2).tolist()
+    [1, -1]
+    """
+    value = int(text, 16)
+    codes = [(value >> (i * bits)) & ((1 << bits) - 1) for i in range(count)]
+    return np.array([c - (1 << bits) if c >> (bits - 1) else c for c in codes], dtype=np.int64)
 
 
 def _memh(path: Path, lines: list[str], comment: str) -> None:
@@ -380,10 +391,14 @@ sim=${{1:-verilator}}
 [ $# -gt 0 ] && shift
 case "$sim" in
   verilator)
+    # (re)build unless the binary is newer than both sources
+    if [ ! -x obj_verilator/{top} ] || [ {name}.v -nt obj_verilator/{top} ] \
+       || [ {top}.sv -nt obj_verilator/{top} ]; then
     ${{VERILATOR:-verilator}} --binary -O3 --x-assign fast --x-initial fast -Wno-fatal \
       -Wno-lint -Wno-style -Wno-TIMESCALEMOD -CFLAGS -std=c++20 \
       -MAKEFLAGS CFG_CXXFLAGS_PCH_I=-include --top-module {top} -Mdir obj_verilator -o {top} \
       {name}.v {top}.sv > build_verilator.log 2>&1 || {{ cat build_verilator.log; exit 2; }}
+    fi
     set -- obj_verilator/{top} "$@";;
   icarus)
     ${{IVERILOG:-iverilog}} -g2012 -s {top} -o {top}.vvp {name}.v {top}.sv \
@@ -558,18 +573,19 @@ def parse_result(text: str) -> dict:
 
 def run(bench: StandaloneBench, simulator: str = "verilator", *, idle: int = 0, stall: int = 0,
         seed: int = 1, runner: list[str] | None = None, extra: tuple[str, ...] = (),
-        timeout: float = 1800) -> dict:
+        memdir=None, timeout: float = 1800) -> dict:
     """Build (unless ``runner`` is given) and run the testbench; return its parsed result.
 
     ``idle``/``stall`` are per mille. The result has ``passed`` (exit status
     0 and ``RESULT PASS``), ``returncode``, the ``RESULT`` fields
     (``cycles``, ``elements``, ``mismatches``, ...), ``wall_s`` (the
     simulation executable alone, without the build), ``cycles_per_s`` and
-    ``output`` (its stdout + stderr).
+    ``output`` (its stdout + stderr). ``memdir``: read the ``.memh`` files
+    from there instead (same sizes: the head count is compiled in).
     """
     if runner is None:
         runner = build(bench, simulator)
-    cmd = [*runner, f"+memdir={bench.directory}", f"+idle={idle}", f"+stall={stall}",
+    cmd = [*runner, f"+memdir={memdir or bench.directory}", f"+idle={idle}", f"+stall={stall}",
            f"+seed={seed}", *extra]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=bench.directory, capture_output=True, text=True,

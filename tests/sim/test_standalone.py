@@ -18,7 +18,7 @@ import pytest
 from inhibitron.cli import main
 from inhibitron.hw.config import CoreConfig
 from inhibitron.sim import standalone as S
-from inhibitron.sim.stimulus import golden_outputs, pack_rows
+from inhibitron.sim.stimulus import pack_rows
 from inhibitron.sim.toolchain import have_icarus
 
 CFG = dict(rows=2, cols=4, seq_len=10, head_dim=8, qk_bits=8, v_bits=8, out_bits=8,
@@ -65,12 +65,19 @@ def test_verilator_pass(bench, verilator_runner, pacing):
 
 @pytest.mark.cosim
 def test_verilator_reports_mismatch(bench, verilator_runner, tmp_path):
+    """One expected element off by one: reported at its (head, row, column), exit status 1."""
+    import shutil
     cfg = bench.config
-    heads = S.stimulus_heads(cfg, kind="random", heads=2, seed=9)
-    expected = golden_outputs(cfg, heads)
-    expected[1, 3, 5] += 1
-    bad = S.write_testbench(cfg, heads, tmp_path, expected=expected)
-    res = S.run(bad, "verilator", runner=S.build(bad, "verilator", jobs=2))
+    lines = bench.memfiles["h"].read_text().splitlines()
+    header, rows = lines[0], lines[1:]
+    codes = np.stack([S.unpack_hex(r, cfg.out_bits, cfg.head_dim) for r in rows])
+    index = 1 * cfg.seq_len + 3
+    codes[index, 5] = codes[index, 5] - 1 if codes[index, 5] > 0 else codes[index, 5] + 1
+    for s, path in bench.memfiles.items():
+        shutil.copy(path, tmp_path / path.name)
+    (tmp_path / bench.memfiles["h"].name).write_text(
+        "\n".join([header, *S.hex_rows(codes, cfg.out_bits)]) + "\n")
+    res = S.run(bench, "verilator", runner=verilator_runner, memdir=tmp_path)
     assert not res["passed"] and res["returncode"] != 0
     assert res["status"] == "FAIL" and res["mismatches"] == 1
     assert res["mismatch_lines"][0].startswith("MISMATCH head 1 row 3 col 5: got ")
