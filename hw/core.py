@@ -41,31 +41,11 @@ from amaranth.utils import bits_for
 from .config import MANIFEST_VERSIONS, CoreConfig
 from .pe import L1PE, SoftThresholdPE
 from .rowstats import RowStatistics, ThresholdClip
-from .shell import OutputRounder, SlotFlags, bram
+from .shell import BlockCollector, SlotFlags, bram, terminal_flags
 from .shell_io import BlockEmitter, DescriptorSlots, RowLoader, slot_bits
 from .systolic import SystolicArray
 
 __all__ = ["CoreConfig", "InhibitorAttentionCore", "MANIFEST_VERSIONS"]
-
-def _terminal_flags(m, prefix: str, start, run, inner, inner_len: int, outer, outer_len: int):
-    """Registered ``inner == inner_len - 1`` and ``outer == outer_len - 1`` flags.
-
-    For a sequencer whose ``inner`` counter runs ``0 .. inner_len - 1`` once per
-    step of ``outer`` (``0 .. outer_len - 1``) while ``run`` is high, both
-    counters starting at 0 when ``start`` is high. The flags are computed one
-    cycle early from the counters' next values, so they are plain flip-flops.
-    """
-    ilast = Signal(name=f"{prefix}_inner_last")
-    olast = Signal(name=f"{prefix}_outer_last")
-    with m.If(start):
-        m.d.sync += [ilast.eq(inner_len == 1), olast.eq(outer_len == 1)]
-    with m.Elif(run):
-        with m.If(ilast):
-            m.d.sync += [ilast.eq(inner_len == 1), olast.eq(outer == outer_len - 2)]
-        with m.Else():
-            m.d.sync += ilast.eq(inner == inner_len - 2)
-    return ilast, olast
-
 
 def _addr(offset, bits: int, slot):
     """``slot * 2**bits + offset`` as a concatenation (``offset < 2**bits``)."""
@@ -216,7 +196,7 @@ class InhibitorAttentionCore(wiring.Component):
         # Terminal counts are registered one cycle ahead (s_klast == (s_k == d - 1),
         # s_tlast == (s_tile == nJ - 1)): no comparator sits in front of the
         # flag and slot logic they drive.
-        s_klast, s_tlast = _terminal_flags(m, "s", s_can, s_run, s_k, d, s_tile, nJ)
+        s_klast, s_tlast = terminal_flags(m, "s", s_can, s_run, s_k, d, s_tile, nJ)
         s_tile_end = Signal()
         s_job_end = Signal()
         m.d.comb += [s_tile_end.eq(s_run & s_klast),
@@ -322,12 +302,15 @@ class InhibitorAttentionCore(wiring.Component):
             m.d.comb += zfull.set.bit_select(stats_slot[R - 1], 1).eq(1)
 
         # -------------------------------------------------------- mixing stage
-        mtag = data.StructLayout({"tile": range(nL), "oslot": 1, "last": 1})
+        mtag = BlockCollector.tag_layout_for(nL)
         m.submodules.mix = mix = SystolicArray(
             pe=functools.partial(SoftThresholdPE, v_bits=cfg.v_bits, zb_bits=w.zb_mix_bits,
                                  v_shift=cfg.v_shift, z_shift=cfg.z_shift, length=n,
                                  tag_width=mtag.size),
             rows=R, cols=C, pipelined_readout=True)
+        m.submodules.collect = collect = BlockCollector(
+            rows=R, cols=C, slices=nL, acc_bits=len(mix.out_data[0]), shift_bits=cfg.shift_bits,
+            out_bits=cfg.out_bits)
         z_rd = [mem.read_port() for mem in zmem]
         m_run = Signal()
         m_zs = Signal()                        # z slot being mixed
@@ -355,7 +338,7 @@ class InhibitorAttentionCore(wiring.Component):
             for i in range(2):
                 with m.If(m_os == i):
                     m.d.sync += o_shift[i].eq(Mux(m_hp, d_shift[1], d_shift[0]))
-        m_jlast, m_tlast = _terminal_flags(m, "m", m_can, m_run, m_j, n, m_tile, nL)
+        m_jlast, m_tlast = terminal_flags(m, "m", m_can, m_run, m_j, n, m_tile, nL)
         m_tile_end = Signal()
         m_job_end = Signal()
         m.d.comb += [m_tile_end.eq(m_run & m_jlast),
@@ -418,47 +401,12 @@ class InhibitorAttentionCore(wiring.Component):
 
         # -------------------------------- mixing back end: round, collect, write block
         # Each PE row's results go through an OutputRounder (contract step 6: round
-        # half up by the head's run-time r, saturate), three registered stages. Its
-        # tag carries the output-slot tag and "last column of the row", so the row
-        # write request below is a flip-flop (no compare in front of the write mux).
-        rtag = data.StructLayout({"mix": mtag, "row_end": 1})
-        wr_data = 0
-        wr_addr = 0
-        wr_en = 0
-        for r in range(R):
-            tag0 = data.View(mtag, mix.out_tag[r])
-            m.submodules[f"rounder{r}"] = rnd = OutputRounder(
-                acc_bits=len(mix.out_data[r]), shift_bits=cfg.shift_bits, out_bits=cfg.out_bits,
-                tag_width=rtag.size)
-            rin = data.View(rtag, rnd.i_tag)
-            m.d.comb += [rnd.i_valid.eq(mix.out_valid[r]), rnd.i_acc.eq(mix.out_data[r]),
-                         rnd.i_shift.eq(Mux(tag0.oslot, o_shift[1], o_shift[0])),
-                         rin.mix.eq(tag0), rin.row_end.eq(mix.out_col[r] == C - 1)]
-            rout = data.View(rtag, rnd.o_tag)
-            h_val, h_ok, h_tag = rnd.o_h, rnd.o_valid, rout.mix
-            coll = Signal(data.ArrayLayout(signed(cfg.out_bits), C), name=f"collect{r}",
-                          reset_less=True)
-            if C > 1:
-                with m.If(h_ok):
-                    m.d.sync += coll.as_value().eq(Cat(coll.as_value()[cfg.out_bits:], h_val))
-            row_data = Cat(coll.as_value()[cfg.out_bits:], h_val)
-            req = h_ok & rout.row_end            # the row's last column leaves the rounder
-            wr_data = wr_data | Mux(req, row_data, 0)
-            wr_addr = wr_addr | Mux(req, Cat(Const(r, slot_bits(R)), h_tag.oslot), 0)
-            wr_en = wr_en | Mux(req, (Const(1, nL) << h_tag.tile)[:nL], 0)
-            if r == R - 1:
-                last_req = req & h_tag.last
-                last_slot = h_tag.oslot
-        # The row write is registered once more (address, data, enables) before the
-        # output memory, and the slot's "full" flag is set with it.
-        slice_data = Signal(C * cfg.out_bits, reset_less=True)
-        ow_addr = Signal(slot_bits(R) + 1, reset_less=True)
-        ow_en = Signal(nL)
-        ow_full = Signal(2)
-        m.d.sync += [ow_addr.eq(wr_addr), ow_en.eq(wr_en), slice_data.eq(wr_data),
-                     ow_full.eq(Mux(last_req, Const(1, 2) << last_slot, 0))]
-        m.d.comb += [emit.w_row.eq(ow_addr[:-1]), emit.w_slot.eq(ow_addr[-1]),
-                     emit.w_en.eq(ow_en), emit.commit.eq(ow_full),
-                     # Every slice gets the same data; the enabled one (the tile) keeps it.
-                     emit.w_data.as_value().eq(Cat(*[slice_data for _ in range(nL)]))]
+        # half up by the head's run-time r, saturate); the rows are collected and
+        # written into the output block slot (shell.BlockCollector).
+        m.d.comb += [collect.i_valid.eq(mix.out_valid), collect.i_acc.eq(mix.out_data),
+                     collect.i_col.eq(mix.out_col), collect.i_tag.as_value().eq(mix.out_tag),
+                     collect.shift[0].eq(o_shift[0]), collect.shift[1].eq(o_shift[1]),
+                     emit.w_row.eq(collect.w_row), emit.w_slot.eq(collect.w_slot),
+                     emit.w_en.eq(collect.w_en), emit.w_data.eq(collect.w_data),
+                     emit.commit.eq(collect.commit)]
         return m
