@@ -15,6 +15,7 @@ runs all of them (the slow ones are ``@pytest.mark.slow``).
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import pytest
 
@@ -123,8 +124,22 @@ def test_divider(max_length, mean_width, tmp_path):
                    mode="prove", depth=depth))
 
 
+def test_divider_cover(tmp_path):
+    """Not vacuous: a division of the largest L with the largest mean is reached."""
+    _check(F.prove(_div(5, 3), "div_cover", tmp_path, mode="cover", depth=8))
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("max_length,mean_width", [(23, 8), (64, 10), (128, 14)])
+@pytest.mark.parametrize("max_length,mean_width", [
+    (23, 8),
+    # the dividers of the 4x4/8-bit d=32 and 8x8/8-bit d=64 cores: k-induction of depth 26 and
+    # 34 with the spec's wide division did not finish in 14 and 6 minutes on the loaded CI
+    # machine; run them with INHIBITRON_FORMAL_LONG=1
+    pytest.param(64, 10, marks=pytest.mark.skipif(not os.environ.get("INHIBITRON_FORMAL_LONG"),
+                                                  reason="long (unfinished after 6-14 min here): set INHIBITRON_FORMAL_LONG=1")),
+    pytest.param(128, 14, marks=pytest.mark.skipif(not os.environ.get("INHIBITRON_FORMAL_LONG"),
+                                                   reason="long (unfinished after 6-14 min here): set INHIBITRON_FORMAL_LONG=1")),
+])
 def test_divider_core_sizes(max_length, mean_width, tmp_path):
     depth = 2 * (mean_width + 1) + 4
     _check(F.prove(_div(max_length, mean_width), f"div_{max_length}_{mean_width}", tmp_path,
@@ -144,6 +159,11 @@ def _rowstats(z_width, n, row_len):
 def test_rowstats_bmc(tmp_path):
     # one row of 6 scores (1 padded tile column), the division, the next row's start
     _check(F.prove(_rowstats(4, 5, 6), "rowstats_z4_n5", tmp_path, mode="bmc", depth=24))
+
+
+def test_rowstats_cover(tmp_path):
+    """Not vacuous: a full-length row of maximal scores reaches its threshold."""
+    _check(F.prove(_rowstats(4, 5, 6), "rowstats_cover", tmp_path, mode="cover", depth=24))
 
 
 @pytest.mark.slow
@@ -181,7 +201,7 @@ def test_axi_cover_two_heads(tmp_path):
 def test_axi_full_rate_response(tmp_path):
     cfg = CoreConfig.from_dict(AXI_CFG)
     _check(F.prove(F.AxiHarness(cfg, full_rate=AXI_RESPONSE), "axi_response", tmp_path,
-                   mode="bmc", depth=AXI_RESPONSE + 2, timeout=3600))
+                   mode="bmc", depth=AXI_RESPONSE + 4, timeout=3600))
 
 
 @pytest.mark.slow
@@ -189,12 +209,13 @@ def test_axi_full_rate_response_too_short_fails(tmp_path):
     """The response property is not vacuous: a bound shorter than the latency fails."""
     cfg = CoreConfig.from_dict(AXI_CFG)
     res = F.prove(F.AxiHarness(cfg, full_rate=20), "axi_response_short", tmp_path, mode="bmc",
-                  depth=22, timeout=3600)
+                  depth=24, timeout=3600)
     _check(res, "FAIL")
     assert res.traces
 
 
 #: BMC depth of the deep AXI runs (cycles after reset; two heads come out within it).
 AXI_DEPTH = 70
-#: Bound of the full-rate response (the first head's rows all out).
+#: Bound of the full-rate response (the first head's rows all out). The assertion is checked
+#: from step bound + 2 on (reset, then the counter), so the BMC depth is bound + 4.
 AXI_RESPONSE = 60
