@@ -134,7 +134,7 @@ def find_sby(solver: str = "boolector") -> tuple[list[str], dict]:
         path = shim_dir / name
         text = f"#!/bin/sh\nexec '{py}' -c '{code}' \"$@\"\n"
         if not path.exists() or path.read_text() != text:
-            tmp = path.with_suffix(".tmp")
+            tmp = path.with_name(f"{name}.{os.getpid()}.tmp")    # xdist workers race here
             tmp.write_text(text)
             tmp.chmod(0o755)
             tmp.replace(path)
