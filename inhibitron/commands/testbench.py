@@ -35,8 +35,10 @@ def register(subparsers) -> None:
                      help="a quantized checkpoint (inhibitron export): its layer's formats, and "
                      "its per-head theta and r on the real MiniLM heads; needs --layer")
     p.add_argument("--layer", type=int, help="layer index (with --checkpoint)")
-    p.add_argument("--rows", type=int, default=8, help="array rows with --checkpoint (default 8)")
-    p.add_argument("--cols", type=int, default=8, help="array cols with --checkpoint (default 8)")
+    p.add_argument("--rows", type=int, default=None,
+                   help="array rows with --checkpoint (default 8; with --config set rows in the file)")
+    p.add_argument("--cols", type=int, default=None,
+                   help="array cols with --checkpoint (default 8; with --config set cols in the file)")
     p.add_argument("--seq-len", type=int, help="n with --checkpoint (default: the checkpoint's)")
     p.add_argument("--name", help="module name (default: from the config)")
     p.add_argument("--out", type=Path, default=Path("build/tb"), metavar="DIR",
@@ -57,11 +59,17 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from inhibitron.commands.generate import config_from_args
+    from inhibitron.cli import UserError, check_output_dir
+    from inhibitron.commands.generate import config_from_args, refuse_checkpoint_options
     from inhibitron.sim.standalone import run as run_bench
     from inhibitron.sim.standalone import stimulus_heads, write_testbench
 
+    refuse_checkpoint_options(args)
+    for option in ("idle", "stall"):
+        if not 0 <= getattr(args, option) < 1000:
+            raise UserError(f"--{option} must be in 0..999 per mille, not {getattr(args, option)}")
     cfg = config_from_args(args)
+    check_output_dir(args.out, "--out")
     heads = stimulus_heads(cfg, kind=args.stimulus, heads=args.heads, seed=args.seed,
                            checkpoint=args.checkpoint, layer=args.layer)
     bench = write_testbench(cfg, heads, args.out, stimulus=args.stimulus)
