@@ -41,7 +41,7 @@ from amaranth.utils import bits_for
 from .config import MANIFEST_VERSIONS, CoreConfig
 from .pe import L1PE, SoftThresholdPE
 from .rowstats import RowStatistics, ThresholdClip
-from .shell import BlockCollector, SlotFlags, bram, terminal_flags
+from .shell import BlockCollector, JobSequencer, SlotFlags, bram
 from .shell_io import BlockEmitter, DescriptorSlots, RowLoader, slot_bits
 from .systolic import SystolicArray
 
@@ -158,14 +158,14 @@ class InhibitorAttentionCore(wiring.Component):
             pe=functools.partial(L1PE, width=cfg.qk_bits, length=d, tag_width=stag.size),
             rows=R, cols=C, pipelined_readout=True)
 
-        s_run = Signal()
+        # The job's counters: nJ tiles of d steps, s_kbase = tile * d.
+        m.submodules.sseq = sseq = JobSequencer(steps=d, tiles=nJ, stride=d,
+                                                base_bits=k_half + 1, name="s")
+        s_run, s_k, s_kbase = sseq.run, sseq.step, sseq.base
         s_hp = Signal()                        # head slot of the job
         s_blk = Signal(range(nI))              # row block I
         s_blast = Signal(init=int(nI == 1))    # s_blk == nI - 1, registered
         s_qbase = Signal(q_half + 1)           # I * d
-        s_kbase = Signal(k_half + 1)           # J * d
-        s_tile = Signal(range(nJ))
-        s_k = Signal(range(d))
         s_zs = Signal()                        # z slot of the job
         s_gap = Signal(range(cfg.min_score_job_cycles + 2))
         z_hp = [Signal(name=f"zinfo_hp{i}") for i in range(2)]
@@ -186,33 +186,24 @@ class InhibitorAttentionCore(wiring.Component):
         with m.If(s_gap != 0):
             m.d.sync += s_gap.eq(s_gap - 1)
         with m.If(s_can):
-            m.d.sync += [s_run.eq(1), s_tile.eq(0), s_k.eq(0), s_kbase.eq(0)]
             m.d.comb += zbusy.set.bit_select(s_zs, 1).eq(1)
             for i in range(2):
                 with m.If(s_zs == i):
                     m.d.sync += [z_hp[i].eq(s_hp), z_lastblk[i].eq(s_blast),
                                  z_len[i].eq(Mux(s_hp, d_len[1], d_len[0])),
                                  z_theta[i].eq(Mux(s_hp, d_theta[1], d_theta[0]))]
-        # Terminal counts are registered one cycle ahead (s_klast == (s_k == d - 1),
-        # s_tlast == (s_tile == nJ - 1)): no comparator sits in front of the
-        # flag and slot logic they drive.
-        s_klast, s_tlast = terminal_flags(m, "s", s_can, s_run, s_k, d, s_tile, nJ)
-        s_tile_end = Signal()
-        s_job_end = Signal()
-        m.d.comb += [s_tile_end.eq(s_run & s_klast),
-                     s_job_end.eq(s_tile_end & s_tlast)]
-        with m.If(s_run):
-            m.d.sync += s_k.eq(s_k + 1)
-            with m.If(s_tile_end):
-                m.d.sync += [s_k.eq(0), s_tile.eq(s_tile + 1), s_kbase.eq(s_kbase + d)]
-            with m.If(s_job_end):
-                m.d.sync += [s_run.eq(0), s_zs.eq(~s_zs), s_gap.eq(extra)]
-                with m.If(s_blast):
-                    m.d.sync += [s_blk.eq(0), s_qbase.eq(0), s_hp.eq(~s_hp)]
-                    m.d.comb += [qld.clr.bit_select(s_hp, 1).eq(1),
-                                 kld.clr.bit_select(s_hp, 1).eq(1)]
-                with m.Else():
-                    m.d.sync += [s_blk.eq(s_blk + 1), s_qbase.eq(s_qbase + d)]
+        m.d.comb += sseq.start.eq(s_can)
+        # Terminal counts are registers (JobSequencer): no comparator sits in front
+        # of the flag and slot logic they drive.
+        s_klast, s_tlast, s_job_end = sseq.step_last, sseq.tile_last, sseq.job_end
+        with m.If(s_job_end):
+            m.d.sync += [s_zs.eq(~s_zs), s_gap.eq(extra)]
+            with m.If(s_blast):
+                m.d.sync += [s_blk.eq(0), s_qbase.eq(0), s_hp.eq(~s_hp)]
+                m.d.comb += [qld.clr.bit_select(s_hp, 1).eq(1),
+                             kld.clr.bit_select(s_hp, 1).eq(1)]
+            with m.Else():
+                m.d.sync += [s_blk.eq(s_blk + 1), s_qbase.eq(s_qbase + d)]
         # s_gap's next value is 0 when no job ends now and s_gap <= 1 (no subtractor).
         s_gap_n_zero = Mux(s_job_end, extra == 0, s_gap <= 1)
         s_hp_n = Mux(s_job_end & s_blast, ~s_hp, s_hp)
@@ -233,7 +224,7 @@ class InhibitorAttentionCore(wiring.Component):
         s_tag = Signal(stag)
         s_valid, s_first, s_last = Signal(), Signal(), Signal()
         m.d.sync += [s_valid.eq(s_run), s_first.eq(s_k == 0), s_last.eq(s_klast),
-                     s_tag.zslot.eq(s_zs), s_tag.first.eq(s_tile == 0),
+                     s_tag.zslot.eq(s_zs), s_tag.first.eq(sseq.tile == 0),
                      s_tag.last.eq(s_tlast)]
         s2_tag = Signal(stag)
         s2_valid, s2_first, s2_last = Signal(), Signal(), Signal()
@@ -312,12 +303,12 @@ class InhibitorAttentionCore(wiring.Component):
             rows=R, cols=C, slices=nL, acc_bits=len(mix.out_data[0]), shift_bits=cfg.shift_bits,
             out_bits=cfg.out_bits)
         z_rd = [mem.read_port() for mem in zmem]
-        m_run = Signal()
+        # The job's counters: nL tiles of n steps, m_vbase = tile * n.
+        m.submodules.mseq = mseq = JobSequencer(steps=n, tiles=nL, stride=n,
+                                                base_bits=v_half + 1, name="m")
+        m_run, m_j, m_tile, m_vbase = mseq.run, mseq.step, mseq.tile, mseq.base
         m_zs = Signal()                        # z slot being mixed
         m_os = Signal()                        # output slot being filled
-        m_tile = Signal(range(nL))
-        m_vbase = Signal(v_half + 1)           # tile * n
-        m_j = Signal(range(n))
         # Output shift of the head whose block fills output slot i; the slot stays
         # claimed (emit.busy) until it is emitted, the descriptor slot may be reused sooner.
         o_shift = [Signal(cfg.shift_bits, name=f"oinfo_shift{i}") for i in range(2)]
@@ -332,28 +323,20 @@ class InhibitorAttentionCore(wiring.Component):
         m_ok = Signal()
         m.d.comb += m_can.eq(~m_run & m_ok)
         with m.If(m_can):
-            m.d.sync += [m_run.eq(1), m_tile.eq(0), m_vbase.eq(0), m_j.eq(0),
-                         mj_hp.eq(m_hp), mj_lastblk.eq(m_lastblk)]
+            m.d.sync += [mj_hp.eq(m_hp), mj_lastblk.eq(m_lastblk)]
             m.d.comb += [emit.claim.bit_select(m_os, 1).eq(1), emit.claim_last.eq(m_lastblk)]
             for i in range(2):
                 with m.If(m_os == i):
                     m.d.sync += o_shift[i].eq(Mux(m_hp, d_shift[1], d_shift[0]))
-        m_jlast, m_tlast = terminal_flags(m, "m", m_can, m_run, m_j, n, m_tile, nL)
-        m_tile_end = Signal()
-        m_job_end = Signal()
-        m.d.comb += [m_tile_end.eq(m_run & m_jlast),
-                     m_job_end.eq(m_tile_end & m_tlast)]
-        with m.If(m_run):
-            m.d.sync += m_j.eq(m_j + 1)
-            with m.If(m_tile_end):
-                m.d.sync += [m_j.eq(0), m_tile.eq(m_tile + 1), m_vbase.eq(m_vbase + n)]
-            with m.If(m_job_end):
-                m.d.sync += [m_run.eq(0), m_zs.eq(~m_zs), m_os.eq(~m_os)]
-                m.d.comb += [zfull.clr.bit_select(m_zs, 1).eq(1),
-                             zbusy.clr.bit_select(m_zs, 1).eq(1)]
-                with m.If(mj_lastblk):
-                    m.d.comb += [vld.clr.bit_select(mj_hp, 1).eq(1),
-                                 desc.clr.bit_select(mj_hp, 1).eq(1)]
+        m.d.comb += mseq.start.eq(m_can)
+        m_jlast, m_tlast, m_job_end = mseq.step_last, mseq.tile_last, mseq.job_end
+        with m.If(m_job_end):
+            m.d.sync += [m_zs.eq(~m_zs), m_os.eq(~m_os)]
+            m.d.comb += [zfull.clr.bit_select(m_zs, 1).eq(1),
+                         zbusy.clr.bit_select(m_zs, 1).eq(1)]
+            with m.If(mj_lastblk):
+                m.d.comb += [vld.clr.bit_select(mj_hp, 1).eq(1),
+                             desc.clr.bit_select(mj_hp, 1).eq(1)]
         m_zs_n = Mux(m_job_end, ~m_zs, m_zs)
         m_os_n = Mux(m_job_end, ~m_os, m_os)
         z_hp_n = [Mux(s_can & (s_zs == i), s_hp, z_hp[i]) for i in range(2)]

@@ -14,6 +14,8 @@ inhibitor core (:mod:`inhibitron.hw.core`) and the dot-product baseline
 * :class:`BlockCollector` -- a mixing array's results through one rounder
   per row, collected into row slices and written into the output block
   slots of a :class:`~inhibitron.hw.shell_io.BlockEmitter`;
+* :class:`JobSequencer` -- the step/tile counters of an array stage's job
+  (``tiles`` reductions of ``steps`` steps), with registered terminal flags;
 * :func:`terminal_flags` -- registered "last step" flags of a sequencer.
 
 Every block is a :class:`~amaranth.lib.wiring.Component` (or a plain
@@ -28,7 +30,8 @@ from amaranth.lib.wiring import In, Out
 
 from .pe import check_int
 
-__all__ = ["BlockCollector", "OutputRounder", "SlotFlags", "bram", "terminal_flags"]
+__all__ = ["BlockCollector", "JobSequencer", "OutputRounder", "SlotFlags", "bram",
+           "terminal_flags"]
 
 
 def bram(shape, depth: int) -> Memory:
@@ -60,6 +63,78 @@ def terminal_flags(m, prefix: str, start, run, inner, inner_len: int, outer, out
         with m.Else():
             m.d.sync += ilast.eq(inner == inner_len - 2)
     return ilast, olast
+
+
+class JobSequencer(wiring.Component):
+    """Counters of one array job: ``tiles`` tiles of ``steps`` steps, one step per cycle.
+
+    A ``start`` pulse (only while not :attr:`run`) starts a job the next
+    cycle: :attr:`step` runs ``0 .. steps - 1`` for each :attr:`tile`
+    ``0 .. tiles - 1``, and :attr:`base` is ``tile * stride`` (an adder, no
+    multiplier). :attr:`step_last` / :attr:`tile_last` are registers
+    (:func:`terminal_flags`), so the ends of a tile and of the job
+    (:attr:`tile_end`, :attr:`job_end`, one gate each) are ready early in
+    the cycle for the slot logic they drive. :attr:`run` falls after the job's
+    last step.
+
+    Parameters
+    ----------
+    steps, tiles : int
+        Steps per tile and tiles per job.
+    stride : int
+        Increment of :attr:`base` per tile.
+    base_bits : int
+        Width of :attr:`base`.
+    name : str
+        Prefix of the flag registers' names.
+
+    Members
+    -------
+    start : In(1)
+    run : Out(1)
+        A step is issued this cycle.
+    step : Out(range(steps)), tile : Out(range(tiles)), base : Out(base_bits)
+    step_last, tile_last : Out(1)
+        ``step == steps - 1``, ``tile == tiles - 1`` (registers).
+    tile_end, job_end : Out(1)
+        Combinational: ``run & step_last`` and ``tile_end & tile_last``.
+    """
+
+    def __init__(self, *, steps: int, tiles: int, stride: int, base_bits: int,
+                 name: str = "job"):
+        self._MustUse__silence = True
+        self._steps = check_int("steps", steps, minimum=1)
+        self._tiles = check_int("tiles", tiles, minimum=1)
+        self._stride = check_int("stride", stride, minimum=0)
+        self._base_bits = check_int("base_bits", base_bits, minimum=1)
+        self._name = name
+        super().__init__({
+            "start": In(1), "run": Out(1),
+            "step": Out(range(max(2, steps))), "tile": Out(range(max(2, tiles))),
+            "base": Out(base_bits),
+            "step_last": Out(1), "tile_last": Out(1), "tile_end": Out(1), "job_end": Out(1),
+        })
+        self._MustUse__silence = False
+
+    steps = property(lambda self: self._steps)
+    tiles = property(lambda self: self._tiles)
+
+    def elaborate(self, platform):
+        m = Module()
+        with m.If(self.start):
+            m.d.sync += [self.run.eq(1), self.tile.eq(0), self.step.eq(0), self.base.eq(0)]
+        ilast, olast = terminal_flags(m, self._name, self.start, self.run, self.step,
+                                      self._steps, self.tile, self._tiles)
+        m.d.comb += [self.step_last.eq(ilast), self.tile_last.eq(olast),
+                     self.tile_end.eq(self.run & ilast), self.job_end.eq(self.tile_end & olast)]
+        with m.If(self.run):
+            m.d.sync += self.step.eq(self.step + 1)
+            with m.If(self.tile_end):
+                m.d.sync += [self.step.eq(0), self.tile.eq(self.tile + 1),
+                             self.base.eq(self.base + self._stride)]
+            with m.If(self.job_end):
+                m.d.sync += self.run.eq(0)
+        return m
 
 
 class SlotFlags(wiring.Component):

@@ -300,3 +300,33 @@ def test_block_collector(rows, cols, slices):
                 expect.append((r, slot, 1 << t, row * slices))
     assert sorted(writes) == sorted(expect)
     assert commits == [1, 2]
+
+
+# --------------------------------------------------------------- JobSequencer
+
+@pytest.mark.parametrize("steps,tiles", [(3, 2), (1, 3), (4, 1), (1, 1)])
+def test_job_sequencer(steps, tiles):
+    from inhibitron.hw.shell import JobSequencer
+
+    dut = JobSequencer(steps=steps, tiles=tiles, stride=5, base_bits=6)
+    seen = []
+
+    async def tb(ctx):
+        for gap in (0, 2):                   # back to back, then with idle cycles
+            for _ in range(gap):
+                await ctx.tick()
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            job = []
+            while ctx.get(dut.run):
+                job.append((ctx.get(dut.step), ctx.get(dut.tile), ctx.get(dut.base),
+                            ctx.get(dut.step_last), ctx.get(dut.tile_last), ctx.get(dut.job_end)))
+                await ctx.tick()
+            seen.append(job)
+
+    _run(dut, tb)
+    model = [(s, t, 5 * t, int(s == steps - 1), int(t == tiles - 1),
+              int(s == steps - 1 and t == tiles - 1))
+             for t in range(tiles) for s in range(steps)]
+    assert seen == [model, model]
