@@ -35,6 +35,10 @@ def _compare(recipe, tmp_path):
     n = {"full": 3, "layerwise": 6, "layerwise_full": 8}[recipe]
     assert len(one["losses"]) == len(two["losses"]) == n
     assert two["losses"] == pytest.approx(one["losses"], rel=1e-5, abs=1e-9)
-    assert two["params"] == pytest.approx(one["params"], rel=1e-6)
+    # layerwise_full: its full phase trains every parameter after the layer phases, and a few whose
+    # exact gradient is 0 get split-dependent float noise that AdamW turns into +-lr steps (see
+    # docs/distillation.md, "Data parallel"): the parameter sums then agree to a few lr, not 1e-6.
+    tol = {"rel": 1e-6} if recipe != "layerwise_full" else {"abs": 10 * 3e-4}
+    assert two["params"] == pytest.approx(one["params"], **tol)
     # Training moved: the curves are not trivially constant.
     assert one["losses"][-1] != one["losses"][0]
