@@ -52,7 +52,7 @@ from amaranth.lib.wiring import In, Out
 
 from .baseline_config import BaselineConfig
 from .mac_pe import MacPE, multiply
-from .shell import OutputRounder, SlotFlags, bram, terminal_flags
+from .shell import BlockCollector, JobSequencer, SlotFlags, bram, terminal_flags
 from .shell_io import BlockEmitter, DescriptorSlots, RowLoader, slot_bits
 from .systolic import SystolicArray
 
@@ -159,14 +159,14 @@ class DotProductAttentionCore(wiring.Component):
             pe=partial(MacPE, a_bits=cfg.qk_bits, b_bits=cfg.qk_bits, length=d,
                        input_register=True, tag_width=stag.size, multiplier=mul),
             rows=R, cols=C, pipelined_readout=True)
-        s_run = Signal()
+        # The job's counters: n/C tiles of d steps, s_kbase = tile * d.
+        m.submodules.sseq = sseq = JobSequencer(steps=d, tiles=nJ, stride=d,
+                                                base_bits=k_half + 1, name="s")
+        s_run, s_k, s_kbase = sseq.run, sseq.step, sseq.base
         s_hp = Signal()                        # head slot of the job
         s_blk = Signal(range(max(2, nI)))      # row block
         s_blast = Signal(init=int(nI == 1))    # s_blk == nI - 1, registered
         s_qbase = Signal(q_half + 1)           # block * d
-        s_kbase = Signal(k_half + 1)           # tile * d
-        s_tile = Signal(range(max(2, nJ)))
-        s_k = Signal(range(max(2, d)))
         s_ss = Signal()                        # score slot of the job
         # Per score slot: head slot, last block of the head, L and M (copied from the
         # descriptor when the score job starts).
@@ -180,29 +180,22 @@ class DotProductAttentionCore(wiring.Component):
         s_ok = Signal()
         m.d.comb += s_can.eq(~s_run & s_ok)
         with m.If(s_can):
-            m.d.sync += [s_run.eq(1), s_tile.eq(0), s_k.eq(0), s_kbase.eq(0)]
             m.d.comb += sbusy.set.bit_select(s_ss, 1).eq(1)
             for i in range(2):
                 with m.If(s_ss == i):
                     m.d.sync += [b_hp[i].eq(s_hp), b_last[i].eq(s_blast),
                                  b_len[i].eq(Mux(s_hp, d_len[1], d_len[0])),
                                  b_mult[i].eq(Mux(s_hp, d_mult[1], d_mult[0]))]
-        s_klast, s_tlast = terminal_flags(m, "s", s_can, s_run, s_k, d, s_tile, nJ)
-        s_tile_end = Signal()
-        s_job_end = Signal()
-        m.d.comb += [s_tile_end.eq(s_run & s_klast), s_job_end.eq(s_tile_end & s_tlast)]
-        with m.If(s_run):
-            m.d.sync += s_k.eq(s_k + 1)
-            with m.If(s_tile_end):
-                m.d.sync += [s_k.eq(0), s_tile.eq(s_tile + 1), s_kbase.eq(s_kbase + d)]
-            with m.If(s_job_end):
-                m.d.sync += [s_run.eq(0), s_ss.eq(~s_ss)]
-                with m.If(s_blast):
-                    m.d.sync += [s_blk.eq(0), s_qbase.eq(0), s_hp.eq(~s_hp)]
-                    m.d.comb += [qld.clr.bit_select(s_hp, 1).eq(1),
-                                 kld.clr.bit_select(s_hp, 1).eq(1)]
-                with m.Else():
-                    m.d.sync += [s_blk.eq(s_blk + 1), s_qbase.eq(s_qbase + d)]
+        m.d.comb += sseq.start.eq(s_can)
+        s_klast, s_tlast, s_job_end = sseq.step_last, sseq.tile_last, sseq.job_end
+        with m.If(s_job_end):
+            m.d.sync += s_ss.eq(~s_ss)
+            with m.If(s_blast):
+                m.d.sync += [s_blk.eq(0), s_qbase.eq(0), s_hp.eq(~s_hp)]
+                m.d.comb += [qld.clr.bit_select(s_hp, 1).eq(1),
+                             kld.clr.bit_select(s_hp, 1).eq(1)]
+            with m.Else():
+                m.d.sync += [s_blk.eq(s_blk + 1), s_qbase.eq(s_qbase + d)]
         s_hp_n = Mux(s_job_end & s_blast, ~s_hp, s_hp)
         s_blk_n = Mux(s_job_end, Mux(s_blast, 0, s_blk + 1), s_blk)
         m.d.sync += s_blast.eq(s_blk_n == nI - 1)
@@ -218,7 +211,7 @@ class DotProductAttentionCore(wiring.Component):
         s_tag = Signal(stag)
         s_valid, s_first, s_last = Signal(), Signal(), Signal()
         m.d.sync += [s_valid.eq(s_run), s_first.eq(s_k == 0), s_last.eq(s_klast),
-                     s_tag.sslot.eq(s_ss), s_tag.first.eq(s_tile == 0), s_tag.last.eq(s_tlast)]
+                     s_tag.sslot.eq(s_ss), s_tag.first.eq(sseq.tile == 0), s_tag.last.eq(s_tlast)]
         s2_tag = Signal(stag)
         s2_valid, s2_first, s2_last = Signal(), Signal(), Signal()
         m.d.sync += [s2_valid.eq(s_valid), s2_first.eq(s_first), s2_last.eq(s_last),
@@ -387,18 +380,20 @@ class DotProductAttentionCore(wiring.Component):
                         m.d.sync += rec[s][r].eq(quot)
 
         # -------------------------------------------------------- mixing stage
-        mtag = data.StructLayout({"tile": range(max(2, nL)), "oslot": 1, "last": 1})
+        mtag = BlockCollector.tag_layout_for(nL)
         m.submodules.mix = mix = SystolicArray(
             pe=partial(MacPE, a_bits=pb, a_signed=False, b_bits=cfg.v_bits, length=n,
                        input_register=True, tag_width=mtag.size, multiplier=mul),
             rows=R, cols=C, pipelined_readout=True)
+        m.submodules.collect = collect = BlockCollector(
+            rows=R, cols=C, slices=nL, acc_bits=len(mix.out_data[0]), shift_bits=cfg.shift_bits,
+            out_bits=cfg.out_bits)
         e_rd = [mem.read_port() for mem in emem]
-        m_run = Signal()
+        m.submodules.mseq = mseq = JobSequencer(steps=n, tiles=nL, stride=n,
+                                                base_bits=v_half + 1, name="m")
+        m_run, m_j, m_tile, m_vbase = mseq.run, mseq.step, mseq.tile, mseq.base
         m_es = Signal()                        # exp slot being mixed
         m_os = Signal()                        # output slot being filled
-        m_tile = Signal(range(max(2, nL)))
-        m_vbase = Signal(v_half + 1)           # tile * n
-        m_j = Signal(range(max(2, n)))
         o_shift = [Signal(cfg.shift_bits, name=f"oinfo_shift{i}") for i in range(2)]
         m_hp = Mux(m_es, e_hp[1], e_hp[0])
         m_lastblk = Mux(m_es, e_last[1], e_last[0])
@@ -409,27 +404,20 @@ class DotProductAttentionCore(wiring.Component):
         m_ok = Signal()
         m.d.comb += m_can.eq(~m_run & m_ok)
         with m.If(m_can):
-            m.d.sync += [m_run.eq(1), m_tile.eq(0), m_vbase.eq(0), m_j.eq(0),
-                         mj_hp.eq(m_hp), mj_lastblk.eq(m_lastblk)]
+            m.d.sync += [mj_hp.eq(m_hp), mj_lastblk.eq(m_lastblk)]
             m.d.comb += [emit.claim.bit_select(m_os, 1).eq(1), emit.claim_last.eq(m_lastblk)]
             for i in range(2):
                 with m.If(m_os == i):
                     m.d.sync += o_shift[i].eq(Mux(m_hp, d_shift[1], d_shift[0]))
-        m_jlast, m_tlast = terminal_flags(m, "m", m_can, m_run, m_j, n, m_tile, nL)
-        m_tile_end = Signal()
-        m_job_end = Signal()
-        m.d.comb += [m_tile_end.eq(m_run & m_jlast), m_job_end.eq(m_tile_end & m_tlast)]
-        with m.If(m_run):
-            m.d.sync += m_j.eq(m_j + 1)
-            with m.If(m_tile_end):
-                m.d.sync += [m_j.eq(0), m_tile.eq(m_tile + 1), m_vbase.eq(m_vbase + n)]
-            with m.If(m_job_end):
-                m.d.sync += [m_run.eq(0), m_es.eq(~m_es), m_os.eq(~m_os)]
-                m.d.comb += [efull.clr.bit_select(m_es, 1).eq(1),
-                             ebusy.clr.bit_select(m_es, 1).eq(1)]
-                with m.If(mj_lastblk):
-                    m.d.comb += [vld.clr.bit_select(mj_hp, 1).eq(1),
-                                 desc.clr.bit_select(mj_hp, 1).eq(1)]
+        m.d.comb += mseq.start.eq(m_can)
+        m_jlast, m_tlast, m_job_end = mseq.step_last, mseq.tile_last, mseq.job_end
+        with m.If(m_job_end):
+            m.d.sync += [m_es.eq(~m_es), m_os.eq(~m_os)]
+            m.d.comb += [efull.clr.bit_select(m_es, 1).eq(1),
+                         ebusy.clr.bit_select(m_es, 1).eq(1)]
+            with m.If(mj_lastblk):
+                m.d.comb += [vld.clr.bit_select(mj_hp, 1).eq(1),
+                             desc.clr.bit_select(mj_hp, 1).eq(1)]
         m_es_n = Mux(m_job_end, ~m_es, m_es)
         m_os_n = Mux(m_job_end, ~m_os, m_os)
         e_hp_n = [Mux(x_can & (x_es == i), Mux(x_ss, b_hp[1], b_hp[0]), e_hp[i])
@@ -478,39 +466,10 @@ class DotProductAttentionCore(wiring.Component):
                      mix.tag.eq(mc_tag)]
 
         # ------------------------- mixing back end: round, collect, write the block
-        rtag = data.StructLayout({"mix": mtag, "row_end": 1})
-        wr_data, wr_addr, wr_en = 0, 0, 0
-        for r in range(R):
-            tag0 = data.View(mtag, mix.out_tag[r])
-            m.submodules[f"rounder{r}"] = rnd = OutputRounder(
-                acc_bits=len(mix.out_data[r]), shift_bits=cfg.shift_bits, out_bits=cfg.out_bits,
-                tag_width=rtag.size)
-            rin = data.View(rtag, rnd.i_tag)
-            m.d.comb += [rnd.i_valid.eq(mix.out_valid[r]), rnd.i_acc.eq(mix.out_data[r]),
-                         rnd.i_shift.eq(Mux(tag0.oslot, o_shift[1], o_shift[0])),
-                         rin.mix.eq(tag0), rin.row_end.eq(mix.out_col[r] == C - 1)]
-            rout = data.View(rtag, rnd.o_tag)
-            h_val, h_ok, h_tag = rnd.o_h, rnd.o_valid, rout.mix
-            coll = Signal(data.ArrayLayout(signed(cfg.out_bits), C), name=f"collect{r}",
-                          reset_less=True)
-            if C > 1:
-                with m.If(h_ok):
-                    m.d.sync += coll.as_value().eq(Cat(coll.as_value()[cfg.out_bits:], h_val))
-            row_data = Cat(coll.as_value()[cfg.out_bits:], h_val)
-            req = h_ok & rout.row_end
-            wr_data = wr_data | Mux(req, row_data, 0)
-            wr_addr = wr_addr | Mux(req, Cat(Const(r, slot_bits(R)), h_tag.oslot), 0)
-            wr_en = wr_en | Mux(req, (Const(1, nL) << h_tag.tile)[:nL], 0)
-            if r == R - 1:
-                last_req = req & h_tag.last
-                last_slot = h_tag.oslot
-        slice_data = Signal(C * cfg.out_bits, reset_less=True)
-        ow_addr = Signal(slot_bits(R) + 1, reset_less=True)
-        ow_en = Signal(nL)
-        ow_full = Signal(2)
-        m.d.sync += [ow_addr.eq(wr_addr), ow_en.eq(wr_en), slice_data.eq(wr_data),
-                     ow_full.eq(Mux(last_req, Const(1, 2) << last_slot, 0))]
-        m.d.comb += [emit.w_row.eq(ow_addr[:-1]), emit.w_slot.eq(ow_addr[-1]),
-                     emit.w_en.eq(ow_en), emit.commit.eq(ow_full),
-                     emit.w_data.as_value().eq(Cat(*[slice_data for _ in range(nL)]))]
+        m.d.comb += [collect.i_valid.eq(mix.out_valid), collect.i_acc.eq(mix.out_data),
+                     collect.i_col.eq(mix.out_col), collect.i_tag.as_value().eq(mix.out_tag),
+                     collect.shift[0].eq(o_shift[0]), collect.shift[1].eq(o_shift[1]),
+                     emit.w_row.eq(collect.w_row), emit.w_slot.eq(collect.w_slot),
+                     emit.w_en.eq(collect.w_en), emit.w_data.eq(collect.w_data),
+                     emit.commit.eq(collect.commit)]
         return m
