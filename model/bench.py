@@ -130,8 +130,9 @@ def bench_distill_quality() -> dict:
                      demo))
     pipeline = distill_and_measure(DEFAULT_RECIPE, {}, also_eval=others)
     cfg = default_config(DEFAULT_RECIPE)
-    rows.append(_row(f"inhibitron distill (default {DEFAULT_RECIPE}: {cfg.max_steps} steps per layer, "
-                     f"full {cfg.full_max_steps})", pipeline))
+    rows.append(_row(f"inhibitron distill (default {DEFAULT_RECIPE}: {cfg.epochs:g} epochs per layer, then "
+                     f"{cfg.full_epochs:g} full epochs, batch {cfg.batch_size} x {cfg.grad_accum}, "
+                     f"{cfg.max_length} tokens)", pipeline))
     return {"rows": rows,
             "notes": "Teacher: the embedded all-MiniLM-L6-v2; training text: the embedded corpus minus its "
                      "held-out 10%; evaluation: its 181 held-out sentences. cos: teacher-vs-student cosine of "
