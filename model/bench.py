@@ -25,10 +25,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from .recipes import DEFAULT_RECIPE
+
 __all__ = ["DEMO_OVERRIDES", "bench_distill_quality", "distill_and_measure", "int8_student"]
 
 #: The distillation of ``inhibitron demo`` (``inhibitron.flow``): recipe and overrides.
-DEMO_RECIPE = "layerwise_full"
+DEMO_RECIPE = DEFAULT_RECIPE
 DEMO_OVERRIDES = {"max_steps": 20, "grad_accum": 1, "max_length": 64, "full_max_steps": 100}
 
 
@@ -153,8 +155,6 @@ def _has_fortunes() -> bool:
     return True
 
 
-#: The recipe ``inhibitron distill`` runs when no ``--recipe`` is given.
-DEFAULT_RECIPE = "layerwise_full"
 
 
 def _value(text: str):

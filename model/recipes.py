@@ -56,6 +56,7 @@ from typing import Any
 from .distill_config import SCHEDULES, DistillConfig
 
 __all__ = [
+    "DEFAULT_RECIPE",
     "REGISTRY",
     "SCHEDULES",
     "DistillConfig",
@@ -114,6 +115,9 @@ class Recipe:
     fake_quant: bool = False
     int8_fidelity: bool = False
 
+
+#: The recipe ``inhibitron distill`` runs without ``--recipe``, and the demo's (measured: docs/distillation.md).
+DEFAULT_RECIPE = "layerwise_full"
 
 #: name -> Recipe, in registration order (the paper's). Add with :func:`register`.
 REGISTRY: dict[str, Recipe] = {}

@@ -31,8 +31,7 @@ _OVERRIDES = {
 #: Boolean DistillConfig fields with a --flag / --no-flag pair (default: the recipe's).
 _SWITCHES = ("fit_scalars", "student_dropout", "bf16")
 
-#: The recipe run when --recipe is not given (the default pipeline).
-DEFAULT_RECIPE = "layerwise_full"
+
 
 
 def register(subparsers) -> None:
@@ -44,7 +43,7 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("Examples::", 1)[1],
     )
-    from ..model.recipes import REGISTRY  # the recipe registry; imports no torch
+    from ..model.recipes import DEFAULT_RECIPE, REGISTRY  # the recipe registry; imports no torch
 
     p.add_argument("--recipe", choices=tuple(REGISTRY), default=DEFAULT_RECIPE,
                    help=", ".join(f"{r.name} ({r.source})" if r.source else r.name for r in REGISTRY.values())
