@@ -311,7 +311,8 @@ class DotProductAttentionCore(wiring.Component):
                             & ~ebusy.after.bit_select(x_es_n, 1))
 
         # The exp pipeline (per lane): read s (1), register (2), x = mx - s (3),
-        # u = x * M (4), zq/rr split + ROM read of poly(rr) (5), e (6).
+        # the two halves of x * M (4), u (5), zq/rr split + ROM read of poly(rr) (6),
+        # e (7).
         xs_valid = Signal(self.EXP_LATENCY + 1)
         xs_pad = Signal(self.EXP_LATENCY + 1)
         xs_j = [Signal(jb, name=f"xj{i}") for i in range(self.EXP_LATENCY + 1)]
@@ -348,8 +349,19 @@ class DotProductAttentionCore(wiring.Component):
             m.submodules[f"exp_rom{r}"] = rom
             rom_rd = rom.read_port()
             m.d.sync += [sr.eq(s_rd[r].data),
-                         xr.eq(xm[r] - sr),                 # >= 0 on valid keys
-                         ur.eq(multiply(xr, x_mult, kind=mul))]
+                         xr.eq(xm[r] - sr)]                 # >= 0 on valid keys
+            # u = x * M as two registered products of at most 17 x m_bits bits (one
+            # hard multiplier each), added in the next stage: no carry chain behind a
+            # multiplier in the same cycle.
+            lo = min(17, len(xr))
+            ul = Signal(lo + cst.m_bits, name=f"x_ul{r}", reset_less=True)
+            m.d.sync += ul.eq(multiply(xr[:lo], x_mult, kind=mul))
+            if len(xr) > lo:
+                uh = Signal(len(xr) - lo + cst.m_bits, name=f"x_uh{r}", reset_less=True)
+                m.d.sync += [uh.eq(multiply(xr[lo:], x_mult, kind=mul)),
+                             ur.eq(ul + (uh << lo))]
+            else:
+                m.d.sync += ur.eq(ul)
             big = (ur >> (SH + F)) >= eb
             m.d.comb += rom_rd.addr.eq((ur >> SH)[:F])
             m.d.sync += zq.eq(Mux(big, eb, (ur >> (SH + F))[:zq_bits]))
