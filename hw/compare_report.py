@@ -213,7 +213,7 @@ def write_report(rows: list[dict], path: Path | str = "docs/efficiency.md", *,
     L.append(f"- DSP cap of the baseline: one MULT18X18D per MAC PE plus {max(extra)} in the "
              f"softmax unit (measured), so at most {cap}x{cap} on "
              f"{dev.dsp} DSPs (mapping the products to LUTs instead costs about 240 LUT4 per "
-             f"int8 MAC, DESIGN.md). The inhibitor uses no DSP at all; its cap is logic.\n")
+             f"int8 MAC, measured for single PEs on this flow). The inhibitor uses no DSP at all; its cap is logic.\n")
 
     # per-d tables
     for d in dims:
