@@ -44,6 +44,14 @@ def register(subparsers) -> None:
                    help="output directory (default: build/rtl)")
     p.add_argument("--lint", action="store_true",
                    help="also run verilator --lint-only -Wall (with the named waivers)")
+    p.add_argument("--fusesoc", action="store_true",
+                   help="also write <out>/<name>.core (FuseSoC CAPI2: the Verilog, the waiver "
+                   "file, a Verilator lint target; `fusesoc --cores-root <out> run --target lint "
+                   "<vlnv>`) and copy the waivers beside it")
+    p.add_argument("--hls", action="store_true",
+                   help="also write the HLS C++ of the same configuration to <out>/hls "
+                   "(kernel, top function, C-simulation testbench with example stimulus; "
+                   "see docs/integration.md)")
     p.set_defaults(func=run)
 
 
@@ -134,4 +142,16 @@ def run(args) -> int:
     if args.lint:
         lint(gen.verilog)
         print("  verilator --lint-only -Wall: clean (named waivers: hw/verilator_waivers.vlt)")
+    if args.fusesoc:
+        from inhibitron.hw.fusesoc import core_vlnv, write_fusesoc_core
+
+        core = write_fusesoc_core(gen)
+        print(f"  wrote {core} ({core_vlnv(cfg.name)}; targets default, lint)")
+    if args.hls:
+        from inhibitron.hw.hls_cpp import emit_hls
+        from inhibitron.sim.stimulus import example_heads
+
+        project = emit_hls(cfg, args.out / "hls", heads=example_heads(cfg))
+        print(f"  wrote the HLS C++ project {project.directory} (top {project.top}, "
+              f"{len(project.files)} files)")
     return 0

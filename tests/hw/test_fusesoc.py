@@ -73,3 +73,22 @@ def test_errors(tmp_path):
     (tmp_path / "x.v").write_text("module x; endmodule\n")
     with pytest.raises(ValueError, match="Verilog identifier"):
         write_fusesoc_core(tmp_path / "x.v", top="1bad")
+
+
+def test_generate_command_writes_the_core_file_and_hls(tmp_path, capsys):
+    """`inhibitron generate --fusesoc --hls`: the .core beside the Verilog, lint-clean under FuseSoC,
+    and the HLS C++ project in <out>/hls."""
+    from inhibitron.cli import main
+
+    cfg = tmp_path / "c.json"
+    cfg.write_text('{"rows": 2, "cols": 2, "seq_len": 5, "head_dim": 4, "qk_bits": 4, '
+                   '"v_bits": 4, "out_bits": 6, "name": "cli_core"}')
+    assert main(["generate", "--config", str(cfg), "--out", str(tmp_path / "rtl"),
+                 "--fusesoc", "--hls"]) == 0
+    out = capsys.readouterr().out
+    core = tmp_path / "rtl" / "cli_core.core"
+    assert core.is_file() and (tmp_path / "rtl" / WAIVERS.name).is_file()
+    assert core_vlnv("cli_core") in out
+    assert (tmp_path / "rtl" / "hls" / "cli_core.cpp").is_file()
+    assert (tmp_path / "rtl" / "hls" / "stimulus.txt").is_file()
+    fusesoc_lint(core, work_root=tmp_path / "work")
