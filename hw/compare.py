@@ -99,8 +99,9 @@ class StudyPoint:
 
 
 def _predicted_dsp(point: StudyPoint) -> int:
-    """Hard multipliers the baseline needs at least: one per MAC PE."""
-    return point.size * point.size if point.kind == "baseline" else 0
+    """Hard multipliers the baseline needs: one per MAC PE of its two arrays (``2 * size**2``)
+    plus three per softmax lane (``x * M`` in two products, ``e * rec``; one lane per row)."""
+    return 2 * point.size ** 2 + 3 * point.size if point.kind == "baseline" else 0
 
 
 def run_point(point: StudyPoint, *, device: str = DEFAULT_DEVICE, freq_mhz: float = 150.0,

@@ -36,7 +36,7 @@ def test_point_errors():
 def test_predicted_dsp_limit_skips_synthesis():
     row = compare.run_point(compare.StudyPoint("baseline", 16, 16, 16), device="ecp5-25f")
     assert row["fits"] is False
-    assert row["limit"] == "MULT18X18D: needs >= 256, has 28 (predicted)"
+    assert row["limit"] == "MULT18X18D: needs >= 560, has 28 (predicted)"   # 2*16*16 MAC PEs + 3*16 softmax
 
 
 def test_report(tmp_path):
@@ -70,7 +70,7 @@ def test_study_keeps_sweep_order(tmp_path):
     rows = compare.run_study(sizes=[16, 8], dims=[16], seq_len=16, device="ecp5-25f",
                              kinds=("baseline",), jobs=1, progress=False, out_root=tmp_path)
     assert [(r["size"], r["fits"]) for r in rows] == [(8, False), (16, False)]
-    assert rows[0]["limit"] == "MULT18X18D: needs >= 64, has 28 (predicted)"
+    assert rows[0]["limit"] == "MULT18X18D: needs >= 152, has 28 (predicted)"
     with pytest.raises(ValueError, match="jobs must be a positive integer, not 0"):
         compare.run_study(jobs=0)
 
