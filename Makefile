@@ -45,5 +45,9 @@ formal: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/inhibitron bench --out docs/performance.md
 
+## make lint: ruff with the project's rules ([tool.ruff] in pyproject.toml).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
 clean:
 	rm -rf build sim_build .pytest_cache out

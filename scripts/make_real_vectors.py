@@ -70,9 +70,11 @@ def main(argv=None) -> int:
         for h in range(HEADS_PER_LAYER):
             head = (li * 5 + h * 7) % num_heads
             b = (li + h) % SENTENCES
-            out["q"].append(qc[b, head]); out["k"].append(kc[b, head]); out["v"].append(vc[b, head])
-            out["length"].append(int(lengths[b])); out["theta"].append(int(lq.theta[head]))
-            out["layer"].append(li); out["head"].append(head); out["sentence"].append(b)
+            row = {"q": qc[b, head], "k": kc[b, head], "v": vc[b, head],
+                   "length": int(lengths[b]), "theta": int(lq.theta[head]),
+                   "layer": li, "head": head, "sentence": b}
+            for key, value in row.items():
+                out[key].append(value)
     arrays = {k: np.asarray(v, dtype=np.int8 if k in "qkv" else np.int64) for k, v in out.items()}
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)

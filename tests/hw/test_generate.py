@@ -21,6 +21,7 @@ def test_reproducible_bytes(tmp_path):
         b = generate(cfg, "b")
     finally:
         os.chdir(cwd)
+    assert b.verilog.name == "small_core.v"
     assert a.verilog.read_bytes() == (tmp_path / "b" / "small_core.v").read_bytes()
     assert a.description.read_bytes() == (tmp_path / "b" / "small_core.json").read_bytes()
     text = a.verilog.read_text()

@@ -17,13 +17,13 @@ def loop_reference(q, k, v, gamma, eta, delta, mask):
     for i in range(n_q):
         z = [gamma / math.sqrt(d) * sum(abs(q[i, c] - k[j, c]) for c in range(d)) for j in range(n_k)]
         mean = sum(z[j] for j in valid) / len(valid)
-        for l in range(d_v):
+        for col in range(d_v):
             acc = 0.0
             for j in valid:
                 zb = max(z[j] - mean - delta, 0.0)
-                vp, vn = max(v[j, l], 0.0), min(v[j, l], 0.0)
+                vp, vn = max(v[j, col], 0.0), min(v[j, col], 0.0)
                 acc += max(vp - zb, 0.0) + min(vn + zb, 0.0)
-            h[i, l] = eta * acc
+            h[i, col] = eta * acc
     return h
 
 

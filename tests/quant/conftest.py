@@ -11,7 +11,6 @@ float64 numpy: a list of 6 dicts ``{"q","k","v": (B, 12, n, 32), "mask": (B, n)}
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 #: Sentences and tokens of the real-MiniLM fixture: small enough for the 3-minute budget.
