@@ -58,6 +58,26 @@ def _first_existing(path: Path) -> Path:
     return p
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a positive integer (the message quotes what was given)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def max_length_arg(text: str) -> int:
+    """argparse type of ``--max-length``: tokens per sentence, at least 3 ([CLS], a token, [SEP])."""
+    value = positive_int(text)
+    if value < 3:
+        raise argparse.ArgumentTypeError(
+            f"max-length must be at least 3 ([CLS], one token, [SEP]), got {value}")
+    return value
+
+
 def check_writable_parent(path: Path, option: str) -> None:
     """Raise :class:`UserError` unless the folders above ``path`` exist or can be created.
 

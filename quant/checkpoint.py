@@ -273,7 +273,7 @@ def write_checkpoint(
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     except BaseException:
-        _remove_empty(created)
+        remove_empty_folders(created)
         raise
     try:
         files, sections, notes = _run_exporters(tmp, checkpoint, chosen, model)
@@ -306,21 +306,30 @@ def write_checkpoint(
         except ValueError as exc:  # NaN/Inf somewhere in the model description
             raise CheckpointError(f"the manifest cannot be written as JSON: {exc}") from None
         (tmp / MANIFEST_NAME).write_text(text, encoding="ascii")
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / "replaced")
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        publish_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        _remove_empty(created)
+        remove_empty_folders(created)
         raise
     return (out, notes) if return_notes else out
 
 
-def _remove_empty(folders: list[Path]) -> None:
+def publish_folder(tmp: Path, out: Path) -> None:
+    """Move the finished folder ``tmp`` to ``out`` (a sibling), replacing an earlier ``out``.
+
+    Each step is a rename on one file system: a reader sees the old folder or
+    the new one, never a half-written one; the replaced folder is removed last.
+    """
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, old / "replaced")
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+def remove_empty_folders(folders: list[Path]) -> None:
     """Remove the folders this call created (deepest first) if they are still empty."""
     for folder in reversed(folders):
         try:

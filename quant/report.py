@@ -55,6 +55,7 @@ import numpy as np
 
 from inhibitron.model.reference import check_quantizable
 
+from .checkpoint import publish_folder, remove_empty_folders
 from .report_markdown import SECTIONS, render_markdown
 from .report_plots import plot_histograms, plot_ranges, plot_sweep
 from .report_tables import ReportError, bit_width_sweep, check_inputs, measure_layer
@@ -255,21 +256,15 @@ def build_report(
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     except BaseException:
-        _remove_empty(created)
+        remove_empty_folders(created)
         raise
     try:
         path = _write_report(tmp, ckpt, layers, cos, sweep_bits, hist_range, title, input_description,
                              progress)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / "replaced")
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        publish_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        _remove_empty(created)
+        remove_empty_folders(created)
         raise
     return out / path.name
 
@@ -310,15 +305,6 @@ def check_finite_inputs(layers) -> None:
             check_quantizable(L.gamma, L.eta, name=f"layer {i}")
         except ValueError as exc:
             raise ReportError(str(exc)) from None
-
-
-def _remove_empty(folders: list[Path]) -> None:
-    """Remove the folders this call created (deepest first) if they are still empty."""
-    for folder in reversed(folders):
-        try:
-            folder.rmdir()
-        except OSError:
-            break
 
 
 def _write_report(out: Path, ckpt, layers, cos, sweep_bits, hist_range, title, input_description,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import math
 
+from inhibitron.cli import max_length_arg, positive_int
 from inhibitron.quant.exporters import exporters  # the registry only: no torch, no numpy
 
 HELP = "calibrate on real text and write a quantized checkpoint (safetensors + ONNX + memory images)"
@@ -36,26 +37,8 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
     """Defaults in the option help, the examples epilog as written."""
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _max_length(text: str) -> int:
-    value = _positive_int(text)
-    if value < 3:
-        raise argparse.ArgumentTypeError(
-            f"max-length must be at least 3 ([CLS], one token, [SEP]), got {value}")
-    return value
-
-
 def _bits(text: str) -> int:
-    value = _positive_int(text)
+    value = positive_int(text)
     if not 2 <= value <= 16:
         raise argparse.ArgumentTypeError(f"bits must be in 2..16, got {value}")
     return value
@@ -77,13 +60,13 @@ def register(subparsers) -> None:
                    help="width of q/k, v, h codes, of the projection weights and of their input activations")
     p.add_argument("--force", action="store_true",
                    help="replace DIR if it holds a checkpoint written by inhibitron (never another folder)")
-    p.add_argument("--calib-sentences", type=_positive_int, default=32, metavar="N",
+    p.add_argument("--calib-sentences", type=positive_int, default=32, metavar="N",
                    help="sentences to calibrate on, from --corpus or else the embedded English corpus "
                         "(pydoc_data.topics, Python's documentation)")
     p.add_argument("--corpus", default=None, metavar="PATH",
                    help="calibrate on sentences of this text instead: a .txt file, a folder of .txt, a datasets "
                         "folder, or embedded:fortunes (general English)")
-    p.add_argument("--max-length", type=_max_length, default=128, metavar="N",
+    p.add_argument("--max-length", type=max_length_arg, default=128, metavar="N",
                    help="longest tokenized sentence; also the sequence length n the core is sized for")
     p.add_argument("--observer", choices=("minmax", "percentile", "mse"), default="minmax",
                    help="range observer of Q, K, V")

@@ -24,28 +24,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli import UserError
+from ..cli import UserError, max_length_arg, positive_int
 
 
 #: The widths of the bit-width sweep unless --sweep-bits says otherwise.
 DEFAULT_SWEEP = "4,6,8,10,12,16"
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _max_length(text: str) -> int:
-    value = _positive(text)
-    if value < 3:
-        raise argparse.ArgumentTypeError(f"max-length must be at least 3 ([CLS], one token, [SEP]), got {value}")
-    return value
 
 
 def register(subparsers) -> None:
@@ -61,13 +44,13 @@ def register(subparsers) -> None:
     p.add_argument("--checkpoint", required=True, type=Path, help="quantized checkpoint folder (inhibitron export)")
     p.add_argument("--student", type=Path, help="float student folder (default: embedded MiniLM, converted)")
     p.add_argument("--out", required=True, type=Path, help="report folder")
-    p.add_argument("--sentences", type=_positive, default=16,
+    p.add_argument("--sentences", type=positive_int, default=16,
                    help="held-out sentences of the embedded corpus (pydoc_data.topics) to run (default 16)")
     p.add_argument("--text", type=Path, help="a UTF-8 file with one input sentence per line instead")
     p.add_argument("--corpus", default=None, metavar="PATH",
                    help="take the --sentences held-out sentences from this corpus instead of the embedded one "
                         "(a .txt file, a folder of .txt, a datasets folder, or embedded:fortunes)")
-    p.add_argument("--max-length", type=_max_length, default=None,
+    p.add_argument("--max-length", type=max_length_arg, default=None,
                    help="tokens per sentence (default: the checkpoint's sequence length)")
     p.add_argument("--cosim", type=Path, help="the JSON of 'inhibitron sim --json' (RTL-vs-golden mismatches)")
     p.add_argument("--sweep-bits", default=None, metavar="B,B,...",
