@@ -33,12 +33,7 @@ def register(subparsers) -> None:
                      help="a quantized checkpoint directory (inhibitron export); needs --layer")
     src.add_argument("--default-config", action="store_true",
                      help="print the default configuration as JSON and exit")
-    p.add_argument("--layer", type=int, help="layer index (with --checkpoint)")
-    p.add_argument("--rows", type=int, default=None,
-                   help="array rows with --checkpoint (default 8; with --config set rows in the file)")
-    p.add_argument("--cols", type=int, default=None,
-                   help="array cols with --checkpoint (default 8; with --config set cols in the file)")
-    p.add_argument("--seq-len", type=int, help="n with --checkpoint (default: the checkpoint's)")
+    add_checkpoint_options(p)
     p.add_argument("--name", help="module name (default: from the config / inhibitor_attention_layer<N>)")
     p.add_argument("--out", type=Path, default=Path("build/rtl"), metavar="DIR",
                    help="output directory (default: build/rtl)")
@@ -77,6 +72,20 @@ def read_config_file(path: Path, option: str = "--config"):
         # from_dict raises TypeError for a wrong type ("rows must be an integer, not '2'")
         # and for a JSON value that is not an object.
         raise UserError(f"{option} {str(path)!r}: {exc}") from None
+
+
+def add_checkpoint_options(p) -> None:
+    """``--layer``, ``--rows``, ``--cols``, ``--seq-len``: the core of one checkpoint layer.
+
+    They default to ``None`` so that :func:`refuse_checkpoint_options` can tell
+    when they were given together with ``--config``.
+    """
+    p.add_argument("--layer", type=int, help="layer index (with --checkpoint)")
+    p.add_argument("--rows", type=int, default=None,
+                   help="array rows with --checkpoint (default 8; with --config set rows in the file)")
+    p.add_argument("--cols", type=int, default=None,
+                   help="array cols with --checkpoint (default 8; with --config set cols in the file)")
+    p.add_argument("--seq-len", type=int, help="n with --checkpoint (default: the checkpoint's)")
 
 
 def refuse_checkpoint_options(args) -> None:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
+    from inhibitron.commands.generate import add_checkpoint_options
+
     p = subparsers.add_parser(
         "testbench",
         help="write a self-checking Verilog testbench (+ $readmemh stimulus and expected "
@@ -34,12 +36,7 @@ def register(subparsers) -> None:
     src.add_argument("--checkpoint", type=Path, metavar="DIR",
                      help="a quantized checkpoint (inhibitron export): its layer's formats, and "
                      "its per-head theta and r on the real MiniLM heads; needs --layer")
-    p.add_argument("--layer", type=int, help="layer index (with --checkpoint)")
-    p.add_argument("--rows", type=int, default=None,
-                   help="array rows with --checkpoint (default 8; with --config set rows in the file)")
-    p.add_argument("--cols", type=int, default=None,
-                   help="array cols with --checkpoint (default 8; with --config set cols in the file)")
-    p.add_argument("--seq-len", type=int, help="n with --checkpoint (default: the checkpoint's)")
+    add_checkpoint_options(p)
     p.add_argument("--name", help="module name (default: from the config)")
     p.add_argument("--out", type=Path, default=Path("build/tb"), metavar="DIR",
                    help="output directory (default: build/tb)")
