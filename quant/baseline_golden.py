@@ -22,6 +22,10 @@ arithmetic is numpy int64; for one head (rows ``i``, keys ``j``, valid keys
     7. acc[i,l]= sum_j p[i,j] * v[j,l]
     8. h[i,l]  = clamp((acc + (2**(r-1) if r else 0)) >> r, out range)    r = out_shift
 
+Every shift, division and saturation is a :mod:`inhibitron.quant.rounding`
+function: ``floor_shift`` (steps 3, 4), ``div_ceil`` (5), ``round_half_up_shift``
+(6, 8) and ``saturate`` (8).
+
 Constants (``F = 7``, I-BERT's ``a = 0.3585``, ``b = 1.353``, ``c = 0.344``):
 ``B = round(b * 2**F / ln 2) = 250``, ``C = round(c / (a * (ln 2 / 2**F)**2)) = 32722``,
 ``E_BITS = 17`` (``(B)**2 + C < 2**17``), ``RB = 32``, ``PF = p_bits - 1`` (``p_bits = 8``).
@@ -37,6 +41,8 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+
+from . import rounding
 
 __all__ = [
     "IBERT_A", "IBERT_B", "IBERT_C",
@@ -120,10 +126,10 @@ class SoftmaxConstants:
         """Step 4 for non-negative ``u`` (int64 array): the integer exp codes."""
         u = np.asarray(u, dtype=np.int64)
         f = self.exp_frac_bits
-        zq = u >> f
-        r = u & ((1 << f) - 1)
+        zq = rounding.floor_shift(u, f)  # whole halvings
+        r = u & ((1 << f) - 1)  # fraction, units of ln 2 / 2**F
         poly = (self.B - r) ** 2 + self.C
-        return np.where(zq < self.e_bits, poly >> np.minimum(zq, self.e_bits), 0)
+        return np.where(zq < self.e_bits, rounding.floor_shift(poly, np.minimum(zq, self.e_bits)), 0)
 
     def exp_rel_error(self) -> float:
         """Largest relative error of the polynomial stage, ``max_r |poly(r) a S**2 / exp(-r S) - 1|``,
@@ -235,16 +241,15 @@ def baseline_attention_int(q, k, v, valid_len, *, score_mult, out_shift, qk_bits
     s = q @ k.T  # (n_q, n_k)  int64, exact
     valid = np.arange(n) < L  # (n_k,)
     mx = np.where(valid[None, :], s, np.iinfo(np.int64).min).max(axis=1)  # (n_q,)
-    u = ((mx[:, None] - s) * M) >> cst.score_shift  # (n_q, n_k), >= 0 on valid keys
+    u = rounding.floor_shift((mx[:, None] - s) * M, cst.score_shift)  # (n_q, n_k), >= 0 on valid keys
     e = np.where(valid[None, :], cst.exp_int(np.maximum(u, 0)), 0)
     row_sum = e.sum(axis=1)  # (n_q,) >= e_max > 0 (the max key has u = 0)
-    recip = ((1 << cst.recip_bits) + row_sum - 1) // row_sum  # ceil
-    sh = cst.recip_bits - cst.p_frac
-    p = (e * recip[:, None] + (1 << (sh - 1))) >> sh  # (n_q, n_k) in 0..2**PF
+    recip = rounding.div_ceil(1 << cst.recip_bits, row_sum)  # (n_q,)
+    p = rounding.round_half_up_shift(e * recip[:, None], cst.recip_bits - cst.p_frac)  # (n_q, n_k) in 0..2**PF
     acc = p @ v  # (n_q, d)
-    half = (1 << (r - 1)) if r else 0
-    lo, hi = -(1 << (out_bits - 1)), (1 << (out_bits - 1)) - 1
-    h = np.clip((acc + half) >> r, lo, hi)
+    # r >= 62 rounds every |acc| < 2**61 to 0 (acc is far narrower: |p| <= 2**PF, n * |v|max),
+    # so capping r at rounding.MAX_SHIFT changes no result for r = 63.
+    h = rounding.saturate(rounding.round_half_up_shift(acc, min(r, rounding.MAX_SHIFT)), out_bits)
     if return_trace:
         return BaselineTrace(s, mx, e, row_sum, recip, p, acc, h)
     return h

@@ -47,6 +47,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
+    "MAX_SHIFT",
     "clamp",
     "div_ceil",
     "div_floor",
@@ -65,6 +66,12 @@ __all__ = [
 ]
 
 
+#: Largest right shift the shift functions take. Larger shifts need no
+#: separate case: :func:`round_half_up_shift` by ``MAX_SHIFT`` already gives 0
+#: for every ``|x| < 2**61``, as any larger shift would.
+MAX_SHIFT = 62
+
+
 def _ints(name: str, x) -> np.ndarray:
     arr = np.asarray(x)
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
@@ -77,8 +84,8 @@ def _ints(name: str, x) -> np.ndarray:
 
 def _shift(r) -> np.ndarray:
     r = _ints("shift", r)
-    if np.any(r < 0) or np.any(r > 62):
-        raise ValueError(f"shift must be in 0..62, got {r.tolist()!r}")
+    if np.any(r < 0) or np.any(r > MAX_SHIFT):
+        raise ValueError(f"shift must be in 0..{MAX_SHIFT}, got {r.tolist()!r}")
     return r
 
 
