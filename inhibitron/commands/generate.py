@@ -41,8 +41,11 @@ def register(subparsers) -> None:
                    help="also run verilator --lint-only -Wall (with the named waivers)")
     p.add_argument("--fusesoc", action="store_true",
                    help="also write <out>/<name>.core (FuseSoC CAPI2: the Verilog, the waiver "
-                   "file, a Verilator lint target; `fusesoc --cores-root <out> run --target lint "
-                   "<vlnv>`) and copy the waivers beside it")
+                   "file, a Verilator lint target, simulation targets sim (Icarus) and "
+                   "sim_verilator; `fusesoc --cores-root <out> run --target sim <vlnv>`), copy the "
+                   "waivers beside it and write the self-checking testbench it runs (the files of "
+                   "`inhibitron testbench --stimulus extreme`: <name>_tb.sv, <name>_*.memh with the "
+                   "golden model's expected rows, run.sh)")
     p.add_argument("--hls", action="store_true",
                    help="also write the HLS C++ of the same configuration to <out>/hls "
                    "(kernel, top function, C-simulation testbench with example stimulus; "
@@ -152,10 +155,13 @@ def run(args) -> int:
         lint(gen.verilog)
         print("  verilator --lint-only -Wall: clean (named waivers: hw/verilator_waivers.vlt)")
     if args.fusesoc:
-        from inhibitron.hw.fusesoc import core_vlnv, write_fusesoc_core
+        from inhibitron.hw.fusesoc import core_vlnv, write_fusesoc_core, write_fusesoc_testbench
 
-        core = write_fusesoc_core(gen)
-        print(f"  wrote {core} ({core_vlnv(cfg.name)}; targets default, lint)")
+        bench = write_fusesoc_testbench(cfg, args.out)
+        core = write_fusesoc_core(gen, testbench=bench)
+        print(f"  wrote {core} ({core_vlnv(cfg.name)}; targets default, lint, sim, sim_verilator) "
+              f"and its testbench {bench.testbench.name} ({bench.heads} heads, "
+              f"{bench.heads * cfg.seq_len * cfg.head_dim} elements to compare)")
     if args.hls:
         from inhibitron.hw.hls_cpp import emit_hls
         from inhibitron.sim.stimulus import example_heads
