@@ -4,7 +4,9 @@
 (and optionally :func:`~inhibitron.hw.compare.run_pes`) into
 ``docs/efficiency.md`` with its plots in ``docs/img/`` and the raw rows as
 ``docs/efficiency.json``. It runs no tool; cycle and energy figures come with
-the rows, the operation tables from :mod:`inhibitron.hw.opcount`.
+the rows, the operation tables from :mod:`inhibitron.hw.opcount`. The plots
+are :mod:`inhibitron.hw.compare_plots`, the switching-activity energy section
+:mod:`inhibitron.hw.energy_report` (its names are re-exported here).
 """
 
 from __future__ import annotations
@@ -15,10 +17,16 @@ import time
 from pathlib import Path
 
 from .compare import KINDS
+from .compare_plots import write_plots
 from .devices import get_device
-from .opcount import baseline_ops, energy_pj, inhibitor_ops, summarize
+from .energy_report import ENERGY_BEGIN, ENERGY_COMMAND, ENERGY_END, energy_section, write_energy_section
+from .opcount import baseline_ops, inhibitor_ops, summarize
 
-__all__ = ["write_report", "TIMING_TARGETS_MHZ", "L1PE_LUT4_TARGET"]
+__all__ = ["write_report", "TIMING_TARGETS_MHZ", "L1PE_LUT4_TARGET",
+           # re-exported from compare_plots and energy_report
+           "write_plots", "ENERGY_BEGIN", "ENERGY_END", "ENERGY_COMMAND", "energy_section",
+           "write_energy_section"]
+
 
 def _fmt(v, nd=0):
     if v is None:
@@ -39,112 +47,6 @@ def _ratio(a, b, nd=2):
     return f"{a / b:.{nd}f}"
 
 
-def _plots(rows, img_dir: Path, stem: str) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    img_dir.mkdir(parents=True, exist_ok=True)
-    files = []
-    dims = sorted({r["d"] for r in rows})
-    styles = {"inhibitor": ("tab:blue", "o"), "baseline": ("tab:red", "s")}
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    for kind in KINDS:
-        color, marker = styles[kind]
-        for d, ls in zip(dims, ("-", "--", ":")):
-            pts = sorted((r["size"], r) for r in rows
-                         if r["kind"] == kind and r["d"] == d and r.get("fits"))
-            if not pts:
-                continue
-            xs = [s * s for s, _ in pts]
-            for ax, key in zip(axes, ("lut4_sites", "ff", "dsp")):
-                ax.plot(xs, [r[key] for _, r in pts], ls, color=color, marker=marker,
-                        label=f"{kind}, d={d}")
-    for ax, title in zip(axes, ("LUT4 sites", "flip-flops", "DSP (MULT18X18D)")):
-        ax.set_xlabel("PEs per array (size x size)")
-        ax.set_title(title)
-        ax.set_xscale("log", base=2)
-        ax.grid(alpha=0.3)
-    axes[2].axhline(156, color="gray", lw=0.8)
-    axes[2].text(4, 160, "ECP5-85F: 156 DSPs", fontsize=8, color="gray")
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    f = img_dir / f"{stem}_resources.png"
-    fig.savefig(f, dpi=110)
-    plt.close(fig)
-    files.append(f.name)
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for kind in KINDS:
-        color, marker = styles[kind]
-        for d, ls in zip(dims, ("-", "--", ":")):
-            pts = sorted((r["size"], r["fmax_mhz"]) for r in rows
-                         if r["kind"] == kind and r["d"] == d and r.get("fmax_mhz"))
-            if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], ls, color=color, marker=marker,
-                        label=f"{kind}, d={d}")
-    ax.set_xlabel("array size (size x size)")
-    ax.set_ylabel("achieved Fmax (MHz)")
-    ax.set_title("Fmax on ECP5-85F, speed 6")
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:      # no Fmax without place-and-route (--no-pnr)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    f = img_dir / f"{stem}_fmax.png"
-    fig.savefig(f, dpi=110)
-    plt.close(fig)
-    files.append(f.name)
-
-    # energy per head: independent of the array size; by sequence length and stage
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    ns = [16, 32, 64, 128, 256, 512]
-    for kind in KINDS:
-        color, marker = styles[kind]
-        for d, ls in zip(dims, ("-", "--", ":")):
-            fn = inhibitor_ops if kind == "inhibitor" else baseline_ops
-            axes[0].plot(ns, [energy_pj(fn(n=n, d=d)) / 1e3 for n in ns], ls, color=color,
-                         marker=marker, label=f"{kind}, d={d}")
-    axes[0].set_xscale("log", base=2)
-    axes[0].set_yscale("log")
-    axes[0].set_xlabel("sequence length n")
-    axes[0].set_ylabel("arithmetic energy per head (nJ)")
-    axes[0].set_title("Energy per head (Horowitz 45 nm)")
-    axes[0].grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    n0 = rows[0]["n"] if rows else 64
-    stages = ["score", "rowstats", "softmax", "mix", "output"]
-    x = 0
-    labels = []
-    labelled: set[str] = set()
-    for d in dims:
-        for kind in KINDS:
-            fn = inhibitor_ops if kind == "inhibitor" else baseline_ops
-            by = summarize(fn(n=n0, d=d))["by_stage"]
-            bottom = 0.0
-            for st, c in zip(stages, ("tab:blue", "tab:green", "tab:orange", "tab:purple",
-                                      "tab:gray")):
-                val = by.get(st, 0.0) / 1e3
-                show = val > 0 and st not in labelled
-                if show:
-                    labelled.add(st)
-                axes[1].bar(x, val, bottom=bottom, color=c, label=st if show else None)
-                bottom += val
-            labels.append(f"{kind[:4]}.\nd={d}")
-            x += 1
-    axes[1].set_xticks(range(len(labels)), labels, fontsize=8)
-    axes[1].set_ylabel("nJ per head")
-    axes[1].set_title(f"Energy by stage, n={n0}")
-    axes[1].legend(fontsize=8)
-    fig.tight_layout()
-    f = img_dir / f"{stem}_energy.png"
-    fig.savefig(f, dpi=110)
-    plt.close(fig)
-    files.append(f.name)
-    return files
-
-
 def write_report(rows: list[dict], path: Path | str = "docs/efficiency.md", *,
                  command: str = "inhibitron compare", device: str = "ecp5-85f",
                  freq_mhz: float = 150.0, pe_rows: list[dict] | None = None,
@@ -154,7 +56,7 @@ def write_report(rows: list[dict], path: Path | str = "docs/efficiency.md", *,
     path.parent.mkdir(parents=True, exist_ok=True)
     img_dir = path.parent / "img"
     stem = path.stem
-    files = _plots(rows, img_dir, stem)
+    files = write_plots(rows, img_dir, stem)
     dev = get_device(device)
     dims = sorted({r["d"] for r in rows})
     sizes = sorted({r["size"] for r in rows})
@@ -390,161 +292,3 @@ def _timing_section(rows: list[dict], pe_rows: list[dict] | None) -> str:
         "register per bit, so wrapper wires do not set the clock.\n")
     return "\n".join(L)
 
-
-# ----------------------------------------------------------------------------------------
-# energy from switching activity (hw.energy / sim.toggles), from a saved JSON
-# ----------------------------------------------------------------------------------------
-
-ENERGY_BEGIN, ENERGY_END = "<!-- energy:begin -->", "<!-- energy:end -->"
-ENERGY_COMMAND = "python -c 'from inhibitron.hw.energy import bench_energy; bench_energy()'"
-
-
-def energy_section(res: dict, *, source: str = "energy.json",
-                   command: str = ENERGY_COMMAND) -> str:
-    """Markdown: energy per head from switching activity beside the operation count, with
-    the component split and the sensitivity of the ratio to each assumed coefficient.
-
-    ``res`` is the dict of :func:`inhibitron.hw.energy.measure_energy`.
-    """
-    from .energy import COEFFICIENT_NOTES
-
-    p = res["point"]
-    runs = res["runs"]
-    L = [ENERGY_BEGIN, "## Energy per head from switching activity\n"]
-    L.append(
-        f"Measured by `{command}` (`make bench`; raw activity in `{source}`"
-        + (f", {res['machine']}" if res.get("machine") else "") + "). "
-        f"Both cores at {p['size']}x{p['size']}, n = {p['n']}, d = {p['d']}, {p['bits']}-bit "
-        "codes, mapped by Yosys to a LUT4 netlist (multipliers and memories kept whole), "
-        "simulated by Verilator under each core's own testbench (bit-exact against the golden "
-        "model) with toggle coverage on every net; per head = (run of "
-        f"{p['heads']} heads - run of 1 head) / {p['heads'] - 1}, so reset and pipeline "
-        "fill cancel. *Real*: MiniLM Q/K/V codes (`sim/data/minilm_qkv_codes.npz`, 16 tokens "
-        "tiled to n, the real valid length L <= 16); *random*: uniform codes over the format, "
-        "L = n. The baseline's softmax scale and output shift are fixed "
-        "(`sim/toggles.py`).\n")
-    L.append("| core | data | cycles/head | LUT4 / FF (netlist) | LUT toggles | FF toggles | "
-             "fan-out x toggles | BRAM block accesses | active 18x18 mults | "
-             "switching model nJ/head | op-count model nJ/head |")
-    L.append("|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in runs:
-        a, e = r["activity"], r["energy_pj"]
-        L.append(f"| {r['kind']} | {r['data']} | {a['cycles']:,.0f} | "
-                 f"{r['netlist']['lut4']:,} / {a['ff_cells']:,} | {a['toggles']['lut']:,.0f} | "
-                 f"{a['toggles']['ff']:,.0f} | {sum(a['fanout_toggles'].values()):,.0f} | "
-                 f"{a['bram_block_accesses']:,.0f} | {a['mul_active']:,.0f} | "
-                 f"{e['total'] / 1e3:.2f} | {r['opcount_pj'] / 1e3:.2f} |")
-    L.append("")
-    L.append("Where the energy goes (nJ per head):\n")
-    comps = ("lut", "ff", "clock", "wire", "bram", "lutram", "dsp")
-    L.append("| core | data | " + " | ".join(comps) + " |")
-    L.append("|---|---|" + "---|" * len(comps))
-    for r in runs:
-        L.append(f"| {r['kind']} | {r['data']} | "
-                 + " | ".join(f"{r['energy_pj'][c] / 1e3:.2f}" for c in comps) + " |")
-    L.append("")
-    L.append("Baseline / inhibitor energy per head:\n")
-    L.append("| data | switching-activity model | operation-count model (45 nm ASIC) |")
-    L.append("|---|---|---|")
-    for data in res["sensitivity"]:
-        inh = next(r for r in runs if r["data"] == data and r["kind"] == "inhibitor")
-        base = next(r for r in runs if r["data"] == data and r["kind"] == "baseline")
-        L.append(f"| {data} | {base['energy_pj']['total'] / inh['energy_pj']['total']:.2f}x | "
-                 f"{base['opcount_pj'] / inh['opcount_pj']:.2f}x |")
-    L.append("")
-    L.append("### Coefficients and sensitivity\n")
-    L.append("Every coefficient is an assumption (no per-resource ECP5 energy figures were "
-             "available offline); the table gives the baseline/inhibitor ratio with each one "
-             "halved and doubled, the others fixed.\n")
-    datas = list(res["sensitivity"])
-    L.append("| coefficient | value pJ | source | " + " | ".join(
-        f"ratio {d} at 0.5x / 1x / 2x" for d in datas) + " |")
-    L.append("|---|---|---|" + "---|" * len(datas))
-    for i, s in enumerate(res["sensitivity"][datas[0]]):
-        name = s["coefficient"]
-        cells = []
-        for d in datas:
-            t = res["sensitivity"][d][i]
-            cells.append(f"{t['ratio_half']:.2f} / {t['ratio']:.2f} / {t['ratio_double']:.2f}")
-        L.append(f"| `{name}` | {s['value_pj']:g} | {COEFFICIENT_NOTES.get(name, '')} | "
-                 + " | ".join(cells) + " |")
-    L.append("")
-    L.append(_energy_discussion(res))
-    L.append(ENERGY_END)
-    return "\n".join(L) + "\n"
-
-
-def write_energy_section(json_path: Path | str = "docs/energy.json",
-                         md_path: Path | str = "docs/efficiency.md") -> Path:
-    """Put :func:`energy_section` of the saved results into ``md_path``.
-
-    Replaces the text between the energy markers, or inserts it before
-    ``## How to read this`` (appends when that heading is missing).
-    """
-    json_path, md_path = Path(json_path), Path(md_path)
-    res = json.loads(json_path.read_text())
-    sec = energy_section(res, source=json_path.name)
-    text = md_path.read_text() if md_path.exists() else ""
-    if ENERGY_BEGIN in text and ENERGY_END in text:
-        a = text.index(ENERGY_BEGIN)
-        b = text.index(ENERGY_END) + len(ENERGY_END)
-        text = text[:a] + sec.rstrip("\n") + text[b:]
-    elif "## How to read this" in text:
-        a = text.index("## How to read this")
-        text = text[:a] + sec + "\n" + text[a:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + sec
-    md_path.write_text(text)
-    return md_path
-
-
-def _energy_discussion(res: dict) -> str:
-    """Where the switching model and the operation count agree and differ, with the numbers."""
-    runs = res["runs"]
-    comps = ("lut", "ff", "clock", "wire", "bram", "lutram", "dsp")
-
-    def get(kind, data):
-        return next(r for r in runs if r["kind"] == kind and r["data"] == data)
-
-    datas = list(res["sensitivity"])
-    out = ["### Where the two models disagree, and why\n"]
-    for data in datas:
-        inh, base = get("inhibitor", data), get("baseline", data)
-        sw = base["energy_pj"]["total"] / inh["energy_pj"]["total"]
-        oc = base["opcount_pj"] / inh["opcount_pj"]
-        top = {k: max(comps, key=lambda c: r["energy_pj"][c]) for k, r in
-               (("inhibitor", inh), ("baseline", base))}
-        share = {k: r["energy_pj"][top[k]] / r["energy_pj"]["total"] for k, r in
-                 (("inhibitor", inh), ("baseline", base))}
-        cyc = base["activity"]["cycles"] / inh["activity"]["cycles"]
-        per_cycle = sw / cyc
-        out.append(
-            f"- **{data} data**: the baseline spends {sw:.2f}x the inhibitor's energy per head "
-            f"in the switching model, {oc:.2f}x in the operation count. The baseline takes "
-            f"{cyc:.1f}x the cycles per head; the largest part of each core's energy is "
-            f"`{top['inhibitor']}` ({share['inhibitor']:.0%}) for the inhibitor and "
-            f"`{top['baseline']}` ({share['baseline']:.0%}) for the baseline. Per cycle "
-            f"(power at the same clock) the baseline draws {per_cycle:.2f}x the inhibitor's: "
-            "the rest of the ratio is cycles per head, i.e. the baseline's schedule, which an "
-            "engineered (overlapped) baseline shortens.")
-    if len(datas) > 1:
-        a, b = datas[0], datas[1]
-        ri = get("inhibitor", a)["energy_pj"]["total"] / get("inhibitor", b)["energy_pj"]["total"]
-        rb = get("baseline", a)["energy_pj"]["total"] / get("baseline", b)["energy_pj"]["total"]
-        out.append(f"- **{a} vs {b} data**: {a} heads cost {ri:.2f}x the energy of {b} heads "
-                   f"on the inhibitor, {rb:.2f}x on the baseline (the operation count is the "
-                   "same for both: it cannot see the data). Part of the baseline's difference "
-                   "is its schedule: its cycles per head follow the valid length L (real heads "
-                   "have L <= 16, random ones L = n), the inhibitor's do not.")
-    out.append(
-        "- **Why they differ.** The operation count weighs only the arithmetic each contract "
-        "prescribes, with an ASIC multiply costing several additions. On the FPGA the "
-        "multiplies run in hard 18x18 blocks, cheap next to the same work in LUT fabric, "
-        "while everything the count leaves out costs energy in proportion to the cycles a "
-        "head takes and the state a core holds: the clock tree of every flip-flop, block-RAM "
-        "ports enabled every cycle (neither core gates its memories' read enables when idle), "
-        "control and stream buffering, and the routed wires between them. The switching "
-        "model is zero-delay (no glitches, which are largest in carry chains and "
-        "multipliers) and maps carry chains to LUT4s rather than `CCU2C` cells, and its "
-        "coefficients are assumptions: read its ratio together with the sensitivity table.\n")
-    return "\n".join(out) + "\n"
