@@ -9,21 +9,27 @@ import numpy as np
 import pytest
 
 from inhibitron.quant import calibrate as C
-from inhibitron.quant.calibrate import (
-    FormatTooNarrowError,
-    MinMaxObserver,
-    MSEObserver,
-    PercentileObserver,
-    choose_shared_exponent,
-    fold_layer,
-    quantize_weight_per_channel,
-)
+from inhibitron.quant import folding, observers, weight_quant
+from inhibitron.quant.folding import FormatTooNarrowError, choose_shared_exponent, fold_layer
 from inhibitron.quant.formats import AttentionFormats
+from inhibitron.quant.observers import MinMaxObserver, MSEObserver, PercentileObserver
+from inhibitron.quant.weight_quant import quantize_weight_per_channel
 
 
 def test_doctests():
-    result = doctest.testmod(C)
-    assert result.failed == 0 and result.attempted >= 5
+    attempted = 0
+    for module in (observers, weight_quant, folding):
+        result = doctest.testmod(module)
+        assert result.failed == 0
+        attempted += result.attempted
+    assert attempted >= 5
+
+
+def test_calibrate_reexports_every_name():
+    """quant.calibrate keeps the calibration API importable from one place."""
+    homes = (observers, weight_quant, folding)
+    for name in C.__all__:
+        assert any(getattr(m, name, None) is getattr(C, name) for m in homes), name
 
 
 def test_minmax_per_tensor_and_per_head_with_mask():
@@ -272,7 +278,7 @@ def test_observe_layer_kinds():
     layer = {x: rng.normal(size=(2, 3, 6, 8)) for x in "qkv"}
     layer["mask"] = np.array([[1] * 6, [1] * 4 + [0] * 2], dtype=bool)
     for kind in ("minmax", "percentile", "mse"):
-        obs = C.observe_layer(layer, observer=kind, name="layer 0")
+        obs = observers.observe_layer(layer, observer=kind, name="layer 0")
         assert [o.amax.shape for o in obs] == [(3,)] * 3 and obs[0].name == "layer 0 q"
     with pytest.raises(ValueError, match="observer must be 'minmax', 'percentile' or 'mse', not 'max'"):
-        C.observe_layer(layer, observer="max")
+        observers.observe_layer(layer, observer="max")
