@@ -54,6 +54,7 @@ from .baseline_config import BaselineConfig
 from .mac_pe import MacPE, multiply
 from .shell import BlockCollector, JobSequencer, SlotFlags, bram, terminal_flags
 from .shell_io import BlockEmitter, DescriptorSlots, RowLoader, slot_bits
+from .shell_mix import MixJobControl, connect_mix_back_end, delayed
 from .systolic import SystolicArray
 
 __all__ = ["BaselineConfig", "DotProductAttentionCore"]
@@ -392,69 +393,35 @@ class DotProductAttentionCore(wiring.Component):
                         m.d.sync += rec[s][r].eq(quot)
 
         # -------------------------------------------------------- mixing stage
-        mtag = BlockCollector.tag_layout_for(nL)
+        # A job mixes one exp block slot into one output block slot
+        # (shell_mix.MixJobControl); between the exp read and the array sits the
+        # per-row normalisation e * rec, rounded to p (NORM_LATENCY - 1 stages).
+        norm = self.NORM_LATENCY - 1
+        m.submodules.mctl = mctl = MixJobControl(steps=n, tiles=nL, v_index_bits=v_half,
+                                                 shift_bits=cfg.shift_bits, array_delay=norm)
         m.submodules.mix = mix = SystolicArray(
             pe=partial(MacPE, a_bits=pb, a_signed=False, b_bits=cfg.v_bits, length=n,
-                       input_register=True, tag_width=mtag.size, multiplier=mul),
+                       input_register=True, tag_width=mctl.tag_layout.size, multiplier=mul),
             rows=R, cols=C, pipelined_readout=True)
         m.submodules.collect = collect = BlockCollector(
             rows=R, cols=C, slices=nL, acc_bits=len(mix.out_data[0]), shift_bits=cfg.shift_bits,
             out_bits=cfg.out_bits)
         e_rd = [mem.read_port() for mem in emem]
-        m.submodules.mseq = mseq = JobSequencer(steps=n, tiles=nL, stride=n,
-                                                base_bits=v_half + 1, name="m")
-        m_run, m_j, m_tile, m_vbase = mseq.run, mseq.step, mseq.tile, mseq.base
-        m_es = Signal()                        # exp slot being mixed
-        m_os = Signal()                        # output slot being filled
-        o_shift = [Signal(cfg.shift_bits, name=f"oinfo_shift{i}") for i in range(2)]
-        m_hp = Mux(m_es, e_hp[1], e_hp[0])
-        m_lastblk = Mux(m_es, e_last[1], e_last[0])
-        mj_hp = Signal()
-        mj_lastblk = Signal()
-        m_can = Signal()
-        # m_ok == efull[m_es] & vld.full[hp of m_es] & ~emit.busy[m_os], registered.
-        m_ok = Signal()
-        m.d.comb += m_can.eq(~m_run & m_ok)
-        with m.If(m_can):
-            m.d.sync += [mj_hp.eq(m_hp), mj_lastblk.eq(m_lastblk)]
-            m.d.comb += [emit.claim.bit_select(m_os, 1).eq(1), emit.claim_last.eq(m_lastblk)]
-            for i in range(2):
-                with m.If(m_os == i):
-                    m.d.sync += o_shift[i].eq(Mux(m_hp, d_shift[1], d_shift[0]))
-        m.d.comb += mseq.start.eq(m_can)
-        m_jlast, m_tlast, m_job_end = mseq.step_last, mseq.tile_last, mseq.job_end
-        with m.If(m_job_end):
-            m.d.sync += [m_es.eq(~m_es), m_os.eq(~m_os)]
-            m.d.comb += [efull.clr.bit_select(m_es, 1).eq(1),
-                         ebusy.clr.bit_select(m_es, 1).eq(1)]
-            with m.If(mj_lastblk):
-                m.d.comb += [vld.clr.bit_select(mj_hp, 1).eq(1),
-                             desc.clr.bit_select(mj_hp, 1).eq(1)]
-        m_es_n = Mux(m_job_end, ~m_es, m_es)
-        m_os_n = Mux(m_job_end, ~m_os, m_os)
+        # Head slot of each exp slot next cycle (the exp pass writes it on its start).
         e_hp_n = [Mux(x_can & (x_es == i), Mux(x_ss, b_hp[1], b_hp[0]), e_hp[i])
                   for i in range(2)]
-        m.d.sync += m_ok.eq(efull.after.bit_select(m_es_n, 1)
-                            & vld.full_next.bit_select(Mux(m_es_n, e_hp_n[1], e_hp_n[0]), 1)
-                            & ~emit.busy_next.bit_select(m_os_n, 1))
-        m.d.comb += [vld.r_slot.eq(mj_hp), vld.r_index.eq((m_vbase + m_j)[:v_half])]
+        m.d.comb += [mctl.src_full_after.eq(efull.after), mctl.src_head.eq(Cat(*e_hp)),
+                     mctl.src_head_next.eq(Cat(*e_hp_n)), mctl.src_last.eq(Cat(*e_last)),
+                     mctl.head_full_next.eq(vld.full_next), mctl.out_busy_next.eq(emit.busy_next),
+                     mctl.head_shift[0].eq(d_shift[0]), mctl.head_shift[1].eq(d_shift[1]),
+                     emit.claim.eq(mctl.claim), emit.claim_last.eq(mctl.claim_last),
+                     efull.clr.eq(mctl.src_clr), ebusy.clr.eq(mctl.src_clr),
+                     vld.clr.eq(mctl.head_clr), desc.clr.eq(mctl.head_clr),
+                     vld.r_slot.eq(mctl.head), vld.r_index.eq(mctl.v_index)]
         for r in range(R):
-            m.d.comb += e_rd[r].addr.eq(Cat(m_j[:blk_half], m_es))
+            m.d.comb += e_rd[r].addr.eq(Cat(mctl.step[:blk_half], mctl.src))
         # Stage 1: read data valid. Then per lane: register e (2), e * rec (3),
         # round to p (4) -> array; V and control delayed to match.
-        m1_valid, m1_first, m1_last = Signal(), Signal(), Signal()
-        m1_tag = Signal(mtag)
-        m1_es = Signal()
-        m.d.sync += [m1_es.eq(m_es), m1_valid.eq(m_run), m1_first.eq(m_j == 0), m1_last.eq(m_jlast),
-                     m1_tag.tile.eq(m_tile), m1_tag.oslot.eq(m_os), m1_tag.last.eq(m_tlast)]
-        norm = self.NORM_LATENCY - 1
-        mc_valid, mc_first, mc_last, mc_tag = m1_valid, m1_first, m1_last, m1_tag
-        for i in range(norm):
-            nv, nf, nl = (Signal(name=f"mnorm{i}_valid"), Signal(name=f"mnorm{i}_first"),
-                          Signal(name=f"mnorm{i}_last"))
-            nt = Signal(mtag, name=f"mnorm{i}_tag")
-            m.d.sync += [nv.eq(mc_valid), nf.eq(mc_first), nl.eq(mc_last), nt.eq(mc_tag)]
-            mc_valid, mc_first, mc_last, mc_tag = nv, nf, nl, nt
         shp = RB - PF
         for r in range(R):
             # e and its row's reciprocal (selected by the slot that travels with the
@@ -463,25 +430,15 @@ class DotProductAttentionCore(wiring.Component):
             rr = Signal(cfg.recip_width, name=f"m_rec{r}", reset_less=True)
             prod = Signal(eb + cfg.recip_width, name=f"m_erec{r}", reset_less=True)
             p = Signal(pb, name=f"m_p{r}", reset_less=True)
-            m.d.sync += [er.eq(e_rd[r].data), rr.eq(Mux(m1_es, rec[1][r], rec[0][r])),
+            m.d.sync += [er.eq(e_rd[r].data), rr.eq(Mux(mctl.rd_src, rec[1][r], rec[0][r])),
                          prod.eq(multiply(er, rr, kind=mul)),
                          p.eq(((prod + (1 << (shp - 1))) >> shp)[:pb])]
             m.d.comb += mix.a[r].eq(p)
         for c in range(C):
-            vd = vld.r_data[c]
-            for i in range(norm):
-                nvd = Signal(signed(cfg.v_bits), name=f"v_d{c}_{i}", reset_less=True)
-                m.d.sync += nvd.eq(vd)
-                vd = nvd
-            m.d.comb += mix.b[c].eq(vd)
-        m.d.comb += [mix.valid.eq(mc_valid), mix.first.eq(mc_first), mix.last.eq(mc_last),
-                     mix.tag.eq(mc_tag)]
+            m.d.comb += mix.b[c].eq(delayed(m, vld.r_data[c], norm, f"v_d{c}_", reset_less=True))
+        m.d.comb += [mix.valid.eq(mctl.a_valid), mix.first.eq(mctl.a_first),
+                     mix.last.eq(mctl.a_last), mix.tag.eq(mctl.a_tag)]
 
         # ------------------------- mixing back end: round, collect, write the block
-        m.d.comb += [collect.i_valid.eq(mix.out_valid), collect.i_acc.eq(mix.out_data),
-                     collect.i_col.eq(mix.out_col), collect.i_tag.as_value().eq(mix.out_tag),
-                     collect.shift[0].eq(o_shift[0]), collect.shift[1].eq(o_shift[1]),
-                     emit.w_row.eq(collect.w_row), emit.w_slot.eq(collect.w_slot),
-                     emit.w_en.eq(collect.w_en), emit.w_data.eq(collect.w_data),
-                     emit.commit.eq(collect.commit)]
+        connect_mix_back_end(m, mix, collect, emit, mctl.out_shift)
         return m

@@ -42,6 +42,7 @@ from .config import MANIFEST_VERSIONS, CoreConfig
 from .pe import L1PE, SoftThresholdPE
 from .rowstats import RowStatistics, ThresholdClip
 from .shell import BlockCollector, JobSequencer, SlotFlags, bram
+from .shell_mix import MixJobControl, connect_mix_back_end, delayed
 from .shell_io import BlockEmitter, DescriptorSlots, RowLoader, slot_bits
 from .systolic import SystolicArray
 
@@ -293,103 +294,51 @@ class InhibitorAttentionCore(wiring.Component):
             m.d.comb += zfull.set.bit_select(stats_slot[R - 1], 1).eq(1)
 
         # -------------------------------------------------------- mixing stage
-        mtag = BlockCollector.tag_layout_for(nL)
+        # A job mixes one z block slot into one output block slot
+        # (shell_mix.MixJobControl); between the z read and the array sits the
+        # per-row threshold and clip (ThresholdClip.latency stages).
+        clip_lat = ThresholdClip.latency
+        m.submodules.mctl = mctl = MixJobControl(steps=n, tiles=nL, v_index_bits=v_half,
+                                                 shift_bits=cfg.shift_bits, array_delay=clip_lat)
         m.submodules.mix = mix = SystolicArray(
             pe=functools.partial(SoftThresholdPE, v_bits=cfg.v_bits, zb_bits=w.zb_mix_bits,
                                  v_shift=cfg.v_shift, z_shift=cfg.z_shift, length=n,
-                                 tag_width=mtag.size),
+                                 tag_width=mctl.tag_layout.size),
             rows=R, cols=C, pipelined_readout=True)
         m.submodules.collect = collect = BlockCollector(
             rows=R, cols=C, slices=nL, acc_bits=len(mix.out_data[0]), shift_bits=cfg.shift_bits,
             out_bits=cfg.out_bits)
         z_rd = [mem.read_port() for mem in zmem]
-        # The job's counters: nL tiles of n steps, m_vbase = tile * n.
-        m.submodules.mseq = mseq = JobSequencer(steps=n, tiles=nL, stride=n,
-                                                base_bits=v_half + 1, name="m")
-        m_run, m_j, m_tile, m_vbase = mseq.run, mseq.step, mseq.tile, mseq.base
-        m_zs = Signal()                        # z slot being mixed
-        m_os = Signal()                        # output slot being filled
-        # Output shift of the head whose block fills output slot i; the slot stays
-        # claimed (emit.busy) until it is emitted, the descriptor slot may be reused sooner.
-        o_shift = [Signal(cfg.shift_bits, name=f"oinfo_shift{i}") for i in range(2)]
-        m_hp = Mux(m_zs, z_hp[1], z_hp[0])
-        m_lastblk = Mux(m_zs, z_lastblk[1], z_lastblk[0])
-        # The running job's head slot and last-block flag, registered at its start.
-        mj_hp = Signal()
-        mj_lastblk = Signal()
-        m_can = Signal()
-        # m_ok == zfull[m_zs] & vld.full[m_hp] & ~emit.busy[m_os], registered from the
-        # next values of its inputs (below).
-        m_ok = Signal()
-        m.d.comb += m_can.eq(~m_run & m_ok)
-        with m.If(m_can):
-            m.d.sync += [mj_hp.eq(m_hp), mj_lastblk.eq(m_lastblk)]
-            m.d.comb += [emit.claim.bit_select(m_os, 1).eq(1), emit.claim_last.eq(m_lastblk)]
-            for i in range(2):
-                with m.If(m_os == i):
-                    m.d.sync += o_shift[i].eq(Mux(m_hp, d_shift[1], d_shift[0]))
-        m.d.comb += mseq.start.eq(m_can)
-        m_jlast, m_tlast, m_job_end = mseq.step_last, mseq.tile_last, mseq.job_end
-        with m.If(m_job_end):
-            m.d.sync += [m_zs.eq(~m_zs), m_os.eq(~m_os)]
-            m.d.comb += [zfull.clr.bit_select(m_zs, 1).eq(1),
-                         zbusy.clr.bit_select(m_zs, 1).eq(1)]
-            with m.If(mj_lastblk):
-                m.d.comb += [vld.clr.bit_select(mj_hp, 1).eq(1),
-                             desc.clr.bit_select(mj_hp, 1).eq(1)]
-        m_zs_n = Mux(m_job_end, ~m_zs, m_zs)
-        m_os_n = Mux(m_job_end, ~m_os, m_os)
+        # Head slot of each z slot next cycle (the scores stage writes it on its start).
         z_hp_n = [Mux(s_can & (s_zs == i), s_hp, z_hp[i]) for i in range(2)]
-        m.d.sync += m_ok.eq(zfull.after.bit_select(m_zs_n, 1)
-                            & vld.full_next.bit_select(
-                                Mux(m_zs_n, z_hp_n[1], z_hp_n[0]), 1)
-                            & ~emit.busy_next.bit_select(m_os_n, 1))
+        m.d.comb += [mctl.src_full_after.eq(zfull.after), mctl.src_head.eq(Cat(*z_hp)),
+                     mctl.src_head_next.eq(Cat(*z_hp_n)), mctl.src_last.eq(Cat(*z_lastblk)),
+                     mctl.head_full_next.eq(vld.full_next), mctl.out_busy_next.eq(emit.busy_next),
+                     mctl.head_shift[0].eq(d_shift[0]), mctl.head_shift[1].eq(d_shift[1]),
+                     emit.claim.eq(mctl.claim), emit.claim_last.eq(mctl.claim_last),
+                     zfull.clr.eq(mctl.src_clr), zbusy.clr.eq(mctl.src_clr),
+                     vld.clr.eq(mctl.head_clr), desc.clr.eq(mctl.head_clr),
+                     vld.r_slot.eq(mctl.head), vld.r_index.eq(mctl.v_index)]
         for p in z_rd:
-            m.d.comb += p.addr.eq(_addr(m_j, z_half, m_zs))
-        m.d.comb += [vld.r_slot.eq(mj_hp), vld.r_index.eq((m_vbase + m_j)[:v_half])]
+            m.d.comb += p.addr.eq(_addr(mctl.step, z_half, mctl.src))
         # Stage 1 (read data valid): threshold + clip per row; V delayed to match.
-        m1_valid, m1_first, m1_last = Signal(), Signal(), Signal()
         m1_pad = Signal()
-        m1_zs = Signal()
-        m1_tag = Signal(mtag)
-        m.d.sync += [m1_valid.eq(m_run), m1_first.eq(m_j == 0), m1_last.eq(m_jlast),
-                     m1_pad.eq(m_j >= Mux(m_zs, z_len[1], z_len[0])), m1_zs.eq(m_zs),
-                     m1_tag.tile.eq(m_tile), m1_tag.oslot.eq(m_os),
-                     m1_tag.last.eq(m_tlast)]
-        # ThresholdClip is pipelined (ThresholdClip.latency stages: register the
-        # block-RAM read data, subtract, select); control and V follow it.
-        clip_lat = ThresholdClip.latency
-        mc_valid, mc_first, mc_last, mc_tag = m1_valid, m1_first, m1_last, m1_tag
-        for i in range(clip_lat):
-            nv, nf, nl = (Signal(name=f"mclip{i}_valid"), Signal(name=f"mclip{i}_first"),
-                          Signal(name=f"mclip{i}_last"))
-            nt = Signal(mtag, name=f"mclip{i}_tag")
-            m.d.sync += [nv.eq(mc_valid), nf.eq(mc_first), nl.eq(mc_last), nt.eq(mc_tag)]
-            mc_valid, mc_first, mc_last, mc_tag = nv, nf, nl, nt
+        m.d.sync += m1_pad.eq(mctl.step >= Mux(mctl.src, z_len[1], z_len[0]))
         for r in range(R):
             tc = ThresholdClip(z_width=zw, threshold_width=tw, zb_max=cfg.zb_max)
             m.submodules[f"thrclip{r}"] = tc
             m.d.comb += [tc.z.eq(z_rd[r].data), tc.pad.eq(m1_pad),
-                         tc.threshold.eq(Mux(m1_zs, thr[1][r], thr[0][r])),
+                         tc.threshold.eq(Mux(mctl.rd_src, thr[1][r], thr[0][r])),
                          mix.a[r].eq(tc.zb)]
         for c in range(C):
-            vd = vld.r_data[c]
-            for i in range(clip_lat):
-                nvd = Signal(signed(cfg.v_bits), name=f"v_d{c}_{i}", reset_less=True)
-                m.d.sync += nvd.eq(vd)
-                vd = nvd
-            m.d.comb += mix.b[c].eq(vd)
-        m.d.comb += [mix.valid.eq(mc_valid), mix.first.eq(mc_first), mix.last.eq(mc_last),
-                     mix.tag.eq(mc_tag)]
+            m.d.comb += mix.b[c].eq(delayed(m, vld.r_data[c], clip_lat, f"v_d{c}_",
+                                            reset_less=True))
+        m.d.comb += [mix.valid.eq(mctl.a_valid), mix.first.eq(mctl.a_first),
+                     mix.last.eq(mctl.a_last), mix.tag.eq(mctl.a_tag)]
 
         # -------------------------------- mixing back end: round, collect, write block
         # Each PE row's results go through an OutputRounder (contract step 6: round
         # half up by the head's run-time r, saturate); the rows are collected and
         # written into the output block slot (shell.BlockCollector).
-        m.d.comb += [collect.i_valid.eq(mix.out_valid), collect.i_acc.eq(mix.out_data),
-                     collect.i_col.eq(mix.out_col), collect.i_tag.as_value().eq(mix.out_tag),
-                     collect.shift[0].eq(o_shift[0]), collect.shift[1].eq(o_shift[1]),
-                     emit.w_row.eq(collect.w_row), emit.w_slot.eq(collect.w_slot),
-                     emit.w_en.eq(collect.w_en), emit.w_data.eq(collect.w_data),
-                     emit.commit.eq(collect.commit)]
+        connect_mix_back_end(m, mix, collect, emit, mctl.out_shift)
         return m
