@@ -10,13 +10,11 @@ from export_fixtures import SEQ, assert_nothing_left, files_of, inputs
 from safetensors.numpy import load_file
 
 import inhibitron.quant.memimage as memimage_mod
-from inhibitron.quant.checkpoint import (
-    FORMAT_VERSION,
-    CheckpointError,
-    canonical_json,
-    load_checkpoint,
-    write_checkpoint,
-)
+from inhibitron.quant import checkpoint
+from inhibitron.quant.checkpoint_format import FORMAT_VERSION, canonical_json, content_hash
+from inhibitron.quant.checkpoint_load import load_checkpoint
+from inhibitron.quant.checkpoint_write import write_checkpoint
+from inhibitron.quant.projection import CheckpointError
 from inhibitron.quant.export import export_student
 from inhibitron.quant.projection import build_checkpoint
 
@@ -157,13 +155,11 @@ def test_missing_file_is_named(exported, tmp_path):
 
 
 def edit_manifest(path: Path, fn, *, rehash: bool):
-    from inhibitron.quant.checkpoint import _content_hash
-
     mpath = path / "manifest.json"
     m = json.loads(mpath.read_text())
     fn(m)
     if rehash:
-        m["manifest_sha256"] = _content_hash(m)
+        m["manifest_sha256"] = content_hash(m)
     mpath.write_text(canonical_json(m))
 
 
@@ -203,3 +199,13 @@ def test_corrupted_manifest_and_scales(exported, tmp_path):
         load_checkpoint(path)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nowhere")
+
+
+def test_checkpoint_reexports_its_parts():
+    """quant.checkpoint keeps every name importable from one place (callers and the CLI)."""
+    from inhibitron.quant import atomic_folder, checkpoint_format, checkpoint_load, checkpoint_write, projection
+
+    homes = (atomic_folder, checkpoint_format, checkpoint_load, checkpoint_write, projection)
+    for name in checkpoint.__all__:
+        assert any(getattr(m, name, None) is getattr(checkpoint, name) for m in homes), name
+    assert checkpoint._content_hash is content_hash
