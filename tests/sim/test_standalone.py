@@ -155,3 +155,14 @@ def test_checkpoint_heads_take_the_layers_theta_and_r():
     got = S.stimulus_heads(cfg, kind="real", checkpoint=manifest, layer=0)
     assert [(h.theta, h.out_shift) for h in got[:4]] == [(-3, 2), (5, 0), (40, 7), (-3, 2)]
     assert got[0].label == "real-head0"
+
+
+def test_standalone_reexports_its_parts():
+    """Packing, testbench text and build/run have their own modules; sim.standalone keeps their names."""
+    from inhibitron.sim import memh, standalone_run
+
+    for module in (memh, standalone_run):
+        for name in module.__all__:
+            if name in S.__all__:
+                assert getattr(S, name) is getattr(module, name), name
+    assert {"hex_rows", "unpack_hex", "build", "run", "parse_result"} <= set(S.__all__)

@@ -158,3 +158,15 @@ def test_checker_catches_the_issue(tmp_path):
     assert not result.clean
     assert "s_axis_q_tready" in result.x_ports or "m_axis_h_tdata" in result.x_ports, \
         result.summary()
+
+
+def test_xcheck_reexports_its_parts():
+    """Targets, testbench text and VCD diagnosis have their own modules; sim.xcheck keeps their names."""
+    from inhibitron.sim import xcheck as X
+    from inhibitron.sim import xcheck_target, xcheck_tb, xcheck_vcd
+
+    for module in (xcheck_target, xcheck_tb, xcheck_vcd):
+        for name in module.__all__:
+            if name in X.__all__:
+                assert getattr(X, name) is getattr(module, name), name
+    assert {"Port", "Pacing", "testbench", "XSignal", "x_signals_from_vcd"} <= set(X.__all__)
