@@ -1,9 +1,10 @@
 """Atomic publication of a finished output folder, and the cleanup of folders a failed write created.
 
-:func:`publish_folder` renames a folder written next to its destination into
-place (replacing an earlier one); :func:`remove_empty_folders` removes the
-parent folders a write created when it fails. The checkpoint and the
-bit-accuracy report both write this way.
+A write makes its folder with :func:`temp_folder_beside` (a temporary folder
+next to the destination), fills it, and :func:`publish_folder` renames it into
+place (replacing an earlier one); on failure it removes the temporary folder
+and :func:`remove_empty_folders` the parent folders it created. The checkpoint
+and the bit-accuracy report both write this way.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["publish_folder", "remove_empty_folders"]
+__all__ = ["publish_folder", "remove_empty_folders", "temp_folder_beside"]
 
 
 def publish_folder(tmp: Path, out: Path) -> None:
@@ -38,3 +39,20 @@ def remove_empty_folders(folders: list[Path]) -> None:
             folder.rmdir()
         except OSError:
             break
+
+
+def temp_folder_beside(out: Path) -> tuple[Path, list[Path]]:
+    """A new empty folder ``.<name>.tmp-*`` next to ``out``, creating ``out``'s missing parents.
+
+    Returns the folder and the parents this call created (deepest last), for
+    :func:`remove_empty_folders` after a failed write; if the folder cannot be
+    made, those parents are removed again and the error propagates.
+    """
+    created = [p for p in reversed(out.absolute().parents) if not p.exists()]  # parents we create
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except BaseException:
+        remove_empty_folders(created)
+        raise
+    return tmp, created

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .atomic_folder import publish_folder, remove_empty_folders
+from .atomic_folder import publish_folder, remove_empty_folders, temp_folder_beside
 from .checkpoint_format import CORE_KEYS, FORMAT_VERSION, MANIFEST_NAME, canonical_json, content_hash, sha256_file
 from .exporters import ExportJob, ExportResult, resolve_formats
 from .projection import HEAD_TENSORS, PROJECTIONS, CheckpointError, QuantizedCheckpoint, QuantizedLayer
@@ -189,13 +188,7 @@ def write_checkpoint(
         if p.is_absolute() or ".." in p.parts or not p.parts or rel in (MANIFEST_NAME,) or rel.startswith("mem/"):
             raise CheckpointError(f"extra file path {rel!r} must be relative, inside the checkpoint, not reserved")
 
-    created = [p for p in reversed(out.absolute().parents) if not p.exists()]  # parents we create
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    except BaseException:
-        remove_empty_folders(created)
-        raise
+    tmp, created = temp_folder_beside(out)
     try:
         files, sections, notes = _run_exporters(tmp, checkpoint, chosen, model)
         for rel, data in sorted(extra_files.items()):
