@@ -47,7 +47,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -55,7 +54,7 @@ import numpy as np
 
 from inhibitron.model.reference import check_quantizable
 
-from .checkpoint import publish_folder, remove_empty_folders
+from .atomic_folder import publish_folder, remove_empty_folders, temp_folder_beside
 from .report_markdown import SECTIONS, render_markdown
 from .report_plots import plot_histograms, plot_ranges, plot_sweep
 from .report_tables import ReportError, bit_width_sweep, check_inputs, measure_layer
@@ -251,13 +250,7 @@ def build_report(
     # Everything is written to a temporary folder next to ``out`` and renamed into
     # place at the end: an error or an interrupt leaves neither a half-written
     # report nor the temporary folder (and an earlier report stays as it was).
-    created = [p for p in reversed(out.absolute().parents) if not p.exists()]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    except BaseException:
-        remove_empty_folders(created)
-        raise
+    tmp, created = temp_folder_beside(out)
     try:
         path = _write_report(tmp, ckpt, layers, cos, sweep_bits, hist_range, title, input_description,
                              progress)

