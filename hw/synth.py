@@ -63,6 +63,7 @@ __all__ = [
     "read_ports",
     "synthesize",
     "synthesize_component",
+    "component_verilog",
     "parse_yosys_stat",
     "parse_nextpnr_report",
     "parse_overuse",
@@ -415,12 +416,17 @@ def synthesize_component(component, *, top: str, out_dir: Path | str, **kwargs) 
     The component's ports are its signature members; the clock and reset
     ports are ``clk`` and ``rst`` (Amaranth's defaults).
     """
-    from amaranth.back import verilog as av
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    text = av.convert(component, name=top, emit_src=True, strip_internal_attrs=True)
+    text = component_verilog(component, top=top)
     path = out / f"{top}.v"
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
     return synthesize([path], top=top, out_dir=out, **kwargs)
+
+
+def component_verilog(component, *, top: str) -> str:
+    """The Verilog :func:`synthesize_component` writes for *component* as module *top*."""
+    from amaranth.back import verilog as av
+
+    return av.convert(component, name=top, emit_src=True, strip_internal_attrs=True)

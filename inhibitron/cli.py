@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "inhibitron.commands.report",
     "inhibitron.commands.synth",
     "inhibitron.commands.compare",
+    "inhibitron.commands.capacity",
     "inhibitron.commands.bench",
 )
 
