@@ -52,9 +52,9 @@ from amaranth.lib.wiring import In, Out
 
 from .baseline_config import BaselineConfig
 from .mac_pe import MacPE, multiply
-from .shell import BlockCollector, JobSequencer, SlotFlags, bram, terminal_flags
+from .shell import BlockCollector, SlotFlags, bram, terminal_flags
 from .shell_io import BlockEmitter, DescriptorSlots, RowLoader, slot_bits
-from .shell_mix import MixJobControl, connect_mix_back_end, delayed
+from .shell_jobs import MixJobControl, ScoreJobControl, connect_mix_back_end, delayed
 from .systolic import SystolicArray
 
 __all__ = ["BaselineConfig", "DotProductAttentionCore"]
@@ -155,78 +155,36 @@ class DotProductAttentionCore(wiring.Component):
         m.submodules.efull = efull = SlotFlags()      # exp codes and reciprocals complete
 
         # -------------------------------------------------------- score stage
-        stag = data.StructLayout({"sslot": 1, "first": 1, "last": 1})
+        # A job scores one row block against all keys into one score slot
+        # (shell_jobs.ScoreJobControl); each score slot keeps its head's L and M.
+        sinfo = data.StructLayout({"length": range(n + 1), "mult": cst.m_bits})
+        m.submodules.sctl = sctl = ScoreJobControl(
+            steps=d, tiles=nJ, blocks=nI, q_index_bits=q_half, k_index_bits=k_half,
+            info_layout=sinfo)
+        stag = sctl.tag_layout
         m.submodules.score = score = SystolicArray(
             pe=partial(MacPE, a_bits=cfg.qk_bits, b_bits=cfg.qk_bits, length=d,
                        input_register=True, tag_width=stag.size, multiplier=mul),
             rows=R, cols=C, pipelined_readout=True)
-        # The job's counters: n/C tiles of d steps, s_kbase = tile * d.
-        m.submodules.sseq = sseq = JobSequencer(steps=d, tiles=nJ, stride=d,
-                                                base_bits=k_half + 1, name="s")
-        s_run, s_k, s_kbase = sseq.run, sseq.step, sseq.base
-        s_hp = Signal()                        # head slot of the job
-        s_blk = Signal(range(max(2, nI)))      # row block
-        s_blast = Signal(init=int(nI == 1))    # s_blk == nI - 1, registered
-        s_qbase = Signal(q_half + 1)           # block * d
-        s_ss = Signal()                        # score slot of the job
-        # Per score slot: head slot, last block of the head, L and M (copied from the
-        # descriptor when the score job starts).
-        b_hp = [Signal(name=f"sinfo_hp{i}") for i in range(2)]
-        b_last = [Signal(name=f"sinfo_last{i}") for i in range(2)]
-        b_len = [Signal(range(n + 1), name=f"sinfo_len{i}") for i in range(2)]
-        b_mult = [Signal(cst.m_bits, name=f"sinfo_mult{i}") for i in range(2)]
-        s_can = Signal()
-        # s_ok == qld.full[s_hp] & kld.full[s_hp] & desc.full[s_hp] & ~sbusy[s_ss],
-        # registered from the next values of its inputs.
-        s_ok = Signal()
-        m.d.comb += s_can.eq(~s_run & s_ok)
-        with m.If(s_can):
-            m.d.comb += sbusy.set.bit_select(s_ss, 1).eq(1)
-            for i in range(2):
-                with m.If(s_ss == i):
-                    m.d.sync += [b_hp[i].eq(s_hp), b_last[i].eq(s_blast),
-                                 b_len[i].eq(Mux(s_hp, d_len[1], d_len[0])),
-                                 b_mult[i].eq(Mux(s_hp, d_mult[1], d_mult[0]))]
-        m.d.comb += sseq.start.eq(s_can)
-        s_klast, s_tlast, s_job_end = sseq.step_last, sseq.tile_last, sseq.job_end
-        with m.If(s_job_end):
-            m.d.sync += s_ss.eq(~s_ss)
-            with m.If(s_blast):
-                m.d.sync += [s_blk.eq(0), s_qbase.eq(0), s_hp.eq(~s_hp)]
-                m.d.comb += [qld.clr.bit_select(s_hp, 1).eq(1),
-                             kld.clr.bit_select(s_hp, 1).eq(1)]
-            with m.Else():
-                m.d.sync += [s_blk.eq(s_blk + 1), s_qbase.eq(s_qbase + d)]
-        s_hp_n = Mux(s_job_end & s_blast, ~s_hp, s_hp)
-        s_blk_n = Mux(s_job_end, Mux(s_blast, 0, s_blk + 1), s_blk)
-        m.d.sync += s_blast.eq(s_blk_n == nI - 1)
-        s_ss_n = Mux(s_job_end, ~s_ss, s_ss)
-        m.d.sync += s_ok.eq(qld.full_next.bit_select(s_hp_n, 1)
-                            & kld.full_next.bit_select(s_hp_n, 1)
-                            & desc.full_next.bit_select(s_hp_n, 1)
-                            & ~sbusy.after.bit_select(s_ss_n, 1))
-        m.d.comb += [qld.r_slot.eq(s_hp), qld.r_index.eq((s_qbase + s_k)[:q_half]),
-                     kld.r_slot.eq(s_hp), kld.r_index.eq((s_kbase + s_k)[:k_half])]
-        # Control aligned with the read data, then registered once more with it (the
-        # block-RAM outputs feed a register, not the multipliers).
-        s_tag = Signal(stag)
-        s_valid, s_first, s_last = Signal(), Signal(), Signal()
-        m.d.sync += [s_valid.eq(s_run), s_first.eq(s_k == 0), s_last.eq(s_klast),
-                     s_tag.sslot.eq(s_ss), s_tag.first.eq(sseq.tile == 0), s_tag.last.eq(s_tlast)]
-        s2_tag = Signal(stag)
-        s2_valid, s2_first, s2_last = Signal(), Signal(), Signal()
-        m.d.sync += [s2_valid.eq(s_valid), s2_first.eq(s_first), s2_last.eq(s_last),
-                     s2_tag.eq(s_tag)]
+        for i in range(2):
+            m.d.comb += [sctl.head_info[i].length.eq(d_len[i]),
+                         sctl.head_info[i].mult.eq(d_mult[i])]
+        m.d.comb += [sctl.q_full_next.eq(qld.full_next), sctl.k_full_next.eq(kld.full_next),
+                     sctl.desc_full_next.eq(desc.full_next), sctl.dst_busy_after.eq(sbusy.after),
+                     sbusy.set.eq(sctl.dst_set), qld.clr.eq(sctl.head_clr),
+                     kld.clr.eq(sctl.head_clr),
+                     qld.r_slot.eq(sctl.head), qld.r_index.eq(sctl.q_index),
+                     kld.r_slot.eq(sctl.head), kld.r_index.eq(sctl.k_index)]
+        b_hp, b_last = sctl.slot_head, sctl.slot_last
+        b_len = [sctl.slot_info[i].length for i in range(2)]
+        b_mult = [sctl.slot_info[i].mult for i in range(2)]
+        # The block-RAM outputs feed a register, not the multipliers; control aligned.
         for r in range(R):
-            qd = Signal(signed(cfg.qk_bits), name=f"q_d{r}", reset_less=True)
-            m.d.sync += qd.eq(qld.r_data[r])
-            m.d.comb += score.a[r].eq(qd)
+            m.d.comb += score.a[r].eq(delayed(m, qld.r_data[r], 1, f"q_d{r}_", reset_less=True))
         for c in range(C):
-            kd = Signal(signed(cfg.qk_bits), name=f"k_d{c}", reset_less=True)
-            m.d.sync += kd.eq(kld.r_data[c])
-            m.d.comb += score.b[c].eq(kd)
-        m.d.comb += [score.valid.eq(s2_valid), score.first.eq(s2_first), score.last.eq(s2_last),
-                     score.tag.eq(s2_tag)]
+            m.d.comb += score.b[c].eq(delayed(m, kld.r_data[c], 1, f"k_d{c}_", reset_less=True))
+        m.d.comb += [score.valid.eq(sctl.a_valid), score.first.eq(sctl.a_first),
+                     score.last.eq(sctl.a_last), score.tag.eq(sctl.a_tag)]
 
         # ------------------------------- score back end: score memory, row maxima
         jb = slot_bits(n)
@@ -249,7 +207,7 @@ class DotProductAttentionCore(wiring.Component):
             p_j = Signal(jb + 1, name=f"sres_j{r}", reset_less=True)
             m.d.sync += [p_valid.eq(score.out_valid[r]), p_first.eq(restart),
                          p_last.eq(tag.last & (score.out_col[r] == C - 1)),
-                         p_ss.eq(tag.sslot), p_s.eq(score.out_data[r]), p_j.eq(j)]
+                         p_ss.eq(tag.slot), p_s.eq(score.out_data[r]), p_j.eq(j)]
             m.d.comb += [s_wr[r].addr.eq(Cat(p_j[:blk_half], p_ss)), s_wr[r].data.eq(p_s),
                          s_wr[r].en.eq(p_valid)]
             # Row maximum over the valid keys j < L (key 0 is always valid and first).
@@ -394,7 +352,7 @@ class DotProductAttentionCore(wiring.Component):
 
         # -------------------------------------------------------- mixing stage
         # A job mixes one exp block slot into one output block slot
-        # (shell_mix.MixJobControl); between the exp read and the array sits the
+        # (shell_jobs.MixJobControl); between the exp read and the array sits the
         # per-row normalisation e * rec, rounded to p (NORM_LATENCY - 1 stages).
         norm = self.NORM_LATENCY - 1
         m.submodules.mctl = mctl = MixJobControl(steps=n, tiles=nL, v_index_bits=v_half,

@@ -41,8 +41,8 @@ from amaranth.utils import bits_for
 from .config import MANIFEST_VERSIONS, CoreConfig
 from .pe import L1PE, SoftThresholdPE
 from .rowstats import RowStatistics, ThresholdClip
-from .shell import BlockCollector, JobSequencer, SlotFlags, bram
-from .shell_mix import MixJobControl, connect_mix_back_end, delayed
+from .shell import BlockCollector, SlotFlags, bram
+from .shell_jobs import MixJobControl, ScoreJobControl, connect_mix_back_end, delayed
 from .shell_io import BlockEmitter, DescriptorSlots, RowLoader, slot_bits
 from .systolic import SystolicArray
 
@@ -153,94 +153,38 @@ class InhibitorAttentionCore(wiring.Component):
         m.submodules.zfull = zfull = SlotFlags()      # z slot's statistics done, mix may read
 
         # -------------------------------------------------------- score stage
+        # A job scores one row block against all keys into one z slot
+        # (shell_jobs.ScoreJobControl); each z slot keeps its head's L and theta, so
+        # the row statistics and the padding check select between two registers.
         jb_bits = bits_for(nJ * C)
-        stag = data.StructLayout({"zslot": 1, "first": 1, "last": 1})
+        zinfo = data.StructLayout({"length": range(n + 1), "theta": signed(thw)})
+        m.submodules.sctl = sctl = ScoreJobControl(
+            steps=d, tiles=nJ, blocks=nI, q_index_bits=q_half, k_index_bits=k_half,
+            info_layout=zinfo, min_gap=max(0, cfg.min_score_job_cycles - cfg.score_job_cycles))
+        stag = sctl.tag_layout
         m.submodules.score = score = SystolicArray(
             pe=functools.partial(L1PE, width=cfg.qk_bits, length=d, tag_width=stag.size),
             rows=R, cols=C, pipelined_readout=True)
-
-        # The job's counters: nJ tiles of d steps, s_kbase = tile * d.
-        m.submodules.sseq = sseq = JobSequencer(steps=d, tiles=nJ, stride=d,
-                                                base_bits=k_half + 1, name="s")
-        s_run, s_k, s_kbase = sseq.run, sseq.step, sseq.base
-        s_hp = Signal()                        # head slot of the job
-        s_blk = Signal(range(nI))              # row block I
-        s_blast = Signal(init=int(nI == 1))    # s_blk == nI - 1, registered
-        s_qbase = Signal(q_half + 1)           # I * d
-        s_zs = Signal()                        # z slot of the job
-        s_gap = Signal(range(cfg.min_score_job_cycles + 2))
-        z_hp = [Signal(name=f"zinfo_hp{i}") for i in range(2)]
-        z_lastblk = [Signal(name=f"zinfo_last{i}") for i in range(2)]
-        # The head's L and theta, copied per z slot when its score job starts (the
-        # descriptor slot is full then), so the row statistics and the padding
-        # check select between two registers and not through the head slot.
-        z_len = [Signal(range(n + 1), name=f"zinfo_len{i}") for i in range(2)]
-        z_theta = [Signal(signed(thw), name=f"zinfo_theta{i}") for i in range(2)]
-
-        extra = max(0, cfg.min_score_job_cycles - cfg.score_job_cycles)
-        s_can = Signal()
-        # s_ok == (s_gap == 0) & qld.full[s_hp] & kld.full[s_hp] & desc.full[s_hp] & ~zbusy[s_zs],
-        # registered from the next values of its inputs (defined below), so the
-        # start condition is one gate and not a tree of flag multiplexers.
-        s_ok = Signal()
-        m.d.comb += s_can.eq(~s_run & s_ok)
-        with m.If(s_gap != 0):
-            m.d.sync += s_gap.eq(s_gap - 1)
-        with m.If(s_can):
-            m.d.comb += zbusy.set.bit_select(s_zs, 1).eq(1)
-            for i in range(2):
-                with m.If(s_zs == i):
-                    m.d.sync += [z_hp[i].eq(s_hp), z_lastblk[i].eq(s_blast),
-                                 z_len[i].eq(Mux(s_hp, d_len[1], d_len[0])),
-                                 z_theta[i].eq(Mux(s_hp, d_theta[1], d_theta[0]))]
-        m.d.comb += sseq.start.eq(s_can)
-        # Terminal counts are registers (JobSequencer): no comparator sits in front
-        # of the flag and slot logic they drive.
-        s_klast, s_tlast, s_job_end = sseq.step_last, sseq.tile_last, sseq.job_end
-        with m.If(s_job_end):
-            m.d.sync += [s_zs.eq(~s_zs), s_gap.eq(extra)]
-            with m.If(s_blast):
-                m.d.sync += [s_blk.eq(0), s_qbase.eq(0), s_hp.eq(~s_hp)]
-                m.d.comb += [qld.clr.bit_select(s_hp, 1).eq(1),
-                             kld.clr.bit_select(s_hp, 1).eq(1)]
-            with m.Else():
-                m.d.sync += [s_blk.eq(s_blk + 1), s_qbase.eq(s_qbase + d)]
-        # s_gap's next value is 0 when no job ends now and s_gap <= 1 (no subtractor).
-        s_gap_n_zero = Mux(s_job_end, extra == 0, s_gap <= 1)
-        s_hp_n = Mux(s_job_end & s_blast, ~s_hp, s_hp)
-        s_blk_n = Mux(s_job_end, Mux(s_blast, 0, s_blk + 1), s_blk)
-        m.d.sync += s_blast.eq(s_blk_n == nI - 1)
-        s_zs_n = Mux(s_job_end, ~s_zs, s_zs)
-        m.d.sync += s_ok.eq(s_gap_n_zero
-                            & qld.full_next.bit_select(s_hp_n, 1)
-                            & kld.full_next.bit_select(s_hp_n, 1)
-                            & desc.full_next.bit_select(s_hp_n, 1)
-                            & ~zbusy.after.bit_select(s_zs_n, 1))
-        m.d.comb += [qld.r_slot.eq(s_hp), qld.r_index.eq((s_qbase + s_k)[:q_half]),
-                     kld.r_slot.eq(s_hp), kld.r_index.eq((s_kbase + s_k)[:k_half])]
-        # Control aligned with the read data (one cycle), then both registered once
-        # more: the block-RAM outputs feed a register, not the PEs' subtractors
-        # (on ECP5 that register becomes the DP16KD output register, see
-        # hw/ecp5_outreg.py).
-        s_tag = Signal(stag)
-        s_valid, s_first, s_last = Signal(), Signal(), Signal()
-        m.d.sync += [s_valid.eq(s_run), s_first.eq(s_k == 0), s_last.eq(s_klast),
-                     s_tag.zslot.eq(s_zs), s_tag.first.eq(sseq.tile == 0),
-                     s_tag.last.eq(s_tlast)]
-        s2_tag = Signal(stag)
-        s2_valid, s2_first, s2_last = Signal(), Signal(), Signal()
-        m.d.sync += [s2_valid.eq(s_valid), s2_first.eq(s_first), s2_last.eq(s_last),
-                     s2_tag.eq(s_tag)]
+        for i in range(2):
+            m.d.comb += [sctl.head_info[i].length.eq(d_len[i]),
+                         sctl.head_info[i].theta.eq(d_theta[i])]
+        m.d.comb += [sctl.q_full_next.eq(qld.full_next), sctl.k_full_next.eq(kld.full_next),
+                     sctl.desc_full_next.eq(desc.full_next), sctl.dst_busy_after.eq(zbusy.after),
+                     zbusy.set.eq(sctl.dst_set), qld.clr.eq(sctl.head_clr),
+                     kld.clr.eq(sctl.head_clr),
+                     qld.r_slot.eq(sctl.head), qld.r_index.eq(sctl.q_index),
+                     kld.r_slot.eq(sctl.head), kld.r_index.eq(sctl.k_index)]
+        z_hp, z_lastblk = sctl.slot_head, sctl.slot_last
+        z_len = [sctl.slot_info[i].length for i in range(2)]
+        z_theta = [sctl.slot_info[i].theta for i in range(2)]
+        # The block-RAM outputs are registered once before the PEs (the DP16KD
+        # output register on ECP5, hw/ecp5_outreg.py); the control is aligned.
         for r in range(R):
-            qd = Signal(signed(cfg.qk_bits), name=f"q_d{r}", reset_less=True)
-            m.d.sync += qd.eq(qld.r_data[r])
-            m.d.comb += score.a[r].eq(qd)
+            m.d.comb += score.a[r].eq(delayed(m, qld.r_data[r], 1, f"q_d{r}_", reset_less=True))
         for c in range(C):
-            kd = Signal(signed(cfg.qk_bits), name=f"k_d{c}", reset_less=True)
-            m.d.sync += kd.eq(kld.r_data[c])
-            m.d.comb += score.b[c].eq(kd)
-        m.d.comb += [score.valid.eq(s2_valid), score.first.eq(s2_first), score.last.eq(s2_last),
-                     score.tag.eq(s2_tag)]
+            m.d.comb += score.b[c].eq(delayed(m, kld.r_data[c], 1, f"k_d{c}_", reset_less=True))
+        m.d.comb += [score.valid.eq(sctl.a_valid), score.first.eq(sctl.a_first),
+                     score.last.eq(sctl.a_last), score.tag.eq(sctl.a_tag)]
 
         # ----------------------------------------- score back end: z memory + stats
         thr = [[Signal(signed(tw), name=f"thr{s}_{r}") for r in range(R)] for s in range(2)]
@@ -271,7 +215,7 @@ class InhibitorAttentionCore(wiring.Component):
             p_j = Signal(jb_bits, name=f"zres_j{r}", reset_less=True)
             m.d.sync += [p_valid.eq(score.out_valid[r]), p_first.eq(restart),
                          p_last.eq(tag.last & (score.out_col[r] == C - 1)),
-                         p_zs.eq(tag.zslot), p_z.eq(score.out_data[r]), p_j.eq(j)]
+                         p_zs.eq(tag.slot), p_z.eq(score.out_data[r]), p_j.eq(j)]
             m.d.comb += [
                 st.valid.eq(p_valid),
                 st.first.eq(p_first),
@@ -295,7 +239,7 @@ class InhibitorAttentionCore(wiring.Component):
 
         # -------------------------------------------------------- mixing stage
         # A job mixes one z block slot into one output block slot
-        # (shell_mix.MixJobControl); between the z read and the array sits the
+        # (shell_jobs.MixJobControl); between the z read and the array sits the
         # per-row threshold and clip (ThresholdClip.latency stages).
         clip_lat = ThresholdClip.latency
         m.submodules.mctl = mctl = MixJobControl(steps=n, tiles=nL, v_index_bits=v_half,
@@ -309,10 +253,8 @@ class InhibitorAttentionCore(wiring.Component):
             rows=R, cols=C, slices=nL, acc_bits=len(mix.out_data[0]), shift_bits=cfg.shift_bits,
             out_bits=cfg.out_bits)
         z_rd = [mem.read_port() for mem in zmem]
-        # Head slot of each z slot next cycle (the scores stage writes it on its start).
-        z_hp_n = [Mux(s_can & (s_zs == i), s_hp, z_hp[i]) for i in range(2)]
-        m.d.comb += [mctl.src_full_after.eq(zfull.after), mctl.src_head.eq(Cat(*z_hp)),
-                     mctl.src_head_next.eq(Cat(*z_hp_n)), mctl.src_last.eq(Cat(*z_lastblk)),
+        m.d.comb += [mctl.src_full_after.eq(zfull.after), mctl.src_head.eq(z_hp),
+                     mctl.src_head_next.eq(sctl.slot_head_next), mctl.src_last.eq(z_lastblk),
                      mctl.head_full_next.eq(vld.full_next), mctl.out_busy_next.eq(emit.busy_next),
                      mctl.head_shift[0].eq(d_shift[0]), mctl.head_shift[1].eq(d_shift[1]),
                      emit.claim.eq(mctl.claim), emit.claim_last.eq(mctl.claim_last),
