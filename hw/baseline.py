@@ -53,8 +53,9 @@ from amaranth.lib.wiring import In, Out
 from .baseline_config import BaselineConfig
 from .mac_pe import MacPE, multiply
 from .shell import BlockCollector, SlotFlags, bram, terminal_flags
-from .shell_io import BlockEmitter, DescriptorSlots, RowLoader, slot_bits
-from .shell_jobs import MixJobControl, ScoreJobControl, connect_mix_back_end, delayed
+from .shell_io import add_stream_shell, slot_bits
+from .shell_jobs import (MixJobControl, ScoreJobControl, connect_mix_back_end,
+                         connect_mix_stage, connect_score_stage, delayed)
 from .systolic import SystolicArray
 
 __all__ = ["BaselineConfig", "DotProductAttentionCore"]
@@ -120,25 +121,10 @@ class DotProductAttentionCore(wiring.Component):
         mul = cfg.multipliers
 
         # ------------------------------------------------ input/output shell
-        m.submodules.qld = qld = RowLoader(shape=signed(cfg.qk_bits), row_len=d, rows=n,
-                                           banks=R, interleave="rows")
-        m.submodules.kld = kld = RowLoader(shape=signed(cfg.qk_bits), row_len=d, rows=n,
-                                           banks=C, interleave="rows")
-        m.submodules.vld = vld = RowLoader(shape=signed(cfg.v_bits), row_len=d, rows=n,
-                                           banks=C, interleave="codes")
-        m.submodules.desc = desc = DescriptorSlots(self.desc_layout)
-        m.submodules.emit = emit = BlockEmitter(
-            shape=signed(cfg.out_bits), row_len=d, slice_len=C, slices=nL, block_rows=R,
-            last_rows=R)
-        wiring.connect(m, wiring.flipped(self.q), qld.i)
-        wiring.connect(m, wiring.flipped(self.k), kld.i)
-        wiring.connect(m, wiring.flipped(self.v), vld.i)
-        wiring.connect(m, wiring.flipped(self.desc), desc.i)
-        wiring.connect(m, emit.o, wiring.flipped(self.h))
+        qld, kld, vld, desc, emit = add_stream_shell(
+            m, self, qk_bits=cfg.qk_bits, v_bits=cfg.v_bits, out_bits=cfg.out_bits, rows=R,
+            cols=C, seq_len=n, head_dim=d, last_rows=R)
         q_half, k_half, v_half = qld.index_bits, kld.index_bits, vld.index_bits
-        d_len = [desc.slots[i].length for i in range(2)]
-        d_mult = [desc.slots[i].score_mult for i in range(2)]
-        d_shift = [desc.slots[i].shift for i in range(2)]
 
         # Score memory (s per row and key) and exp memory (e), one bank per PE row,
         # each double-buffered by row block; a slot is never read and written in
@@ -166,25 +152,13 @@ class DotProductAttentionCore(wiring.Component):
             pe=partial(MacPE, a_bits=cfg.qk_bits, b_bits=cfg.qk_bits, length=d,
                        input_register=True, tag_width=stag.size, multiplier=mul),
             rows=R, cols=C, pipelined_readout=True)
-        for i in range(2):
-            m.d.comb += [sctl.head_info[i].length.eq(d_len[i]),
-                         sctl.head_info[i].mult.eq(d_mult[i])]
-        m.d.comb += [sctl.q_full_next.eq(qld.full_next), sctl.k_full_next.eq(kld.full_next),
-                     sctl.desc_full_next.eq(desc.full_next), sctl.dst_busy_after.eq(sbusy.after),
-                     sbusy.set.eq(sctl.dst_set), qld.clr.eq(sctl.head_clr),
-                     kld.clr.eq(sctl.head_clr),
-                     qld.r_slot.eq(sctl.head), qld.r_index.eq(sctl.q_index),
-                     kld.r_slot.eq(sctl.head), kld.r_index.eq(sctl.k_index)]
+        for i, slot in enumerate(desc.slots):
+            m.d.comb += [sctl.head_info[i].length.eq(slot.length),
+                         sctl.head_info[i].mult.eq(slot.score_mult)]
+        connect_score_stage(m, sctl, qld, kld, desc, sbusy, score)
         b_hp, b_last = sctl.slot_head, sctl.slot_last
         b_len = [sctl.slot_info[i].length for i in range(2)]
         b_mult = [sctl.slot_info[i].mult for i in range(2)]
-        # The block-RAM outputs feed a register, not the multipliers; control aligned.
-        for r in range(R):
-            m.d.comb += score.a[r].eq(delayed(m, qld.r_data[r], 1, f"q_d{r}_", reset_less=True))
-        for c in range(C):
-            m.d.comb += score.b[c].eq(delayed(m, kld.r_data[c], 1, f"k_d{c}_", reset_less=True))
-        m.d.comb += [score.valid.eq(sctl.a_valid), score.first.eq(sctl.a_first),
-                     score.last.eq(sctl.a_last), score.tag.eq(sctl.a_tag)]
 
         # ------------------------------- score back end: score memory, row maxima
         jb = slot_bits(n)
@@ -368,14 +342,9 @@ class DotProductAttentionCore(wiring.Component):
         # Head slot of each exp slot next cycle (the exp pass writes it on its start).
         e_hp_n = [Mux(x_can & (x_es == i), Mux(x_ss, b_hp[1], b_hp[0]), e_hp[i])
                   for i in range(2)]
-        m.d.comb += [mctl.src_full_after.eq(efull.after), mctl.src_head.eq(Cat(*e_hp)),
-                     mctl.src_head_next.eq(Cat(*e_hp_n)), mctl.src_last.eq(Cat(*e_last)),
-                     mctl.head_full_next.eq(vld.full_next), mctl.out_busy_next.eq(emit.busy_next),
-                     mctl.head_shift[0].eq(d_shift[0]), mctl.head_shift[1].eq(d_shift[1]),
-                     emit.claim.eq(mctl.claim), emit.claim_last.eq(mctl.claim_last),
-                     efull.clr.eq(mctl.src_clr), ebusy.clr.eq(mctl.src_clr),
-                     vld.clr.eq(mctl.head_clr), desc.clr.eq(mctl.head_clr),
-                     vld.r_slot.eq(mctl.head), vld.r_index.eq(mctl.v_index)]
+        m.d.comb += [mctl.src_head.eq(Cat(*e_hp)), mctl.src_head_next.eq(Cat(*e_hp_n)),
+                     mctl.src_last.eq(Cat(*e_last))]
+        connect_mix_stage(m, mctl, src_full=efull, src_busy=ebusy, vld=vld, desc=desc, emit=emit)
         for r in range(R):
             m.d.comb += e_rd[r].addr.eq(Cat(mctl.step[:blk_half], mctl.src))
         # Stage 1: read data valid. Then per lane: register e (2), e * rec (3),

@@ -42,8 +42,9 @@ from .config import MANIFEST_VERSIONS, CoreConfig
 from .pe import L1PE, SoftThresholdPE
 from .rowstats import RowStatistics, ThresholdClip
 from .shell import BlockCollector, SlotFlags, bram
-from .shell_jobs import MixJobControl, ScoreJobControl, connect_mix_back_end, delayed
-from .shell_io import BlockEmitter, DescriptorSlots, RowLoader, slot_bits
+from .shell_io import add_stream_shell, slot_bits
+from .shell_jobs import (MixJobControl, ScoreJobControl, connect_mix_back_end,
+                         connect_mix_stage, connect_score_stage, delayed)
 from .systolic import SystolicArray
 
 __all__ = ["CoreConfig", "InhibitorAttentionCore", "MANIFEST_VERSIONS"]
@@ -115,32 +116,14 @@ class InhibitorAttentionCore(wiring.Component):
         thw = w.theta_bits
         tw = w.threshold_bits
 
-        # ------------------------------------------------ input shell
-        # Q row i -> bank i mod R, K row j -> bank j mod C (a code per cycle);
-        # V row j, code l -> bank l mod C (C codes per cycle). Every memory is
-        # double-buffered by head slot (shell_io.RowLoader).
-        m.submodules.qld = qld = RowLoader(shape=signed(cfg.qk_bits), row_len=d, rows=n,
-                                           banks=R, interleave="rows")
-        m.submodules.kld = kld = RowLoader(shape=signed(cfg.qk_bits), row_len=d, rows=n,
-                                           banks=C, interleave="rows")
-        m.submodules.vld = vld = RowLoader(shape=signed(cfg.v_bits), row_len=d, rows=n,
-                                           banks=C, interleave="codes")
-        m.submodules.desc = desc = DescriptorSlots(self.desc_layout)
-        wiring.connect(m, wiring.flipped(self.q), qld.i)
-        wiring.connect(m, wiring.flipped(self.k), kld.i)
-        wiring.connect(m, wiring.flipped(self.v), vld.i)
-        wiring.connect(m, wiring.flipped(self.desc), desc.i)
+        # ------------------------------------------------ input/output shell
+        # Q, K, V loaders and descriptor slots, double-buffered by head slot; the
+        # output block slots, claimed by a mixing job, written row by row and
+        # streamed out as H (shell_io.add_stream_shell).
+        qld, kld, vld, desc, emit = add_stream_shell(
+            m, self, qk_bits=cfg.qk_bits, v_bits=cfg.v_bits, out_bits=cfg.out_bits, rows=R,
+            cols=C, seq_len=n, head_dim=d, last_rows=n - (nI - 1) * R)
         q_half, k_half, v_half = qld.index_bits, kld.index_bits, vld.index_bits
-        d_len = [desc.slots[i].length for i in range(2)]
-        d_theta = [desc.slots[i].theta for i in range(2)]
-        d_shift = [desc.slots[i].shift for i in range(2)]
-
-        # The output block slots (claimed by a mixing job, written row by row,
-        # streamed out as H).
-        m.submodules.emit = emit = BlockEmitter(
-            shape=signed(cfg.out_bits), row_len=d, slice_len=C, slices=nL, block_rows=R,
-            last_rows=n - (nI - 1) * R)
-        wiring.connect(m, emit.o, wiring.flipped(self.h))
 
         # The score memory: double-buffered by row block (z slot), one bank per row.
         z_half = slot_bits(nJ * C)
@@ -165,26 +148,13 @@ class InhibitorAttentionCore(wiring.Component):
         m.submodules.score = score = SystolicArray(
             pe=functools.partial(L1PE, width=cfg.qk_bits, length=d, tag_width=stag.size),
             rows=R, cols=C, pipelined_readout=True)
-        for i in range(2):
-            m.d.comb += [sctl.head_info[i].length.eq(d_len[i]),
-                         sctl.head_info[i].theta.eq(d_theta[i])]
-        m.d.comb += [sctl.q_full_next.eq(qld.full_next), sctl.k_full_next.eq(kld.full_next),
-                     sctl.desc_full_next.eq(desc.full_next), sctl.dst_busy_after.eq(zbusy.after),
-                     zbusy.set.eq(sctl.dst_set), qld.clr.eq(sctl.head_clr),
-                     kld.clr.eq(sctl.head_clr),
-                     qld.r_slot.eq(sctl.head), qld.r_index.eq(sctl.q_index),
-                     kld.r_slot.eq(sctl.head), kld.r_index.eq(sctl.k_index)]
+        for i, slot in enumerate(desc.slots):
+            m.d.comb += [sctl.head_info[i].length.eq(slot.length),
+                         sctl.head_info[i].theta.eq(slot.theta)]
+        connect_score_stage(m, sctl, qld, kld, desc, zbusy, score)
         z_hp, z_lastblk = sctl.slot_head, sctl.slot_last
         z_len = [sctl.slot_info[i].length for i in range(2)]
         z_theta = [sctl.slot_info[i].theta for i in range(2)]
-        # The block-RAM outputs are registered once before the PEs (the DP16KD
-        # output register on ECP5, hw/ecp5_outreg.py); the control is aligned.
-        for r in range(R):
-            m.d.comb += score.a[r].eq(delayed(m, qld.r_data[r], 1, f"q_d{r}_", reset_less=True))
-        for c in range(C):
-            m.d.comb += score.b[c].eq(delayed(m, kld.r_data[c], 1, f"k_d{c}_", reset_less=True))
-        m.d.comb += [score.valid.eq(sctl.a_valid), score.first.eq(sctl.a_first),
-                     score.last.eq(sctl.a_last), score.tag.eq(sctl.a_tag)]
 
         # ----------------------------------------- score back end: z memory + stats
         thr = [[Signal(signed(tw), name=f"thr{s}_{r}") for r in range(R)] for s in range(2)]
@@ -253,14 +223,9 @@ class InhibitorAttentionCore(wiring.Component):
             rows=R, cols=C, slices=nL, acc_bits=len(mix.out_data[0]), shift_bits=cfg.shift_bits,
             out_bits=cfg.out_bits)
         z_rd = [mem.read_port() for mem in zmem]
-        m.d.comb += [mctl.src_full_after.eq(zfull.after), mctl.src_head.eq(z_hp),
-                     mctl.src_head_next.eq(sctl.slot_head_next), mctl.src_last.eq(z_lastblk),
-                     mctl.head_full_next.eq(vld.full_next), mctl.out_busy_next.eq(emit.busy_next),
-                     mctl.head_shift[0].eq(d_shift[0]), mctl.head_shift[1].eq(d_shift[1]),
-                     emit.claim.eq(mctl.claim), emit.claim_last.eq(mctl.claim_last),
-                     zfull.clr.eq(mctl.src_clr), zbusy.clr.eq(mctl.src_clr),
-                     vld.clr.eq(mctl.head_clr), desc.clr.eq(mctl.head_clr),
-                     vld.r_slot.eq(mctl.head), vld.r_index.eq(mctl.v_index)]
+        m.d.comb += [mctl.src_head.eq(z_hp), mctl.src_head_next.eq(sctl.slot_head_next),
+                     mctl.src_last.eq(z_lastblk)]
+        connect_mix_stage(m, mctl, src_full=zfull, src_busy=zbusy, vld=vld, desc=desc, emit=emit)
         for p in z_rd:
             m.d.comb += p.addr.eq(_addr(mctl.step, z_half, mctl.src))
         # Stage 1 (read data valid): threshold + clip per row; V delayed to match.

@@ -23,7 +23,9 @@ concatenation.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from typing import NamedTuple
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -31,7 +33,8 @@ from amaranth.utils import ceil_log2
 from .pe import check_int
 from .shell import SlotFlags, bram
 
-__all__ = ["BlockEmitter", "DescriptorSlots", "RowLoader", "slot_bits"]
+__all__ = ["BlockEmitter", "DescriptorSlots", "RowLoader", "StreamShell", "add_stream_shell",
+           "slot_bits"]
 
 
 def slot_bits(entries: int) -> int:
@@ -450,3 +453,44 @@ class BlockEmitter(wiring.Component):
                      self.o.payload.last.eq(h_last)]
         return m
 
+
+
+class StreamShell(NamedTuple):
+    """The stream-facing blocks of a core, as made by :func:`add_stream_shell`."""
+
+    q: RowLoader
+    k: RowLoader
+    v: RowLoader
+    desc: DescriptorSlots
+    emit: BlockEmitter
+
+
+def add_stream_shell(m: Module, core, *, qk_bits: int, v_bits: int, out_bits: int, rows: int,
+                     cols: int, seq_len: int, head_dim: int, last_rows: int) -> StreamShell:
+    """Add the loaders, descriptor slots and output emitter of an ``R x C`` core to ``m``.
+
+    ``core`` is the attention core component, with stream ports ``q``, ``k``,
+    ``v``, ``desc`` (in) and ``h`` (out) and a ``desc_layout``. Q row ``i``
+    goes to bank ``i mod R`` and K row ``j`` to bank ``j mod C``, a code per
+    cycle; code ``l`` of V row ``j`` to bank ``l mod C``, ``C`` codes per
+    cycle; every memory is double-buffered by head slot. The emitter holds
+    two output blocks of ``R`` rows (``last_rows`` for a head's last block),
+    ``ceil(d / C)`` slices of ``C`` codes of ``out_bits`` each.
+    """
+    R, C, n, d = rows, cols, seq_len, head_dim
+    m.submodules.qld = qld = RowLoader(shape=signed(qk_bits), row_len=d, rows=n, banks=R,
+                                       interleave="rows")
+    m.submodules.kld = kld = RowLoader(shape=signed(qk_bits), row_len=d, rows=n, banks=C,
+                                       interleave="rows")
+    m.submodules.vld = vld = RowLoader(shape=signed(v_bits), row_len=d, rows=n, banks=C,
+                                       interleave="codes")
+    m.submodules.desc = desc = DescriptorSlots(core.desc_layout)
+    m.submodules.emit = emit = BlockEmitter(
+        shape=signed(out_bits), row_len=d, slice_len=C, slices=-(-d // C), block_rows=R,
+        last_rows=last_rows)
+    wiring.connect(m, wiring.flipped(core.q), qld.i)
+    wiring.connect(m, wiring.flipped(core.k), kld.i)
+    wiring.connect(m, wiring.flipped(core.v), vld.i)
+    wiring.connect(m, wiring.flipped(core.desc), desc.i)
+    wiring.connect(m, emit.o, wiring.flipped(core.h))
+    return StreamShell(qld, kld, vld, desc, emit)

@@ -30,7 +30,8 @@ from amaranth.lib.wiring import In, Out
 from .pe import check_int
 from .shell import BlockCollector, JobSequencer
 
-__all__ = ["MixJobControl", "ScoreJobControl", "connect_mix_back_end", "delayed"]
+__all__ = ["MixJobControl", "ScoreJobControl", "connect_mix_back_end", "connect_mix_stage",
+           "connect_score_stage", "delayed"]
 
 
 def delayed(m: Module, value, stages: int, name: str, *, reset_less: bool = False):
@@ -62,6 +63,53 @@ def connect_mix_back_end(m: Module, mix, collect, emit, shift) -> None:
                  emit.w_row.eq(collect.w_row), emit.w_slot.eq(collect.w_slot),
                  emit.w_en.eq(collect.w_en), emit.w_data.eq(collect.w_data),
                  emit.commit.eq(collect.commit)]
+
+
+def connect_score_stage(m: Module, sctl, qld, kld, desc, dst_flags, score) -> None:
+    """Wire a :class:`ScoreJobControl` to the Q/K loaders, descriptor slots, score slot flags and array.
+
+    ``qld``/``kld`` are the Q and K :class:`~inhibitron.hw.shell_io.RowLoader`
+    (rows interleaved over the array's rows / columns), ``desc`` the
+    :class:`~inhibitron.hw.shell_io.DescriptorSlots`, ``dst_flags`` the
+    :class:`~inhibitron.hw.shell.SlotFlags` claiming the score slots, and
+    ``score`` the :class:`~inhibitron.hw.systolic.SystolicArray`. The
+    block-RAM read data is registered once before the array (on ECP5 that
+    register becomes the DP16KD output register, :mod:`inhibitron.hw.ecp5_outreg`);
+    the array's control from ``sctl`` is aligned with it.
+    """
+    m.d.comb += [sctl.q_full_next.eq(qld.full_next), sctl.k_full_next.eq(kld.full_next),
+                 sctl.desc_full_next.eq(desc.full_next), sctl.dst_busy_after.eq(dst_flags.after),
+                 dst_flags.set.eq(sctl.dst_set), qld.clr.eq(sctl.head_clr),
+                 kld.clr.eq(sctl.head_clr),
+                 qld.r_slot.eq(sctl.head), qld.r_index.eq(sctl.q_index),
+                 kld.r_slot.eq(sctl.head), kld.r_index.eq(sctl.k_index)]
+    for r, q in enumerate(qld.r_data):
+        m.d.comb += score.a[r].eq(delayed(m, q, 1, f"q_d{r}_", reset_less=True))
+    for c, k in enumerate(kld.r_data):
+        m.d.comb += score.b[c].eq(delayed(m, k, 1, f"k_d{c}_", reset_less=True))
+    m.d.comb += [score.valid.eq(sctl.a_valid), score.first.eq(sctl.a_first),
+                 score.last.eq(sctl.a_last), score.tag.eq(sctl.a_tag)]
+
+
+def connect_mix_stage(m: Module, mctl, *, src_full, src_busy, vld, desc, emit) -> None:
+    """Wire a :class:`MixJobControl` to the source slot flags, the V loader, descriptors and emitter.
+
+    ``src_full``/``src_busy`` are the :class:`~inhibitron.hw.shell.SlotFlags`
+    of the source block slots (both released at a job's end), ``vld`` the V
+    :class:`~inhibitron.hw.shell_io.RowLoader` (read by the job, released
+    with the descriptor after a head's last block), ``desc`` the
+    :class:`~inhibitron.hw.shell_io.DescriptorSlots` (the shift ``r`` of each
+    head slot) and ``emit`` the :class:`~inhibitron.hw.shell_io.BlockEmitter`.
+    The source slots' head, next head and last-block inputs stay the core's.
+    """
+    m.d.comb += [mctl.src_full_after.eq(src_full.after),
+                 mctl.head_full_next.eq(vld.full_next), mctl.out_busy_next.eq(emit.busy_next),
+                 mctl.head_shift[0].eq(desc.slots[0].shift),
+                 mctl.head_shift[1].eq(desc.slots[1].shift),
+                 emit.claim.eq(mctl.claim), emit.claim_last.eq(mctl.claim_last),
+                 src_full.clr.eq(mctl.src_clr), src_busy.clr.eq(mctl.src_clr),
+                 vld.clr.eq(mctl.head_clr), desc.clr.eq(mctl.head_clr),
+                 vld.r_slot.eq(mctl.head), vld.r_index.eq(mctl.v_index)]
 
 
 class ScoreJobControl(wiring.Component):
