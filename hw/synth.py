@@ -166,6 +166,7 @@ def synthesize(
     pnr_timeout_s: float | None = None,
     pnr_retries: int = 2,
     bram_outreg: bool = True,
+    dsp_regs: bool = True,
     cache_only: bool = False,
     router: str | None = None,
     placer: str | None = None,
@@ -210,6 +211,11 @@ def synthesize(
         the RAM's output register (:mod:`inhibitron.hw.ecp5_outreg`) before
         place-and-route. The absorbed flip-flops leave ``ff``; the number of
         RAM ports so registered is ``bram_outreg_ports``.
+    dsp_regs : bool
+        ECP5 only: retime the fabric registers on the operands and on the product
+        of each hard multiplier into the multiplier's own registers
+        (:mod:`inhibitron.hw.ecp5_dspreg`), after the block-RAM pass. The
+        absorbed flip-flops leave ``ff``.
     cache_only : bool
         Return the saved result for identical inputs and run no tool; raise
         :class:`NotCached` when there is none.
@@ -264,6 +270,7 @@ def synthesize(
     name = name or top
     digest = design_hash(verilog, top, dev, float(freq_mhz), seed,
                          f"pnr={pnr} wrap={wrap} clk={clock} rst={reset} outreg={bram_outreg}"
+                         f" dspreg={dsp_regs}"
                          + pnr_options_extra(router, placer))
     result_path = out / f"{top}.synth.json"
     if cache:
@@ -339,6 +346,16 @@ def synthesize(
                 os.replace(tmp, netlist)
                 core["ff"] -= absorbed.flip_flops
             outreg_ports = absorbed.ports
+        if dsp_regs and dev.family == "ecp5":
+            from .ecp5_dspreg import absorb_dsp_registers
+
+            net = json.loads(netlist.read_text())
+            absorbed_dsp = absorb_dsp_registers(net)
+            if absorbed_dsp.inputs or absorbed_dsp.outputs:
+                tmp = netlist.with_suffix(".json.tmp")
+                tmp.write_text(json.dumps(net))
+                os.replace(tmp, netlist)
+                core["ff"] -= absorbed_dsp.flip_flops
         bar.update(1)
 
         # early does-not-fit check on exact hard-block counts
