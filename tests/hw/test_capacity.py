@@ -57,6 +57,12 @@ def search(tmp_path, runner, **kw):
                                     out_root=tmp_path, runner=runner, **kw)
 
 
+def test_doctests():
+    import doctest
+
+    assert doctest.testmod(capacity).failed == 0
+
+
 def test_default_sizes():
     assert capacity.default_sizes(128, 64) == (1, 2, 4, 8, 16, 32, 64)
     assert capacity.allowed_sizes("baseline-fabric", 12, 8) == (1, 2, 4)
