@@ -50,13 +50,22 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import compare
 from .devices import NEXTPNR_PLACERS, NEXTPNR_ROUTERS, get_device
 
+if TYPE_CHECKING:
+    from .compare import StudyPoint
+
+# This module imports nothing heavy at the top (the CLI reads its constants to build
+# ``--help``); :mod:`inhibitron.hw.compare` (amaranth) is imported where it is used.
+
 __all__ = ["Capacity", "capacity_search", "capacity_study", "headline", "default_sizes",
-           "allowed_sizes", "write_json", "STATUSES", "DEFAULT_PNR_TIMEOUT_S", "DEFAULT_SEEDS",
-           "DEFAULT_LUT_MARGIN"]
+           "allowed_sizes", "write_json", "KINDS", "STATUSES", "DEFAULT_PNR_TIMEOUT_S",
+           "DEFAULT_SEEDS", "DEFAULT_LUT_MARGIN"]
+
+#: The cores the search knows: :data:`inhibitron.hw.compare.ALL_KINDS` (a test checks).
+KINDS = ("inhibitor", "baseline", "baseline-fabric")
 
 #: Status of one size in :attr:`Capacity.rows`.
 STATUSES = ("fits", "no fit", "predicted no fit", "unrouted", "error", "not measured")
@@ -96,8 +105,8 @@ def allowed_sizes(kind: str, seq_len: int, head_dim: int) -> tuple[int, ...]:
     >>> allowed_sizes("inhibitor", 12, 8)
     (1, 2, 3, 4, 5, 6, 7, 8)
     """
-    if kind not in compare.ALL_KINDS:
-        raise ValueError(f"kind must be one of {compare.ALL_KINDS}, not {kind!r}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
     if kind == "inhibitor":
         return tuple(range(1, min(_check_pos("seq_len", seq_len),
                                   _check_pos("head_dim", head_dim)) + 1))
@@ -177,7 +186,7 @@ class Capacity:
         }
 
 
-def _failed_path(row_path: Path, point: compare.StudyPoint, seed: int) -> Path:
+def _failed_path(row_path: Path, point: StudyPoint, seed: int) -> Path:
     return row_path.parent / f"{point.tag}.s{seed}.failed.json"
 
 
@@ -246,7 +255,7 @@ def capacity_search(kind: str, device: str, *, seq_len: int = 128, head_dim: int
     Parameters
     ----------
     kind : str
-        One of :data:`inhibitron.hw.compare.ALL_KINDS`.
+        One of :data:`KINDS`.
     device : str
         A name in :data:`inhibitron.hw.devices.DEVICES`.
     seq_len, head_dim, bits : int
@@ -296,10 +305,11 @@ def capacity_search(kind: str, device: str, *, seq_len: int = 128, head_dim: int
     ToolchainError
         If a tool is not installed.
     """
+    from . import compare
     from .synth import ToolchainError
 
-    if kind not in compare.ALL_KINDS:
-        raise ValueError(f"kind must be one of {compare.ALL_KINDS}, not {kind!r}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
     dev = get_device(device)
     for name, value in (("seq_len", seq_len), ("head_dim", head_dim), ("bits", bits)):
         _check_pos(name, value)
@@ -354,7 +364,7 @@ def capacity_search(kind: str, device: str, *, seq_len: int = 128, head_dim: int
     def fitting() -> list[dict]:
         return [r for r in rows if r["status"] == "fits"]
 
-    def predict(point: compare.StudyPoint) -> str | None:
+    def predict(point: StudyPoint) -> str | None:
         need = compare._predicted_dsp(point)
         if need > dev.dsp:
             return f"{dev.arch.placed_dsp}: needs >= {need}, has {dev.dsp} (predicted)"
@@ -366,7 +376,7 @@ def capacity_search(kind: str, device: str, *, seq_len: int = 128, head_dim: int
                         f"has {dev.lut4:,} (predicted, margin {lut_margin:g}x)")
         return None
 
-    def attempt(point: compare.StudyPoint, seed: int) -> dict:
+    def attempt(point: StudyPoint, seed: int) -> dict:
         kw = dict(device=device, freq_mhz=float(freq_mhz), seed=seed, pnr=pnr, router=router,
                   placer=placer)
         key = compare._row_key(point, kw, source)
@@ -476,8 +486,8 @@ def capacity_study(kinds: Sequence[str], device: str, **kwargs) -> list[Capacity
     if not kinds:
         raise ValueError("kinds must name at least one core")
     for k in kinds:
-        if k not in compare.ALL_KINDS:
-            raise ValueError(f"kind must be one of {compare.ALL_KINDS}, not {k!r}")
+        if k not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, not {k!r}")
     return [capacity_search(k, device, **kwargs) for k in kinds]
 
 

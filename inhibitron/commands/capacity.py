@@ -52,8 +52,7 @@ def _margin(text: str) -> float:
 
 def register(subparsers) -> None:
     from inhibitron.cli import positive_int
-    from inhibitron.hw.capacity import DEFAULT_LUT_MARGIN, DEFAULT_PNR_TIMEOUT_S, DEFAULT_SEEDS
-    from inhibitron.hw.compare import ALL_KINDS
+    from inhibitron.hw.capacity import DEFAULT_LUT_MARGIN, DEFAULT_PNR_TIMEOUT_S, DEFAULT_SEEDS, KINDS
     from inhibitron.hw.devices import DEFAULT_DEVICE, NEXTPNR_PLACERS, NEXTPNR_ROUTERS, device_names
 
     p = subparsers.add_parser(
@@ -68,8 +67,8 @@ def register(subparsers) -> None:
     )
     p.add_argument("--device", default=DEFAULT_DEVICE, choices=device_names(),
                    help=f"target device (default {DEFAULT_DEVICE})")
-    p.add_argument("--kinds", nargs="+", choices=ALL_KINDS, default=list(ALL_KINDS), metavar="KIND",
-                   help="cores to search: " + ", ".join(ALL_KINDS) + " (default: all three)")
+    p.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), metavar="KIND",
+                   help="cores to search: " + ", ".join(KINDS) + " (default: all three)")
     p.add_argument("--seq-len", type=positive_int, default=128, metavar="N",
                    help="keys per head n (default 128)")
     p.add_argument("--dims", "--head-dim", dest="dims", type=positive_int, default=64, metavar="D",

@@ -63,6 +63,10 @@ def test_doctests():
     assert doctest.testmod(capacity).failed == 0
 
 
+def test_kinds_are_the_study_points():
+    assert capacity.KINDS == compare.ALL_KINDS
+
+
 def test_default_sizes():
     assert capacity.default_sizes(128, 64) == (1, 2, 4, 8, 16, 32, 64)
     assert capacity.allowed_sizes("baseline-fabric", 12, 8) == (1, 2, 4)
