@@ -49,6 +49,14 @@ lines are shared by its multipliers, and nextpnr keeps a net on the line it is
 first seen on, so line 0 stays constant in every block that holds a touched
 multiplier.
 
+One condition is about timing, not equivalence: an operand register fed straight
+by a block-RAM read without the RAM's output register (``REGMODE = "NOREG"``,
+5-6 ns from clock to data) stays in fabric beside the RAM, since in the
+multiplier it would add the routing to the multiplier to that path (measured:
+137 -> 126 MHz). Run :mod:`inhibitron.hw.ecp5_outreg` first: the register then
+moves into the RAM, and the multiplier absorbs its product register only
+(``MULT18X18D_REGS_OUTPUT``: the operands' setup time includes the multiply).
+
 Multipliers that fail a condition keep those registers in fabric and are
 counted as skipped, with the reason.
 """
@@ -236,6 +244,11 @@ def _plan_operands(net: _Netlist, name: str):
             ctl = _ff_control(net.cells[src])
             if isinstance(ctl, str):
                 return None, f"{pin} is registered with {ctl}"
+            d = net.cells[src]["connections"]["DI"][0]
+            ram, port = net.drivers.get(d, ("<port>", "")) if isinstance(d, int) else ("<port>", "")
+            if ram != "<port>" and net.cells[ram]["type"] == "DP16KD" and \
+                    _param(net.cells[ram], f"REGMODE_{port[2:3]}", "NOREG") == "NOREG":
+                return None, f"{pin} is registered straight from an unregistered block-RAM read"
             found.add(ctl)
             moves.append((pin, src))
         if not found:

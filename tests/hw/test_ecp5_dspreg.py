@@ -204,6 +204,23 @@ def test_inexact_cases_are_left_alone(case, side, reason):
         assert all(f"fp{i}" in _cells(net) for i in range(4))
 
 
+def _ram(do_b0, regmode):
+    return {"type": "DP16KD", "parameters": {"REGMODE_B": regmode},
+            "connections": {"CLKB": [CLK], "DOB0": [do_b0]}, "port_directions": {"DOB0": "output"}}
+
+
+@pytest.mark.parametrize("regmode, absorbed", [("NOREG", False), ("OUTREG", True)])
+def test_an_operand_register_after_an_unregistered_ram_read_stays(regmode, absorbed):
+    net = _registered_multiply()
+    _cells(net)["ram"] = _ram(14, regmode)             # the RAM drives fa0's data input
+    _cells(net)["fa0"] = _ff(14, 20)
+    rep = absorb_dsp_registers(net)
+    assert rep.inputs == int(absorbed) and rep.outputs == 1
+    if not absorbed:
+        assert rep.skipped == (("mul", "inputs", "A0 is registered straight from an unregistered "
+                                "block-RAM read"),)
+
+
 def test_registered_multipliers_are_left_alone():
     net = _registered_multiply()
     _cells(net)["mul"]["parameters"]["REG_OUTPUT_CLK"] = "CLK0"
