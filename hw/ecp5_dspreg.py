@@ -36,7 +36,10 @@ Hardware notes (what nextpnr-ecp5 does with these parameters, checked in its
 sources): its packer picks the multiplier's timing model from
 ``REG_INPUTA_CLK``/``REG_INPUTB_CLK``/``REG_OUTPUT_CLK`` (``MULT18X18D_REGS_NONE``,
 ``_INPUT``, ``_OUTPUT``, ``_ALL``; one registered operand counts as none), with
-all register timing relative to ``CLK0`` -- so the clock goes to ``CLK0``.
+all register timing relative to ``CLK0`` -- so the clock goes to ``CLK0``. With
+both operand and product registers (``_ALL``) the multiply lies between two of
+the block's own registers and nextpnr does not time it: its Fmax then leaves the
+multiplier out, which stands on the sysDSP's own rating.
 The ECP5 bitstream database (prjtrellis) has bits for ``REG_INPUTx_CE`` and
 ``REG_INPUTx_RST`` of every multiplier, but none for ``REG_OUTPUT_CE`` and
 ``REG_OUTPUT_RST`` only on ``MULT18_0``/``MULT18_4``: the product register's
