@@ -38,7 +38,7 @@ from pathlib import Path
 from collections.abc import Sequence
 
 from .devices import DEFAULT_DEVICE, DEVICES, NEXTPNR_PLACERS, NEXTPNR_ROUTERS, Device, get_device
-from .synth_cache import design_hash, load_cached
+from .synth_cache import design_hash, has_multiplier, load_cached
 from .synth_reports import (
     nextpnr_version,
     parse_nextpnr_report,
@@ -270,7 +270,10 @@ def synthesize(
     name = name or top
     digest = design_hash(verilog, top, dev, float(freq_mhz), seed,
                          f"pnr={pnr} wrap={wrap} clk={clock} rst={reset} outreg={bram_outreg}"
-                         f" dspreg={dsp_regs}"
+                         # the DSP register pass only touches multipliers: designs
+                         # without one keep the key they had before the pass existed
+                         + (f" dspreg={dsp_regs}" if dev.family == "ecp5" and has_multiplier(verilog)
+                            else "")
                          + pnr_options_extra(router, placer))
     result_path = out / f"{top}.synth.json"
     if cache:

@@ -26,6 +26,21 @@ __all__ = ["design_hash", "load_cached"]
 _SRC_ATTR = re.compile(rb'\(\* src = "[^"]*" \*\)')
 
 
+#: A multiplication in Verilog text (``a * b``, ``$signed(a) * $signed(b)``), not an
+#: attribute bracket ``(* ... *)``.
+_MUL_OP = re.compile(rb"[\w\])]\s*\*\s*[\w($'(]")
+
+
+def has_multiplier(verilog: Sequence[Path]) -> bool:
+    """Whether any of the Verilog files multiplies (conservative: a false "yes" costs a cache miss).
+
+    Flow options that only change designs with multipliers (the ECP5 DSP
+    register pass) enter the cache key only for such designs, so adding
+    them does not invalidate the saved results of multiplier-free cores.
+    """
+    return any(_MUL_OP.search(_SRC_ATTR.sub(b"", Path(v).read_bytes())) for v in verilog)
+
+
 def design_hash(verilog: Sequence[Path], top: str, device: Device, freq: float, seed: int,
                 extra: str = "") -> str:
     """16 hex digits of SHA-256 over the inputs of one run (see the module docstring)."""

@@ -48,3 +48,18 @@ def test_load_cached(tmp_path):
     assert load_cached(path, "4567", name="a") is None
     path.write_text("{not json")
     assert load_cached(path, "0123", name="a") is None
+
+
+def test_has_multiplier_tells_products_from_attributes(tmp_path):
+    """Only a real ``*`` operator counts; attribute brackets and comments do not."""
+    from inhibitron.hw.synth_cache import has_multiplier
+
+    plain = tmp_path / "plain.v"
+    plain.write_text('(* keep = 32\'d1 *)\n(* src = "x.py:1" *)\nmodule m(input [3:0] a, output [3:0] y);\n'
+                     '  /* no product here */\n  assign y = a + 4\'d1;\nendmodule\n')
+    product = tmp_path / "mul.v"
+    product.write_text("module m(input [3:0] a, b, output [7:0] y);\n"
+                       "  assign y = $signed(a) * $signed(b);\nendmodule\n")
+    assert not has_multiplier([plain])
+    assert has_multiplier([product])
+    assert has_multiplier([plain, product])
