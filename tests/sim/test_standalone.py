@@ -112,10 +112,36 @@ def _verilator_path() -> str:
 @pytest.mark.cosim
 @pytest.mark.icarus
 @pytest.mark.skipif(not have_icarus(), reason="Icarus Verilog (iverilog) not installed")
-def test_icarus_pass(bench):
-    res = S.run(bench, "icarus", idle=250, stall=350)
+def test_icarus_pass(bench, verilator_runner):
+    res = S.run(bench, "icarus", idle=250, stall=350, seed=5)
     assert res["passed"], res["output"][-2000:]
     assert res["mismatches"] == 0
+    # same pacing, same cycles in both simulators (the reset and the clock included)
+    ver = S.run(bench, "verilator", runner=verilator_runner, idle=250, stall=350, seed=5)
+    assert ver["passed"], ver["output"][-2000:]
+    assert (ver["cycles"], ver["last_head_cycles"]) == (res["cycles"], res["last_head_cycles"])
+
+
+@pytest.mark.cosim
+def test_only_the_clock_waits(bench):
+    """The clock is the testbench's only delay and nothing waits on a falling edge: the reset
+    is released by a clocked nonblocking assignment, so Verilator evaluates the core's logic
+    once per cycle, in the region of its registers (what makes the binary fast)."""
+    import re
+    text = bench.testbench.read_text()
+    assert re.findall(r"#\s*\d", text) == ["#5"]
+    assert "negedge" not in text and "repeat" not in text
+    assert "rst <= rst_count != 3'd3;" in text
+
+
+def test_run_sh_builds_like_build():
+    """run.sh passes Verilator the options of standalone_run.build, in the same order."""
+    from inhibitron.sim.standalone_run import VERILATOR_OPTIONS
+    script = S.run_script("x")
+    start = script.index("--binary")
+    words = script[start:script.index("--top-module", start)].replace("\\\n", " ").split()
+    assert words == ["--binary", *VERILATOR_OPTIONS]
+    assert "OPT_FAST=-O2" in VERILATOR_OPTIONS and "OPT_GLOBAL=-O2" in VERILATOR_OPTIONS
 
 
 @pytest.mark.cosim
