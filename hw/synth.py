@@ -82,6 +82,12 @@ def pnr_options_extra(router: str | None, placer: str | None) -> str:
         (f" placer={placer}" if placer is not None else "")
 
 
+def _abc_crashed(log: Path) -> bool:
+    """Whether a failed Yosys run stopped inside ABC without an error message (last line: the ABC command)."""
+    tail = _tail(log, 3)
+    return "Running ABC command" in tail and "ERROR" not in tail
+
+
 def _tail(path: Path, n: int = 15) -> str:
     try:
         lines = path.read_text(errors="replace").splitlines()
@@ -328,8 +334,20 @@ def synthesize(
             f"tee -q -o {stat_json.name} stat -json"
         )
         bar.set_postfix_str("yosys", refresh=True)
-        rc = run_logged(yosys, ["-p", script], cwd=out, log=out / f"{top}.yosys.log",
-                        bar=bar, phase="yosys")
+        yosys_log = out / f"{top}.yosys.log"
+        rc = run_logged(yosys, ["-p", script], cwd=out, log=yosys_log, bar=bar, phase="yosys")
+        if rc != 0 and _abc_crashed(yosys_log):
+            # The YoWASP build of ABC sometimes exits without a word on a netlist
+            # (seen with Yosys 0.70 on some cores; plain `abc` too). Removing the
+            # unused named wires first (`opt_clean -purge`, no logic change) gives ABC
+            # a differently ordered netlist; the retry is recorded in the result.
+            crashed_log = yosys_log.with_name(f"{top}.yosys.abc-crash.log")
+            os.replace(yosys_log, crashed_log)
+            script = script.replace(f"{synth_cmd} -json", f"opt_clean -purge; {synth_cmd} -json", 1)
+            rc = run_logged(yosys, ["-p", script], cwd=out, log=yosys_log, bar=bar, phase="yosys")
+            abc_retry = True
+        else:
+            abc_retry = False
         if rc != 0:
             raise ToolError(f"Yosys failed on {name!r} (exit {rc}); see {out / (top + '.yosys.log')}:\n"
                             + _tail(out / f"{top}.yosys.log"))
@@ -374,7 +392,7 @@ def synthesize(
             lut4=core["lut4"], carry=core["carry"], lut4_equiv=core["lut4_equiv"],
             ff=core["ff"], dsp=core["dsp"], bram=core["bram"], premap_mul=premap_mul,
             cells=core["cells"], io_bits=io_bits, wrapped=need_wrap, pnr_run=pnr,
-            bram_outreg_ports=outreg_ports,
+            bram_outreg_ports=outreg_ports, abc_crash_retry=abc_retry,
             tool_versions={"yosys": yosys_version(stat)},
         )
 

@@ -97,6 +97,9 @@ class SynthResult:
     critical_path: dict | None = None
     pnr_run: bool = True
     bram_outreg_ports: int = 0
+    #: ABC (inside Yosys) crashed on the first try and the run was repeated after
+    #: ``opt_clean -purge`` (see :func:`inhibitron.hw.synth.synthesize`).
+    abc_crash_retry: bool = False
     runtime_s: float = 0.0
     tool_versions: dict[str, str] = field(default_factory=dict)
 

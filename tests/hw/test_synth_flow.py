@@ -93,3 +93,19 @@ def test_wrapper_verilog():
         wrap_verilog("core", [("a", "input", 1), ("y", "output", 1)])
     with pytest.raises(ValueError, match=r"does not support inout ports: \['p'\]"):
         wrap_verilog("core", [("clk", "input", 1), ("p", "inout", 2), ("y", "output", 1)])
+
+
+def test_abc_crash_is_told_from_a_yosys_error(tmp_path):
+    """Only a log that stops at the ABC command (no error message) triggers the retry."""
+    from inhibitron.hw.synth import _abc_crashed
+
+    crash = tmp_path / "crash.log"
+    crash.write_text('7.46.17.5. Executing ABC9.\nRunning ABC command: "/yosys-abc" -s -f x/abc.script 2>&1\n')
+    error = tmp_path / "error.log"
+    error.write_text('Running ABC command: "/yosys-abc" -s -f x/abc.script 2>&1\nERROR: ABC: execution failed\n')
+    other = tmp_path / "other.log"
+    other.write_text("ERROR: Module `foo' referenced in module `bar' is not part of the design.\n")
+    assert _abc_crashed(crash)
+    assert not _abc_crashed(error)
+    assert not _abc_crashed(other)
+    assert not _abc_crashed(tmp_path / "missing.log")
