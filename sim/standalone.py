@@ -56,7 +56,7 @@ from .standalone_text import run_script, testbench_text
 from .stimulus import Head, golden_outputs
 
 __all__ = ["StandaloneBench", "hex_rows", "unpack_hex", "write_testbench", "build", "run", "parse_result",
-           "stimulus_heads", "STIMULI"]
+           "stimulus_heads", "write_fusesoc_testbench", "STIMULI"]
 
 #: Stimulus kinds of :func:`stimulus_heads`.
 STIMULI = ("mixed", "random", "extreme", "real")
@@ -213,3 +213,21 @@ def write_testbench(cfg, heads: list[Head], out_dir, *, stimulus: str = "custom"
     return StandaloneBench(out, cfg, len(heads), top, gen.verilog, tb, files, script, base)
 
 
+
+
+def write_fusesoc_testbench(cfg, folder, *, stimulus: str | None = None, heads: int = 8,
+                            seed: int = 0) -> StandaloneBench:
+    """Write the standalone testbench of ``cfg`` into ``folder`` for a FuseSoC core; return it.
+
+    The same files as ``inhibitron testbench --stimulus STIMULUS --heads HEADS
+    --seed SEED`` (byte for byte): ``<name>_tb.sv``, the ``.memh`` images with
+    the golden model's expected rows, ``<name>_tb.json``, ``run.sh``, and the
+    core's ``<name>.v``/``<name>.json`` (generated again, identical). The
+    default stimulus is :data:`inhibitron.hw.fusesoc.SIM_STIMULUS`. Pass the
+    result to :func:`inhibitron.hw.fusesoc.write_fusesoc_core` as ``testbench``.
+    """
+    from inhibitron.hw.fusesoc import SIM_STIMULUS
+
+    stimulus = SIM_STIMULUS if stimulus is None else stimulus
+    return write_testbench(cfg, stimulus_heads(cfg, kind=stimulus, heads=heads, seed=seed), folder,
+                           stimulus=stimulus)

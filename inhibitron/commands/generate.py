@@ -155,7 +155,8 @@ def run(args) -> int:
         lint(gen.verilog)
         print("  verilator --lint-only -Wall: clean (named waivers: hw/verilator_waivers.vlt)")
     if args.fusesoc:
-        from inhibitron.hw.fusesoc import core_vlnv, write_fusesoc_core, write_fusesoc_testbench
+        from inhibitron.hw.fusesoc import core_vlnv, write_fusesoc_core
+        from inhibitron.sim.standalone import write_fusesoc_testbench
 
         bench = write_fusesoc_testbench(cfg, args.out)
         core = write_fusesoc_core(gen, testbench=bench)

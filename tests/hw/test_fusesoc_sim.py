@@ -13,10 +13,10 @@ pytest.importorskip("edalize", reason="FuseSoC runs tools through edalize (extra
 
 from inhibitron.cli import main  # noqa: E402
 from inhibitron.hw.fusesoc import (  # noqa: E402
-    SIM_STIMULUS, core_vlnv, fusesoc_sim, write_fusesoc_core, write_fusesoc_testbench,
+    SIM_STIMULUS, core_vlnv, fusesoc_sim, write_fusesoc_core,
 )
 from inhibitron.hw.toolchain import ToolchainError, find_verilator, have_icarus  # noqa: E402
-from inhibitron.sim.standalone import parse_result  # noqa: E402
+from inhibitron.sim.standalone import parse_result, write_fusesoc_testbench  # noqa: E402
 
 NAME = "fsim_core"
 # non-power-of-two n, 4-bit formats, a 2x2 array: 16 extreme heads of 6 rows simulate in a second
