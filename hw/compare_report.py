@@ -201,7 +201,7 @@ def write_report(rows: list[dict], path: Path | str = "docs/efficiency.md", *,
     if extra_sections:
         L.append(extra_sections.rstrip() + "\n")
 
-    saved_energy = path.parent / "energy.json"   # hw.energy.bench_energy's saved results
+    saved_energy = path.parent / "energy.json"   # sim.energy_run.bench_energy's saved results
     if saved_energy.exists():
         L.append(energy_section(json.loads(saved_energy.read_text()), source=saved_energy.name))
 

@@ -3,6 +3,7 @@
 The second energy model of the efficiency study, beside the operation count of
 :mod:`inhibitron.hw.opcount`. Its input is the measured switching activity of
 a core's LUT4 netlist while it computes heads (:func:`inhibitron.sim.toggles.measure`,
+run for both cores by :mod:`inhibitron.sim.energy_run`,
 per head, steady state); its output is picojoules per head::
 
     E = e_lut  * (LUT output toggles)
@@ -28,10 +29,10 @@ baseline/inhibitor ratio with each coefficient halved and doubled.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 
 __all__ = ["EnergyCoefficients", "DEFAULT_COEFFICIENTS", "energy_pj", "sensitivity",
-           "COEFFICIENT_NOTES", "measure_energy", "bench_energy"]
+           "COEFFICIENT_NOTES"]
 
 
 @dataclass(frozen=True)
@@ -105,70 +106,3 @@ def sensitivity(inhibitor: dict, baseline: dict,
                      "ratio": ratio(coeffs),
                      "ratio_double": ratio(replace(coeffs, **{fld.name: v * 2}))})
     return rows
-
-
-def measure_energy(*, size: int = 4, head_dim: int = 32, seq_len: int = 32, bits: int = 8,
-                   datasets=("real", "random"), heads: int = 3,
-                   build_root="build/energy", progress: bool = True) -> dict:
-    """Measure the activity of both cores of one study point and apply the model.
-
-    Runs :func:`inhibitron.sim.toggles.measure` for the inhibitor and the
-    dot-product baseline (same ``size x size`` array, ``n``, ``d``, ``bits``)
-    on each of ``datasets``; returns ``{"point", "coefficients", "runs": [...],
-    "sensitivity": {data: [...]}}`` with, per run, the activity per head,
-    energy per head by component and the operation-count model's figure.
-    """
-    import time
-    from pathlib import Path
-
-    from inhibitron.sim import toggles
-
-    from .compare import StudyPoint, run_point
-
-    runs = []
-    for data in datasets:
-        for kind in ("inhibitor", "baseline"):
-            p = StudyPoint(kind, size, head_dim, seq_len, bits)
-            t0 = time.monotonic()
-            if progress:
-                print(f"[energy] {p.tag} on {data} heads ...", flush=True)
-            m = toggles.measure(p, data, Path(build_root) / p.tag, heads=heads)
-            per = m["per_head"]
-            runs.append({"kind": kind, "data": data, "tag": p.tag, "activity": per,
-                         "netlist": m["netlist"], "energy_pj": energy_pj(per),
-                         "opcount_pj": run_point(p, synthesize=False)["energy_pj_per_head"],
-                         "cycles_per_head_formula": p.cycles_per_head(),
-                         "seconds": round(time.monotonic() - t0, 1)})
-    sens = {}
-    for data in datasets:
-        inh = next(r for r in runs if r["data"] == data and r["kind"] == "inhibitor")
-        base = next(r for r in runs if r["data"] == data and r["kind"] == "baseline")
-        sens[data] = sensitivity(inh["activity"], base["activity"])
-    return {"point": {"size": size, "d": head_dim, "n": seq_len, "bits": bits, "heads": heads},
-            "coefficients": asdict(DEFAULT_COEFFICIENTS), "notes": COEFFICIENT_NOTES,
-            "runs": runs, "sensitivity": sens}
-
-
-def bench_energy() -> dict:
-    """``make bench`` entry: switching-activity energy of both cores at 4x4, n = d = 32, 8-bit.
-
-    Saves ``docs/energy.json`` and regenerates the energy section of
-    ``docs/efficiency.md`` (:func:`inhibitron.hw.compare_report.write_energy_section`).
-    """
-    import json
-    from pathlib import Path
-
-    from .compare_report import write_energy_section
-
-    from inhibitron.bench import machine_description
-
-    res = measure_energy()
-    m = machine_description()
-    res["machine"] = f"{m['cpu']}, {m['cores']} cores"
-    Path("docs/energy.json").write_text(json.dumps(res, indent=1, sort_keys=True) + "\n")
-    write_energy_section("docs/energy.json", "docs/efficiency.md")
-    rows = [{"core": r["kind"], "data": r["data"], "cycles": r["activity"]["cycles"],
-             "toggle_nJ": r["energy_pj"]["total"] / 1e3, "opcount_nJ": r["opcount_pj"] / 1e3}
-            for r in res["runs"]]
-    return {"title": "energy per head from switching activity", "rows": rows,
-            "notes": "Energy section of docs/efficiency.md; raw activity in docs/energy.json."}

@@ -1,7 +1,7 @@
 """The efficiency report's section on energy from switching activity, from a saved JSON.
 
 :func:`energy_section` writes the Markdown of the measurement of
-:func:`inhibitron.hw.energy.measure_energy` (energies in pJ in the JSON,
+:func:`inhibitron.sim.energy_run.measure_energy` (energies in pJ in the JSON,
 shown in nJ per head) beside the operation-count model, with the component
 split and the sensitivity of the ratio to each assumed coefficient;
 :func:`write_energy_section` puts it between markers into a report.
@@ -15,7 +15,7 @@ from pathlib import Path
 __all__ = ["ENERGY_BEGIN", "ENERGY_END", "ENERGY_COMMAND", "energy_section", "write_energy_section"]
 
 ENERGY_BEGIN, ENERGY_END = "<!-- energy:begin -->", "<!-- energy:end -->"
-ENERGY_COMMAND = "python -c 'from inhibitron.hw.energy import bench_energy; bench_energy()'"
+ENERGY_COMMAND = "python -c 'from inhibitron.sim.energy_run import bench_energy; bench_energy()'"
 
 
 def energy_section(res: dict, *, source: str = "energy.json",
@@ -23,7 +23,7 @@ def energy_section(res: dict, *, source: str = "energy.json",
     """Markdown: energy per head from switching activity beside the operation count, with
     the component split and the sensitivity of the ratio to each assumed coefficient.
 
-    ``res`` is the dict of :func:`inhibitron.hw.energy.measure_energy`.
+    ``res`` is the dict of :func:`inhibitron.sim.energy_run.measure_energy`.
     """
     from .energy import COEFFICIENT_NOTES
 
@@ -143,18 +143,24 @@ def _energy_discussion(res: dict) -> str:
             f"{cyc:.1f}x the cycles per head; the largest part of each core's energy is "
             f"`{top['inhibitor']}` ({share['inhibitor']:.0%}) for the inhibitor and "
             f"`{top['baseline']}` ({share['baseline']:.0%}) for the baseline. Per cycle "
-            f"(power at the same clock) the baseline draws {per_cycle:.2f}x the inhibitor's: "
-            "the rest of the ratio is cycles per head, i.e. the baseline's schedule, which an "
-            "engineered (overlapped) baseline shortens.")
+            f"(power at the same clock) the baseline draws {per_cycle:.2f}x the inhibitor's"
+            + (": the rest of the ratio is cycles per head, i.e. the baseline's schedule."
+               if cyc > 1.05 else
+               (": it needs fewer cycles per head at this shape, so its energy ratio is below "
+                "its power ratio." if cyc < 0.95 else "; the two take about as many cycles.")))
     if len(datas) > 1:
         a, b = datas[0], datas[1]
         ri = get("inhibitor", a)["energy_pj"]["total"] / get("inhibitor", b)["energy_pj"]["total"]
         rb = get("baseline", a)["energy_pj"]["total"] / get("baseline", b)["energy_pj"]["total"]
         out.append(f"- **{a} vs {b} data**: {a} heads cost {ri:.2f}x the energy of {b} heads "
                    f"on the inhibitor, {rb:.2f}x on the baseline (the operation count is the "
-                   "same for both: it cannot see the data). Part of the baseline's difference "
-                   "is its schedule: its cycles per head follow the valid length L (real heads "
-                   "have L <= 16, random ones L = n), the inhibitor's do not.")
+                   "same for both: it cannot see the data)."
+                   + (" Part of the baseline's difference is its schedule: its cycles per head "
+                      "follow the valid length L (real heads have L <= 16, random ones L = n), "
+                      "the inhibitor's do not."
+                      if get("baseline", a)["activity"]["cycles"] != get("baseline", b)["activity"]["cycles"]
+                      else " Both cores take the same cycles on both: the difference is data "
+                           "activity alone."))
     out.append(
         "- **Why they differ.** The operation count weighs only the arithmetic each contract "
         "prescribes, with an ASIC multiply costing several additions. On the FPGA the "

@@ -24,9 +24,9 @@ BENCHMARKS = (
     ("inhibitron.sim.bench", "bench_utilization", "PE utilization of the inhibitor core"),
     ("inhibitron.sim.bench", "bench_cosim_speed", "cosimulation speed"),
     ("inhibitron.hw.compare", "bench_compare", "inhibitor vs dot-product baseline on FPGA"),
-    ("inhibitron.hw.energy", "bench_energy",
+    ("inhibitron.sim.energy_run", "bench_energy",
      "energy per head from switching activity, inhibitor vs baseline (4x4, n = d = 32)"),
-    ("inhibitron.model.bench", "bench_distill_quality",
+    ("inhibitron.quant.distill_bench", "bench_distill_quality",
      "distillation quality: the demo's and the default pipeline's students (fixed evaluation set)"),
 )
 

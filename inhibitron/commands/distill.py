@@ -254,7 +254,7 @@ def _int8_copy(student, data, seq_len: int):
         return None
     import copy
 
-    from ..model.bench import int8_student
+    from ..quant.distill_bench import int8_student
 
     return int8_student(copy.deepcopy(student).cpu(), data, seq_len)
 

@@ -11,7 +11,7 @@ int8 attention cores (``quant.qat`` frozen, bit-exact to ``quant.golden``).
 the demo's distillation and the default pipeline of ``inhibitron distill``,
 with wall times. The ablations of ``docs/distillation.md`` were run with::
 
-    OMP_NUM_THREADS=1 python -m inhibitron.model.bench --recipe layerwise --max-steps 20 \\
+    OMP_NUM_THREADS=1 python -m inhibitron.quant.distill_bench --recipe layerwise --max-steps 20 \\
         --max-length 64 --grad-accum 1 --set scalar_lr_mult=100 --json out.jsonl
 
 This module imports ``inhibitron.quant`` only inside :func:`int8_student`.
@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .recipes import DEFAULT_RECIPE
+from inhibitron.model.recipes import DEFAULT_RECIPE
 
 __all__ = ["DEMO_OVERRIDES", "bench_distill_quality", "distill_and_measure", "int8_student"]
 
@@ -65,11 +65,11 @@ def distill_and_measure(recipe: str, overrides: dict | None = None, *, corpus=No
     """
     import torch
 
-    from .corpus import load_corpus
-    from .data import eval_sentences, split_heldout, text_dataset
-    from .quality import fidelity
-    from .recipes import default_config, get_recipe
-    from .surgery import load_teacher, to_inhibitor
+    from inhibitron.model.corpus import load_corpus
+    from inhibitron.model.data import eval_sentences, split_heldout, text_dataset
+    from inhibitron.model.quality import fidelity
+    from inhibitron.model.recipes import default_config, get_recipe
+    from inhibitron.model.surgery import load_teacher, to_inhibitor
 
     if threads:
         torch.set_num_threads(threads)
@@ -123,7 +123,7 @@ def bench_distill_quality() -> dict:
     held-out sentences, 128 tokens), float and int8 attention; wall times are
     those of the recipe alone (the default pipeline takes about half an hour on 2 cores).
     """
-    from .recipes import default_config
+    from inhibitron.model.recipes import default_config
 
     others = ("embedded:fortunes",) if _has_fortunes() else ()
     rows = []
@@ -146,7 +146,7 @@ def bench_distill_quality() -> dict:
 
 
 def _has_fortunes() -> bool:
-    from .corpus import CorpusError, fortune_paragraphs
+    from inhibitron.model.corpus import CorpusError, fortune_paragraphs
 
     try:
         fortune_paragraphs()
@@ -165,7 +165,7 @@ def _value(text: str):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m inhibitron.model.bench",
+    p = argparse.ArgumentParser(prog="python -m inhibitron.quant.distill_bench",
                                 description="distil the embedded teacher with one recipe and measure fidelity "
                                             "on the fixed evaluation set")
     p.add_argument("--recipe", default="layerwise")
@@ -188,7 +188,7 @@ def main(argv=None) -> int:
     if args.transformers_warmup:
         import math
 
-        from . import training
+        from inhibitron.model import training
 
         def old(step, total, warmup_ratio, schedule, _new=training.lr_factor):
             warmup = math.ceil(total * warmup_ratio)
