@@ -367,6 +367,7 @@ def synthesize(
                 os.replace(tmp, netlist)
                 core["ff"] -= absorbed.flip_flops
             outreg_ports = absorbed.ports
+        dsp_registered = 0
         if dsp_regs and dev.family == "ecp5":
             from .ecp5_dspreg import absorb_dsp_registers
 
@@ -377,6 +378,7 @@ def synthesize(
                 tmp.write_text(json.dumps(net))
                 os.replace(tmp, netlist)
                 core["ff"] -= absorbed_dsp.flip_flops
+            dsp_registered = absorbed_dsp.inputs + absorbed_dsp.outputs
         bar.update(1)
 
         # early does-not-fit check on exact hard-block counts
@@ -392,7 +394,8 @@ def synthesize(
             lut4=core["lut4"], carry=core["carry"], lut4_equiv=core["lut4_equiv"],
             ff=core["ff"], dsp=core["dsp"], bram=core["bram"], premap_mul=premap_mul,
             cells=core["cells"], io_bits=io_bits, wrapped=need_wrap, pnr_run=pnr,
-            bram_outreg_ports=outreg_ports, abc_crash_retry=abc_retry,
+            bram_outreg_ports=outreg_ports, dsp_registers_absorbed=dsp_registered,
+            abc_crash_retry=abc_retry,
             tool_versions={"yosys": yosys_version(stat)},
         )
 

@@ -97,6 +97,9 @@ class SynthResult:
     critical_path: dict | None = None
     pnr_run: bool = True
     bram_outreg_ports: int = 0
+    #: ECP5 multiplier register sides enabled by :mod:`inhibitron.hw.ecp5_dspreg` (operand
+    #: pair or product, counted per multiplier); their fabric flip-flops are not in ``ff``.
+    dsp_registers_absorbed: int = 0
     #: ABC (inside Yosys) crashed on the first try and the run was repeated after
     #: ``opt_clean -purge`` (see :func:`inhibitron.hw.synth.synthesize`).
     abc_crash_retry: bool = False
@@ -120,6 +123,8 @@ class SynthResult:
             f"  LUT4 {self.lut4}  carry {self.carry}  (LUT4 sites {self.lut4_equiv})"
             f"  FF {self.ff}  DSP {self.dsp}  BRAM {self.bram}"
             + (f" ({self.bram_outreg_ports} ports output-registered)" if self.bram_outreg_ports else "")
+            + (f"  DSP register sides absorbed {self.dsp_registers_absorbed}"
+               if self.dsp_registers_absorbed else "")
             + f"  $mul before mapping {self.premap_mul}",
         ]
         if self.pnr_run:

@@ -55,6 +55,9 @@ def register(subparsers) -> None:
     p.add_argument("--no-bram-outreg", action="store_true",
                    help="ECP5: keep Yosys's unregistered block-RAM reads (do not move the "
                         "following register into the DP16KD output register)")
+    p.add_argument("--no-dsp-regs", action="store_true",
+                   help="ECP5: leave every MULT18X18D unregistered as Yosys maps it (do not move "
+                        "the surrounding operand and product registers into the multiplier)")
     p.add_argument("--no-cache", action="store_true",
                    help="rerun even if an identical result exists in --out")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -97,7 +100,7 @@ def run(args) -> int:
     check_output_dir(args.out, "--out")  # before any synthesis
     kw = dict(device=args.device, freq_mhz=args.freq, out_dir=args.out, seed=args.seed,
               pnr=not args.no_pnr, wrap=args.wrap, cache=not args.no_cache,
-              bram_outreg=not args.no_bram_outreg)
+              bram_outreg=not args.no_bram_outreg, dsp_regs=not args.no_dsp_regs)
     try:
         if args.verilog:
             if not args.top:
