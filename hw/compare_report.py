@@ -12,11 +12,10 @@ are :mod:`inhibitron.hw.compare_plots`, the switching-activity energy section
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
-from .compare import KINDS
+from .compare import KINDS, StudyPoint, _predicted_dsp
 from .compare_plots import write_plots
 from .devices import get_device
 from .energy_report import ENERGY_BEGIN, ENERGY_COMMAND, ENERGY_END, energy_section, write_energy_section
@@ -109,13 +108,13 @@ def write_report(rows: list[dict], path: Path | str = "docs/efficiency.md", *,
                 first = min(nofit, key=lambda r: r["size"])
                 txt += f"; {first['size']}x{first['size']} does not fit ({first['limit']})"
             L.append(txt)
-    extra = sorted({r["dsp"] - r["size"] ** 2 for r in rows
-                    if r["kind"] == "baseline" and r.get("fits")}) or [4]
-    cap = int(math.isqrt(dev.dsp - max(extra)))
-    L.append(f"- DSP cap of the baseline: one MULT18X18D per MAC PE plus {max(extra)} in the "
-             f"softmax unit (measured), so at most {cap}x{cap} on "
-             f"{dev.dsp} DSPs (mapping the products to LUTs instead costs about 240 LUT4 per "
-             f"int8 MAC, measured for single PEs on this flow). The inhibitor uses no DSP at all; its cap is logic.\n")
+    cap = max((s for s in range(1, 65)
+               if _predicted_dsp(StudyPoint("baseline", s, s, s)) <= dev.dsp), default=0)
+    L.append(f"- DSP cap of the baseline: two MAC arrays (one MULT18X18D per PE each) plus three "
+             f"per softmax lane (one lane per row): 2 S^2 + 3 S multipliers, so at most "
+             f"{cap}x{cap} on {dev.dsp} DSPs. `baseline-fabric` maps every product to LUTs instead "
+             f"(`inhibitron capacity --kinds baseline-fabric`). The inhibitor uses no DSP at all; "
+             f"its cap is logic.\n")
 
     # per-d tables
     for d in dims:
@@ -174,7 +173,7 @@ def write_report(rows: list[dict], path: Path | str = "docs/efficiency.md", *,
              "baseline nJ | baseline / inhibitor |")
     L.append("|---|---|---|---|---|---|---|---|")
     for d in dims:
-        for n in (n0, 128, 512):
+        for n in sorted({n0, 128, 512}):
             si = summarize(inhibitor_ops(n=n, d=d, qk_bits=bits, v_bits=bits, out_bits=bits))
             sb = summarize(baseline_ops(n=n, d=d, qk_bits=bits, v_bits=bits, out_bits=bits))
             L.append(f"| {n} | {d} | {si['adds']:,} | {si['energy_pj'] / 1e3:,.2f} | "
@@ -207,25 +206,22 @@ def write_report(rows: list[dict], path: Path | str = "docs/efficiency.md", *,
 
     L.append("## How to read this\n")
     L.append(
-        "- **Same array, same interfaces.** Both cores use the generic output-stationary "
-        "`SystolicArray` of `hw/systolic.py`; the inhibitor with L1 and soft-threshold PEs "
-        "(two arrays, the stages overlap across row blocks, inputs double-buffered), the "
-        "baseline with MAC PEs (one array time-shared by `Q K^T` and `P V`, which halves its "
-        "DSPs) and an I-BERT integer softmax unit (3 multipliers, a 33-cycle divider per row). "
-        "Both take Q/K/V rows and a per-head descriptor on streams and return H rows.\n"
-        "- **Cycles differ by architecture as well as arithmetic.** The baseline runs its "
-        "phases one after another (scores, softmax row by row, mixing) and loads a whole head "
-        "before computing; the inhibitor overlaps its stages and heads. Its cycles per head "
-        "are the steady state of `CoreConfig.cycles_per_head`; the baseline's come from "
-        "`DotProductAttentionCore.cycles_per_head`, equal to the cosimulated count. A "
-        "pipelined softmax (one unit per array row) would shorten the baseline's schedule "
-        "at the cost of 3 DSPs and a divider per row.\n"
-        "- **Timing effort differs.** The inhibitor core was pipelined for timing (section "
-        "above); the baseline was not (unregistered control, no `no_rw_check` on its "
-        "memories, so Yosys keeps read-during-write bypass logic in front of them and the "
-        "flow retimes no block-RAM output register). Part of the Fmax gap is therefore "
-        "engineering effort, not arithmetic; the resource and energy columns do not depend "
-        "on it.\n"
+        "- **Same array, same interfaces, same engineering.** Both cores use the generic "
+        "output-stationary `SystolicArray` of `hw/systolic.py` and the same stream shell "
+        "(`hw/shell*.py`: loaders, descriptor slots, job control, output rounder and emitter). "
+        "The inhibitor has an L1 array and a soft-threshold array; the engineered baseline "
+        "two MAC arrays (`Q K^T` and `P V`) and one I-BERT integer softmax lane per array row "
+        "(3 multipliers and a divider each), its stages overlapped across row blocks and heads "
+        "like the inhibitor's (`docs/baseline.md`). Both take Q/K/V rows and a per-head "
+        "descriptor on streams and return H rows.\n"
+        "- **Cycles.** Both cores' cycles per head are their configs' formulas, equal to the "
+        "cosimulated counts; at n = 128, d = 64 both arrays of both cores are busy more than "
+        "99 % of the time, so the cycle counts are within a few percent and heads/s follows "
+        "Fmax.\n"
+        "- **Timing effort.** Both cores have registered control, `no_rw_check` block RAMs "
+        "whose read register the flow retimes into the RAM (`hw/ecp5_outreg.py`); the "
+        "baseline's multipliers get their operand and product registers inside the DSP "
+        "(`hw/ecp5_dspreg.py`).\n"
         "- **LUT4 sites** count `LUT4 + 2 x CCU2C` of the core (a carry cell occupies two "
         "LUT4 sites); the I/O wrapper (input shift register, XOR tree) is excluded.\n"
         "- **Energy** has two models. The operation count (section \"Arithmetic energy per "
