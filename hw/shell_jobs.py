@@ -115,8 +115,9 @@ def connect_mix_stage(m: Module, mctl, *, src_full, src_busy, vld, desc, emit) -
 class ScoreJobControl(wiring.Component):
     """Start, count and bookkeep the jobs of a score array.
 
-    A job scores row block :attr:`block` (queries ``block * R ..``) of head
-    slot :attr:`head` against all keys, into score block slot :attr:`dst`.
+    A job scores one row block (queries ``block * R .. block * R + R - 1``;
+    blocks are counted inside) of head slot :attr:`head` against all keys,
+    into score block slot :attr:`dst`.
     It starts (:attr:`start`, one cycle, only while no job runs) when Q, K
     and the descriptor of the head slot are loaded, the destination slot is
     free and at least ``min_gap`` cycles have passed since the last job

@@ -330,3 +330,91 @@ def test_job_sequencer(steps, tiles):
               int(s == steps - 1 and t == tiles - 1))
              for t in range(tiles) for s in range(steps)]
     assert seen == [model, model]
+
+
+# --------------------------------------------------------- shell_jobs: job control
+
+def test_score_job_control_walks_blocks_heads_and_slots():
+    """Jobs start only when Q, K, descriptor and a score slot are ready; blocks and heads advance;
+    each slot keeps its head's descriptor fields; the minimum gap separates jobs."""
+    from amaranth.lib import data
+
+    from inhibitron.hw.shell_jobs import ScoreJobControl
+
+    d, tiles, blocks, gap = 3, 2, 2, 4
+    info = data.StructLayout({"length": 4})
+    dut = ScoreJobControl(steps=d, tiles=tiles, blocks=blocks, q_index_bits=3, k_index_bits=3,
+                          info_layout=info, min_gap=gap)
+    jobs = []
+
+    async def tb(ctx):
+        ctx.set(dut.head_info[0].length, 5)
+        ctx.set(dut.head_info[1].length, 9)
+        ctx.set(dut.dst_busy_after, 0)
+        for _ in range(5):                    # nothing loaded: no job
+            await ctx.tick()
+            assert not ctx.get(dut.start)
+        ctx.set(dut.q_full_next, 0b11)
+        ctx.set(dut.k_full_next, 0b11)
+        ctx.set(dut.desc_full_next, 0b11)
+        end = None
+        for cycle in range(200):
+            if ctx.get(dut.start):
+                jobs.append((cycle, ctx.get(dut.head), ctx.get(dut.dst), ctx.get(dut.block_last)))
+            if ctx.get(dut.run):           # Q row: block * d + step; K row: tile * d + step
+                step, block = ctx.get(dut.step), (len(jobs) - 1) % blocks
+                assert ctx.get(dut.q_index) == block * d + step
+                assert (ctx.get(dut.k_index) - step) % d == 0 and ctx.get(dut.k_index) < tiles * d
+            if ctx.get(dut.job_end):
+                end = cycle
+            await ctx.tick()
+            if len(jobs) == 4 and end is not None and cycle > end + 1:
+                break
+        # slot 0 holds the block of the third job (head 1), slot 1 the fourth's (head 1)
+        assert ctx.get(dut.slot_head) == 0b11
+        assert ctx.get(dut.slot_info[0].length) == 9 and ctx.get(dut.slot_info[1].length) == 9
+
+    _run(dut, tb)
+    assert [(h, s, last) for _, h, s, last in jobs] == [(0, 0, 0), (0, 1, 1), (1, 0, 0), (1, 1, 1)]
+    starts = [c for c, *_ in jobs]
+    # a job runs tiles * d cycles; the next starts after the gap (and the registered start check)
+    assert all(b - a >= tiles * d + gap for a, b in zip(starts, starts[1:]))
+
+
+def test_mix_job_control_claims_releases_and_delays():
+    """A mixing job starts when its source slot, V and an output slot are ready; it claims the output
+    slot, latches the head's shift, releases the source (and the head after its last block), and the
+    array control follows the read by array_delay cycles."""
+    from inhibitron.hw.shell_jobs import MixJobControl
+
+    n, tiles, delay = 4, 2, 3
+    dut = MixJobControl(steps=n, tiles=tiles, v_index_bits=4, shift_bits=3, array_delay=delay)
+    seen = {"claim": [], "src_clr": [], "head_clr": [], "rd": [], "a": []}
+
+    async def tb(ctx):
+        ctx.set(dut.head_shift[0], 5)
+        ctx.set(dut.head_shift[1], 2)
+        ctx.set(dut.src_head, 0b10)            # slot 0 holds head 0, slot 1 head 1
+        ctx.set(dut.src_head_next, 0b10)
+        ctx.set(dut.src_last, 0b11)
+        ctx.set(dut.head_full_next, 0b11)
+        ctx.set(dut.src_full_after, 0b01)      # only slot 0 is full
+        for cycle in range(60):
+            if cycle == 20:
+                ctx.set(dut.src_full_after, 0b10)
+            for key in ("claim", "src_clr", "head_clr"):
+                if ctx.get(getattr(dut, key)):
+                    seen[key].append((cycle, ctx.get(getattr(dut, key))))
+            if ctx.get(dut.rd_valid):
+                seen["rd"].append(cycle)
+            if ctx.get(dut.a_valid):
+                seen["a"].append(cycle)
+            await ctx.tick()
+        assert ctx.get(dut.out_shift[0]) == 5 and ctx.get(dut.out_shift[1]) == 2
+
+    _run(dut, tb)
+    assert [m for _, m in seen["claim"]] == [0b01, 0b10]          # output slots 0 then 1
+    assert [m for _, m in seen["src_clr"]] == [0b01, 0b10]        # source slots released in turn
+    assert [m for _, m in seen["head_clr"]] == [0b01, 0b10]       # heads 0 and 1 (last blocks)
+    assert len(seen["rd"]) == 2 * n * tiles
+    assert seen["a"] == [c + delay for c in seen["rd"]]
