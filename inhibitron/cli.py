@@ -59,15 +59,25 @@ def _first_existing(path: Path) -> Path:
     return p
 
 
-def positive_int(text: str) -> int:
-    """argparse type: a positive integer (the message quotes what was given)."""
+def _int_at_least(text: str, minimum: int, what: str) -> int:
+    """An integer >= ``minimum`` from ``text``, else ``ArgumentTypeError("expected {what}, got ...")``."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a positive integer (the message quotes what was given)."""
+    return _int_at_least(text, 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (the message quotes what was given)."""
+    return _int_at_least(text, 0, "a non-negative integer")
 
 
 def max_length_arg(text: str) -> int:

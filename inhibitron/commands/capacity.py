@@ -20,16 +20,6 @@ import argparse
 from pathlib import Path
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
-
-
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -51,7 +41,7 @@ def _margin(text: str) -> float:
 
 
 def register(subparsers) -> None:
-    from inhibitron.cli import positive_int
+    from inhibitron.cli import non_negative_int, positive_int
     from inhibitron.hw.capacity import DEFAULT_LUT_MARGIN, DEFAULT_PNR_TIMEOUT_S, DEFAULT_SEEDS, KINDS
     from inhibitron.hw.devices import DEFAULT_DEVICE, NEXTPNR_PLACERS, NEXTPNR_ROUTERS, device_names
 
@@ -84,7 +74,7 @@ def register(subparsers) -> None:
                    help="nextpnr router (default: nextpnr's, router1); router2 routes large "
                         "congested designs that router1 does not finish")
     p.add_argument("--placer", choices=NEXTPNR_PLACERS, help="nextpnr placer (default: nextpnr's, heap)")
-    p.add_argument("--seeds", type=_non_negative_int, nargs="+", default=list(DEFAULT_SEEDS),
+    p.add_argument("--seeds", type=non_negative_int, nargs="+", default=list(DEFAULT_SEEDS),
                    metavar="SEED", help="nextpnr seeds, tried in turn while a size does not route "
                                         "(default " + " ".join(map(str, DEFAULT_SEEDS)) + ")")
     p.add_argument("--pnr-timeout", type=_positive_float, default=DEFAULT_PNR_TIMEOUT_S,
