@@ -69,6 +69,8 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass
 
+from .ecp5_outreg import check_netlist
+
 __all__ = ["DspRegReport", "absorb_dsp_registers"]
 
 _OPERAND_BITS = 18
@@ -365,8 +367,7 @@ def absorb_dsp_registers(netlist: dict) -> DspRegReport:
     ValueError
         If *netlist* is not a Yosys JSON netlist.
     """
-    if not isinstance(netlist, dict) or not isinstance(netlist.get("modules"), dict):
-        raise ValueError("netlist must be a Yosys JSON netlist with a 'modules' object")
+    check_netlist(netlist)
     inputs = outputs = removed = copies = 0
     skipped = []
     for module in netlist["modules"].values():

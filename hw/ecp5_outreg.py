@@ -124,6 +124,12 @@ def _absorb_port(cells: dict, sinks: dict, ram: str, x: str) -> tuple[int, str |
     return len(ffs), None
 
 
+def check_netlist(netlist) -> None:
+    """Raise ``ValueError`` unless ``netlist`` is a Yosys JSON netlist (``{"modules": {...}}``)."""
+    if not isinstance(netlist, dict) or not isinstance(netlist.get("modules"), dict):
+        raise ValueError("netlist must be a Yosys JSON netlist with a 'modules' object")
+
+
 def absorb_output_registers(netlist: dict) -> AbsorbReport:
     """Absorb fabric read registers into ``DP16KD`` output registers, in place.
 
@@ -136,8 +142,7 @@ def absorb_output_registers(netlist: dict) -> AbsorbReport:
     -------
     AbsorbReport
     """
-    if not isinstance(netlist, dict) or not isinstance(netlist.get("modules"), dict):
-        raise ValueError("netlist must be a Yosys JSON netlist with a 'modules' object")
+    check_netlist(netlist)
     ports = moved = 0
     skipped = []
     for module in netlist["modules"].values():
