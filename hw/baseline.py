@@ -150,7 +150,8 @@ class DotProductAttentionCore(wiring.Component):
         stag = sctl.tag_layout
         m.submodules.score = score = SystolicArray(
             pe=partial(MacPE, a_bits=cfg.qk_bits, b_bits=cfg.qk_bits, length=d,
-                       input_register=True, tag_width=stag.size, multiplier=mul),
+                       input_register=True, tag_width=stag.size, multiplier=mul,
+                       fabric_register=mul == "dsp"),
             rows=R, cols=C, pipelined_readout=True)
         for i, slot in enumerate(desc.slots):
             m.d.comb += [sctl.head_info[i].length.eq(slot.length),
@@ -298,8 +299,11 @@ class DotProductAttentionCore(wiring.Component):
             big = (ur >> (SH + F)) >= eb
             m.d.comb += rom_rd.addr.eq((ur >> SH)[:F])
             m.d.sync += zq.eq(Mux(big, eb, (ur >> (SH + F))[:zq_bits]))
-            pad = xs_pad[self.EXP_LATENCY - 2]
-            m.d.sync += er.eq(Mux(pad | (zq >= eb), 0, rom_rd.data >> zq))
+            # zq >= eb exactly when big: the clip flag is registered beside zq, with
+            # the pad flag of the same key, so only the shift sits in front of er.
+            zclip = Signal(name=f"x_zclip{r}", reset_less=True)
+            m.d.sync += zclip.eq(xs_pad[self.EXP_LATENCY - 3] | big)
+            m.d.sync += er.eq(Mux(zclip, 0, rom_rd.data >> zq))
             m.d.comb += [e_wr[r].addr.eq(Cat(e_j[:blk_half], x_es)), e_wr[r].data.eq(er),
                          e_wr[r].en.eq(e_valid)]
             with m.If(x_can):
@@ -333,7 +337,8 @@ class DotProductAttentionCore(wiring.Component):
                                                  shift_bits=cfg.shift_bits, array_delay=norm)
         m.submodules.mix = mix = SystolicArray(
             pe=partial(MacPE, a_bits=pb, a_signed=False, b_bits=cfg.v_bits, length=n,
-                       input_register=True, tag_width=mctl.tag_layout.size, multiplier=mul),
+                       input_register=True, tag_width=mctl.tag_layout.size, multiplier=mul,
+                       fabric_register=mul == "dsp"),
             rows=R, cols=C, pipelined_readout=True)
         m.submodules.collect = collect = BlockCollector(
             rows=R, cols=C, slices=nL, acc_bits=len(mix.out_data[0]), shift_bits=cfg.shift_bits,
@@ -347,17 +352,23 @@ class DotProductAttentionCore(wiring.Component):
         connect_mix_stage(m, mctl, src_full=efull, src_busy=ebusy, vld=vld, desc=desc, emit=emit)
         for r in range(R):
             m.d.comb += e_rd[r].addr.eq(Cat(mctl.step[:blk_half], mctl.src))
-        # Stage 1: read data valid. Then per lane: register e (2), e * rec (3),
-        # round to p (4) -> array; V and control delayed to match.
+        # Stage 1: read data valid. Then per lane: register e (2: the block RAM's
+        # own output register), register e and rec (3: the multiplier's input
+        # registers), e * rec (4), round to p (5) -> array; V and control delayed
+        # to match.
         shp = RB - PF
         for r in range(R):
             # e and its row's reciprocal (selected by the slot that travels with the
-            # read), both registered: the multiplier's input registers.
+            # read): e is registered twice, since the flow moves the first register
+            # into the block RAM and the multiplier needs one of its own.
+            e_q = Signal(eb, name=f"m_eq{r}", reset_less=True)
+            rr_q = Signal(cfg.recip_width, name=f"m_recq{r}", reset_less=True)
             er = Signal(eb, name=f"m_e{r}", reset_less=True)
             rr = Signal(cfg.recip_width, name=f"m_rec{r}", reset_less=True)
             prod = Signal(eb + cfg.recip_width, name=f"m_erec{r}", reset_less=True)
             p = Signal(pb, name=f"m_p{r}", reset_less=True)
-            m.d.sync += [er.eq(e_rd[r].data), rr.eq(Mux(mctl.rd_src, rec[1][r], rec[0][r])),
+            m.d.sync += [e_q.eq(e_rd[r].data), rr_q.eq(Mux(mctl.rd_src, rec[1][r], rec[0][r])),
+                         er.eq(e_q), rr.eq(rr_q),
                          prod.eq(multiply(er, rr, kind=mul)),
                          p.eq(((prod + (1 << (shp - 1))) >> shp)[:pb])]
             m.d.comb += mix.a[r].eq(p)

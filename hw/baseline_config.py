@@ -179,7 +179,7 @@ class BaselineConfig:
     #: Registers from the exp pass's score read address to its exp code (hw/baseline.py).
     EXP_LATENCY = 7
     #: Registers from the mixing stage's read address to ``p`` at the array.
-    NORM_LATENCY = 4
+    NORM_LATENCY = 5
 
     @property
     def row_blocks(self) -> int:

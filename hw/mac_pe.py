@@ -77,6 +77,10 @@ class MacPE(ProcessingElement):
     ECP5 ``MULT18X18D`` / iCE40 ``SB_MAC16``); with ``input_register=True``
     the operands are registered too (``term_latency`` 2), which lets the
     multiplier absorb its input registers and shortens the critical path.
+    With ``fabric_register=True`` the product is registered once more
+    (``term_latency`` + 1): that register stays in the fabric, beside the
+    accumulator, so the hard multiplier's output crosses the device to it in
+    a cycle of its own instead of in front of the accumulator's adder.
 
     Parameters
     ----------
@@ -89,6 +93,8 @@ class MacPE(ProcessingElement):
         and cannot overflow.
     input_register : bool
         Register the operands before the multiplier.
+    fabric_register : bool
+        Register the product a second time (one more cycle of latency).
     tag_width : int
         Width of the user tag (see :class:`~inhibitron.hw.pe.ProcessingElement`).
     multiplier : ``"dsp"`` or ``"fabric"``
@@ -107,13 +113,14 @@ class MacPE(ProcessingElement):
 
     def __init__(self, *, a_bits: int, b_bits: int, a_signed: bool = True, b_signed: bool = True,
                  length: int, input_register: bool = False, tag_width: int = 0,
-                 multiplier: str = "dsp"):
+                 multiplier: str = "dsp", fabric_register: bool = False):
         self._MustUse__silence = True  # no "never elaborated" warning if validation raises
         self._a_bits = check_int("a_bits", a_bits, minimum=1, maximum=32)
         self._b_bits = check_int("b_bits", b_bits, minimum=1, maximum=32)
         self._length = check_int("length", length, minimum=1)
         for name, val in (("a_signed", a_signed), ("b_signed", b_signed),
-                          ("input_register", input_register)):
+                          ("input_register", input_register),
+                          ("fabric_register", fabric_register)):
             if not isinstance(val, bool):
                 raise TypeError(f"{name} must be a bool, not {val!r}")
         if multiplier not in MULTIPLIER_KINDS:
@@ -122,13 +129,14 @@ class MacPE(ProcessingElement):
         self._a_signed = a_signed
         self._b_signed = b_signed
         self._input_register = input_register
+        self._fabric_register = fabric_register
         acc = mac_acc_bits(a_bits=a_bits, a_signed=a_signed, b_bits=b_bits, b_signed=b_signed,
                            length=length)
         prod = acc - _ceil_log2(length)
         super().__init__(
             a_shape=Shape(a_bits, a_signed), b_shape=Shape(b_bits, b_signed),
             acc_shape=signed(acc), term_shape=signed(prod),
-            term_latency=2 if input_register else 1, tag_width=tag_width,
+            term_latency=1 + int(input_register) + int(fabric_register), tag_width=tag_width,
         )
         self._MustUse__silence = False
 
@@ -144,4 +152,8 @@ class MacPE(ProcessingElement):
             a, b = ar, br
         product = Signal(self.term_shape, reset_less=True)
         m.d.sync += product.eq(multiply(a, b, kind=self._multiplier))
+        if self._fabric_register:
+            product_f = Signal(self.term_shape, reset_less=True)
+            m.d.sync += product_f.eq(product)
+            product = product_f
         return product
