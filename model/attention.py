@@ -24,6 +24,17 @@ Two variants:
     Reproduces the thesis code (tonytonfisk2/MSc2024, ``iMultiHeadSelfAttention``):
     learnable ``alpha`` per head with ``delta = -alpha`` applied only while
     ``alpha > 0``, and a row mean over *all* keys, padded ones included.
+
+Length normalisation (``length_norm``, off by default). Eq. 2 **sums** over
+the ``L`` valid keys of a sequence where softmax averages, so a head's output
+grows with ``L``. ``length_norm="pow2"`` multiplies each sequence's output by
+``2**-e(L)``, ``e(L) = round(log2 L)`` (:func:`length_exponent`): a power of
+two, i.e. a right shift in the integer core::
+
+    H = eta_h * 2**-e(L) * sum_j softthreshold(v[j], Zb[:, j])
+
+``L`` counts the valid keys of ``key_mask`` (all ``n_k`` without a mask);
+dropped keys (dropout) do not change it. Measured in ``docs/distillation.md``.
 """
 
 from __future__ import annotations
@@ -33,10 +44,50 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["InhibitorAttention", "VARIANTS"]
+__all__ = ["LENGTH_NORMS", "InhibitorAttention", "VARIANTS", "length_exponent", "length_exponents"]
 
 #: Supported behaviours, see the module docstring.
 VARIANTS = ("valid", "thesis")
+
+#: Per-sequence output normalisations: none, or ``2**-round(log2 L)`` (module docstring).
+LENGTH_NORMS = ("none", "pow2")
+
+
+def length_exponent(length: int) -> int:
+    """``e(L) = round(log2 L)`` for a valid length ``L >= 1``, computed exactly in integers.
+
+    ``e(L)`` is the number of ``k >= 0`` with ``L**2 > 2**(2k+1)``, i.e. the
+    number of thresholds ``L >= isqrt(2**(2k+1)) + 1`` = 2, 3, 6, 12, 23, 46,
+    91, 182, 363, ... that ``L`` reaches (a comparator bank in hardware).
+    **Ties cannot occur**: ``log2 L`` is a half-integer only if ``L**2`` is an
+    odd power of two, which no integer square is. ``e(1) = 0`` (factor 1).
+
+    >>> [length_exponent(n) for n in (1, 2, 3, 5, 6, 11, 12, 22, 23, 45, 46, 90, 91, 128)]
+    [0, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7]
+
+    Raises
+    ------
+    ValueError
+        ``length`` is not an integer >= 1.
+    """
+    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+        raise ValueError(f"length must be an integer >= 1, not {length!r}")
+    e = length.bit_length() - 1  # floor(log2 L)
+    return e + 1 if length * length > 1 << (2 * e + 1) else e
+
+
+def length_exponents(length: torch.Tensor) -> torch.Tensor:
+    """:func:`length_exponent` of every element of an integer tensor of lengths (any shape), int64.
+
+    Exact (integer comparisons against the thresholds, no floating-point log).
+    """
+    length = length.to(torch.int64)
+    if bool((length < 1).any()):
+        raise ValueError(f"lengths must be >= 1, got a minimum of {int(length.min())}")
+    top = max(int(length.max()).bit_length(), 1)
+    thresholds = torch.tensor([math.isqrt(1 << (2 * k + 1)) + 1 for k in range(top)], dtype=torch.int64,
+                              device=length.device)  # (top,)
+    return (length.unsqueeze(-1) >= thresholds).sum(-1)
 
 
 def _check_positive_int(name: str, value) -> int:
@@ -67,6 +118,9 @@ class InhibitorAttention(nn.Module):
         equals the thesis initialisation ``alpha = 0.5``.
     alpha_init : float
         Initial alpha (``variant="thesis"``), default 0.5 as in the thesis.
+    length_norm : {"none", "pow2"}
+        Per-sequence output factor: none (the paper), or ``2**-round(log2 L)``
+        with ``L`` the valid keys (see the module docstring).
 
     Members
     -------
@@ -77,7 +131,8 @@ class InhibitorAttention(nn.Module):
     Raises
     ------
     ValueError
-        For a non-positive size, a dropout outside [0, 1) or an unknown variant.
+        For a non-positive size, a dropout outside [0, 1), an unknown variant
+        or an unknown length normalisation.
     """
 
     def __init__(
@@ -91,6 +146,7 @@ class InhibitorAttention(nn.Module):
         eta_init: float = 1.0,
         delta_init: float = -0.5,
         alpha_init: float = 0.5,
+        length_norm: str = "none",
     ):
         super().__init__()
         self.num_heads = _check_positive_int("num_heads", num_heads)
@@ -99,6 +155,9 @@ class InhibitorAttention(nn.Module):
             raise ValueError(f"dropout must be a float in [0, 1), not {dropout!r}")
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, not {variant!r}")
+        if length_norm not in LENGTH_NORMS:
+            raise ValueError(f"length_norm must be one of {LENGTH_NORMS}, not {length_norm!r}")
+        self.length_norm = length_norm
         self.dropout = float(dropout)
         self.variant = variant
         self.gamma = nn.Parameter(torch.full((num_heads,), float(gamma_init)))
@@ -112,7 +171,22 @@ class InhibitorAttention(nn.Module):
         return (
             f"num_heads={self.num_heads}, head_dim={self.head_dim}, "
             f"variant={self.variant!r}, dropout={self.dropout}"
+            + (f", length_norm={self.length_norm!r}" if self.length_norm != "none" else "")
         )
+
+    def length_factor(self, key_mask: torch.Tensor | None, batch: int, n_k: int, device=None) -> torch.Tensor:
+        """The per-sequence output factor, float32 (B,): ``2**-round(log2 L)``, or ones.
+
+        ``L`` is the number of valid keys of each row of ``key_mask`` (B, n_k),
+        ``n_k`` without a mask.
+        """
+        if self.length_norm == "none":
+            return torch.ones(batch, device=device)
+        if key_mask is None:
+            length = torch.full((batch,), n_k, dtype=torch.int64, device=device)
+        else:
+            length = key_mask.bool().sum(-1)
+        return torch.exp2(-length_exponents(length).to(torch.float32))
 
     @property
     def mean_over(self) -> str:
@@ -183,7 +257,8 @@ class InhibitorAttention(nn.Module):
 
         Returns
         -------
-        Tensor (B, H, n_q, d_v), same dtype as ``v``.
+        Tensor (B, H, n_q, d_v), same dtype as ``v``; with ``length_norm="pow2"``
+        each batch item is scaled by :meth:`length_factor`.
         """
         if check:
             self._check_inputs(q, k, v, key_mask)
@@ -226,4 +301,7 @@ class InhibitorAttention(nn.Module):
         h = 0.5 * (v_sum + torch.cdist(zb, pos_t, p=1) - torch.cdist(zb, neg_t, p=1))
         if self.training and self.dropout > 0.0:
             h = h / (1.0 - self.dropout)
+        if self.length_norm != "none":
+            factor = self.length_factor(key_mask, h.shape[0], k.shape[-2], h.device)  # (B,)
+            h = h * factor.to(h.dtype).view(-1, 1, 1, 1)  # exact: a power of two
         return eta * h

@@ -85,11 +85,12 @@ def classifier_student(source, *, num_labels: int, variant: str = "valid", seed:
         state = getattr(source, "base_model", source).state_dict()
     settings = getattr(config, INHIBITOR_CONFIG_KEY, None)
     variant = settings["variant"] if isinstance(settings, dict) else variant
+    length_norm = settings.get("length_norm", "none") if isinstance(settings, dict) else "none"
     config = type(config).from_dict({**config.to_dict(), "num_labels": num_labels})
     if hasattr(config, INHIBITOR_CONFIG_KEY):
         delattr(config, INHIBITOR_CONFIG_KEY)
     model = AutoModelForSequenceClassification.from_config(config)
-    student = to_inhibitor(model, variant=variant)
+    student = to_inhibitor(model, variant=variant, length_norm=length_norm)
     base = student.base_model
     prefix = base.base_model_prefix if hasattr(base, "base_model_prefix") else ""
     clean = {}

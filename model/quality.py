@@ -129,7 +129,10 @@ def fidelity(teacher, student, sentences: Sequence[str], tokenizer, *, batch_siz
         ``spearman``, ``nn_top1`` (float; None below 3 sentences, see :func:`similarity_agreement`),
         ``hidden_mse`` (list, one per layer, bottom-up), ``hidden_mse_mean``,
         ``hidden_rel_mse`` (list: MSE over the teacher's variance),
-        ``context_mse``, ``context_rel_mse`` (lists, one per layer).
+        ``context_mse``, ``context_rel_mse`` (lists, one per layer),
+        ``cosine_by_length`` (dict: for each bin of :data:`LENGTH_BINS`, the valid
+        tokens of a sentence at ``max_length``, ``sentences`` and ``cosine_mean``,
+        None for an empty bin).
     """
     from tqdm.auto import tqdm
 
@@ -142,6 +145,7 @@ def fidelity(teacher, student, sentences: Sequence[str], tokenizer, *, batch_siz
     teacher.eval()
     student.eval()
     cos: list[torch.Tensor] = []
+    lengths: list[torch.Tensor] = []
     emb_t: list[torch.Tensor] = []
     emb_s: list[torch.Tensor] = []
     h_sum = torch.zeros(n_t, dtype=torch.float64)
@@ -163,6 +167,7 @@ def fidelity(teacher, student, sentences: Sequence[str], tokenizer, *, batch_siz
             emb_t.append(et)
             emb_s.append(es)
             cos.append((et * es).sum(-1))
+            lengths.append(mask.sum(-1))
             m = mask.to(torch.float64)
             count += float(m.sum())
             for i in range(n_t):
@@ -174,6 +179,7 @@ def fidelity(teacher, student, sentences: Sequence[str], tokenizer, *, batch_siz
         teacher.train(modes[0])
         student.train(modes[1])
     c = torch.cat(cos)
+    n_tok = torch.cat(lengths)
     hidden = (h_sum / count).tolist()
     context = (c_sum / count).tolist()
     sim = similarity_agreement(torch.cat(emb_t), torch.cat(emb_s))
@@ -189,7 +195,22 @@ def fidelity(teacher, student, sentences: Sequence[str], tokenizer, *, batch_siz
         "hidden_rel_mse": [x / max(v.variance(), 1e-30) for x, v in zip(hidden, h_var)],
         "context_mse": context,
         "context_rel_mse": [x / max(v.variance(), 1e-30) for x, v in zip(context, c_var)],
+        "cosine_by_length": _by_length(c, n_tok),
     }
+
+
+#: Token-count bins of ``cosine_by_length``: (label, lowest, highest) valid tokens, [CLS]/[SEP] included.
+LENGTH_BINS = (("<16", 1, 15), ("16-47", 16, 47), (">=48", 48, None))
+
+
+def _by_length(cos: torch.Tensor, tokens: torch.Tensor) -> dict:
+    """Mean cosine (and count) per :data:`LENGTH_BINS` bin; ``cos`` and ``tokens`` shaped (S,)."""
+    out = {}
+    for label, lo, hi in LENGTH_BINS:
+        sel = (tokens >= lo) & (tokens <= hi) if hi is not None else tokens >= lo
+        k = int(sel.sum())
+        out[label] = {"sentences": k, "cosine_mean": float(cos[sel].mean()) if k else None}
+    return out
 
 
 class _Moments:

@@ -29,7 +29,7 @@ from transformers.models.distilbert.modeling_distilbert import (
     DistilBertSelfAttention,
 )
 
-from .attention import VARIANTS, InhibitorAttention
+from .attention import LENGTH_NORMS, VARIANTS, InhibitorAttention
 
 __all__ = [
     "SUPPORTED_MODEL_TYPES",
@@ -104,13 +104,14 @@ class BertInhibitorSelfAttention(_InhibitorCoreMixin, BertSelfAttention):
     Returns ``(context (B, n, H*d), None)`` like its parent.
     """
 
-    def __init__(self, config, *, variant: str = "valid", layer_idx=None):
+    def __init__(self, config, *, variant: str = "valid", length_norm: str = "none", layer_idx=None):
         BertSelfAttention.__init__(self, config, is_causal=False, layer_idx=layer_idx)
         self.inhibitor = InhibitorAttention(
             self.num_attention_heads,
             self.attention_head_size,
             dropout=config.attention_probs_dropout_prob,
             variant=variant,
+            length_norm=length_norm,
         )
 
     def forward(self, hidden_states, attention_mask=None, past_key_values=None, **kwargs):
@@ -126,13 +127,14 @@ class DistilBertInhibitorSelfAttention(_InhibitorCoreMixin, DistilBertSelfAttent
     Returns ``(out_lin(context) (B, n, dim), None)`` like its parent.
     """
 
-    def __init__(self, config, *, variant: str = "valid"):
+    def __init__(self, config, *, variant: str = "valid", length_norm: str = "none"):
         DistilBertSelfAttention.__init__(self, config)
         self.inhibitor = InhibitorAttention(
             self.n_heads,
             self.attention_head_size,
             dropout=config.attention_dropout,
             variant=variant,
+            length_norm=length_norm,
         )
 
     def forward(self, hidden_states, attention_mask=None, **kwargs):
@@ -233,7 +235,7 @@ def attention_modules(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module]
     )
 
 
-def to_inhibitor(model: PreTrainedModel, *, variant: str = "valid") -> PreTrainedModel:
+def to_inhibitor(model: PreTrainedModel, *, variant: str = "valid", length_norm: str = "none") -> PreTrainedModel:
     """Return the inhibitor twin of a BERT/DistilBERT model; the input is not modified.
 
     Parameters
@@ -242,23 +244,29 @@ def to_inhibitor(model: PreTrainedModel, *, variant: str = "valid") -> PreTraine
         (e.g. ``BertForSequenceClassification``).
     variant : {"valid", "thesis"}
         Behaviour of every :class:`InhibitorAttention` (see its docstring).
+    length_norm : {"none", "pow2"}
+        Per-sequence output factor of every :class:`InhibitorAttention`
+        (``"pow2"``: ``2**-round(log2 L)``; see its docstring).
 
     Returns
     -------
     A deep copy with every self-attention replaced; its config records
-    ``config.inhibitor = {"variant": ...}`` so :func:`load_student` can rebuild it.
+    ``config.inhibitor = {"variant": ...}`` (plus ``"length_norm"`` when not
+    ``"none"``) so :func:`load_student` can rebuild it.
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, not {variant!r}")
+    if length_norm not in LENGTH_NORMS:
+        raise ValueError(f"length_norm must be one of {LENGTH_NORMS}, not {length_norm!r}")
     student = copy.deepcopy(model)
     config = student.config
     for i, (parent, name, old) in enumerate(attention_modules(student)):
         if isinstance(old, (BertInhibitorSelfAttention, DistilBertInhibitorSelfAttention)):
             raise ValueError(f"layer {i} is already an inhibitor attention; the model was converted before")
         if isinstance(old, BertSelfAttention):
-            new = BertInhibitorSelfAttention(config, variant=variant, layer_idx=i)
+            new = BertInhibitorSelfAttention(config, variant=variant, length_norm=length_norm, layer_idx=i)
         else:
-            new = DistilBertInhibitorSelfAttention(config, variant=variant)
+            new = DistilBertInhibitorSelfAttention(config, variant=variant, length_norm=length_norm)
         # Copy the projections (query/key/value, or q/k/v/out_lin): strict on them.
         missing, unexpected = new.load_state_dict(old.state_dict(), strict=False)
         if unexpected or any(not m.startswith("inhibitor.") for m in missing):
@@ -267,6 +275,8 @@ def to_inhibitor(model: PreTrainedModel, *, variant: str = "valid") -> PreTraine
         new.train(old.training)
         setattr(parent, name, new)
     config.inhibitor = {"variant": variant}
+    if length_norm != "none":
+        config.inhibitor["length_norm"] = length_norm
     return student
 
 
@@ -304,7 +314,7 @@ def load_student(folder: str | os.PathLike) -> PreTrainedModel:
             f"'{INHIBITOR_CONFIG_KEY}' entry); load teachers with load_teacher()"
         )
     base = AutoModel.from_config(config)
-    student = to_inhibitor(base, variant=settings["variant"])
+    student = to_inhibitor(base, variant=settings["variant"], length_norm=settings.get("length_norm", "none"))
     state = load_file(str(folder / "model.safetensors"))
     missing, unexpected = student.load_state_dict(state, strict=False)
     missing = [m for m in missing if not m.endswith("position_ids")]

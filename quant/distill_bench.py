@@ -53,8 +53,12 @@ def int8_student(student, data, seq_len: int, *, sequences: int = 32):
 
 def distill_and_measure(recipe: str, overrides: dict | None = None, *, corpus=None, eval_corpus=None,
                         eval_length: int = 128, int8: bool = True, threads: int | None = None,
-                        out_dir=None, progress: bool = False, also_eval: tuple = ()) -> dict:
+                        out_dir=None, progress: bool = False, also_eval: tuple = (),
+                        length_norm: str = "none") -> dict:
     """Distil the embedded teacher with ``recipe`` (``default_config(recipe, **overrides)``) and measure.
+
+    ``length_norm`` is the student's per-sequence output normalisation
+    (:class:`~inhibitron.model.attention.InhibitorAttention`; ``"none"`` or ``"pow2"``).
 
     Returns a dict with ``recipe``, ``overrides``, ``steps`` (optimizer steps),
     ``train_s`` (wall seconds of the recipe), ``float`` and ``int8``
@@ -76,7 +80,7 @@ def distill_and_measure(recipe: str, overrides: dict | None = None, *, corpus=No
     overrides = dict(overrides or {})
     config = default_config(recipe, checkpoint_every=0, **overrides)
     teacher, tok = load_teacher()
-    student = to_inhibitor(teacher)
+    student = to_inhibitor(teacher, length_norm=length_norm)
     train_paras, _ = split_heldout(load_corpus(corpus))
     data = text_dataset(tok, train_paras, max_length=config.max_length)
     sentences = eval_sentences(eval_corpus if eval_corpus is not None else corpus)
@@ -87,10 +91,12 @@ def distill_and_measure(recipe: str, overrides: dict | None = None, *, corpus=No
                                               out_dir=run_dir, progress=progress)
         train_s = time.perf_counter() - t0
     student.eval()
-    result = {"recipe": recipe, "overrides": overrides, "steps": len(history), "train_s": round(train_s, 1),
-              "eval_sentences": len(sentences), "float": fidelity(teacher, student, sentences, tok,
+    result = {"recipe": recipe, "overrides": overrides, "length_norm": length_norm, "steps": len(history),
+              "train_s": round(train_s, 1), "eval_sentences": len(sentences), "float": fidelity(teacher, student, sentences, tok,
                                                                    max_length=eval_length, progress=False)}
-    if int8:
+    if int8 and length_norm != "none":
+        result["int8_skipped"] = "the integer contract has no per-sequence output shift (length_norm)"
+    elif int8:
         q = int8_student(student, data, eval_length)
         result["int8"] = fidelity(teacher, q, sentences, tok, max_length=eval_length, progress=False)
         result["int8_cosine_delta"] = result["int8"]["cosine_mean"] - result["float"]["cosine_mean"]
@@ -105,6 +111,8 @@ def _row(label: str, r: dict) -> dict:
     row = {"run": label, "steps": r["steps"], "train s": r["train_s"], "cos mean": f["cosine_mean"],
            "cos min": f["cosine_min"], "Spearman": f["spearman"], "NN top-1": f["nn_top1"],
            "ctx rel. MSE (mean)": sum(f["context_rel_mse"]) / len(f["context_rel_mse"])}
+    for bin_label, b in (f.get("cosine_by_length") or {}).items():
+        row[f"cos {bin_label} tok ({b['sentences']})"] = b["cosine_mean"]
     if "int8" in r:
         row["int8 cos"] = r["int8"]["cosine_mean"]
         row["int8 Spearman"] = r["int8"]["spearman"]
@@ -180,6 +188,8 @@ def main(argv=None) -> int:
     p.add_argument("--also-eval", action="append", default=[], metavar="CORPUS",
                    help="also measure the float student on 181 held-out sentences of CORPUS")
     p.add_argument("--no-int8", action="store_true")
+    p.add_argument("--length-norm", default="none", choices=("none", "pow2"),
+                   help="the student's per-sequence output factor 2**-round(log2 L) (pow2) or none")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", help="append the result as one JSON line to this file")
     p.add_argument("--transformers-warmup", action="store_true",
@@ -203,7 +213,8 @@ def main(argv=None) -> int:
         k, _, v = item.partition("=")
         overrides[k] = _value(v)
     r = distill_and_measure(args.recipe, overrides, corpus=args.corpus, eval_corpus=args.eval_corpus,
-                            int8=not args.no_int8, threads=args.threads, also_eval=tuple(args.also_eval))
+                            int8=not args.no_int8, threads=args.threads, also_eval=tuple(args.also_eval),
+                            length_norm=args.length_norm)
     r["label"] = args.label
     row = _row(args.label or args.recipe, r)
     print(json.dumps(row))

@@ -220,6 +220,11 @@ class QATInhibitorAttention(InhibitorAttention):
         """
         if not isinstance(module, InhibitorAttention):
             raise TypeError(f"module must be an InhibitorAttention, not {type(module).__name__}")
+        if getattr(module, "length_norm", "none") != "none":
+            raise ValueError(
+                f"module has length_norm={module.length_norm!r}: the integer contract has no per-sequence "
+                "output shift (docs/distillation.md, length normalisation); quantize a student without it"
+            )
         qat = cls(
             module.num_heads, module.head_dim, layer_quant, frozen=frozen, seq_len=seq_len,
             dropout=module.dropout, variant=module.variant,
