@@ -140,7 +140,11 @@ def run_point(point: StudyPoint, *, device: str = DEFAULT_DEVICE, freq_mhz: floa
 
     ``router``/``placer`` are nextpnr's (:func:`inhibitron.hw.synth.synthesize`);
     a point run with either has its own build folder, ``<tag>_<router>[_<placer>]``
-    (:func:`build_dir`), so it never replaces a result of nextpnr's defaults.
+    (:func:`build_dir`), so it never replaces a result of nextpnr's defaults, and
+    its row names them (``router``, ``placer``). With ``cache_only`` and no
+    ``router``, a point without a saved result under nextpnr's defaults takes
+    its saved ``router2`` result if there is one (large arrays route only with
+    it: ``inhibitron capacity``).
     """
     from . import synth
 
@@ -170,6 +174,14 @@ def run_point(point: StudyPoint, *, device: str = DEFAULT_DEVICE, freq_mhz: floa
                                          pnr=pnr, router=router, placer=placer,
                                          pnr_retries=pnr_retries)
     except synth.NotCached:
+        if cache_only and router is None:
+            # a point that only routes with router2 (inhibitron capacity runs it so)
+            alt = run_point(point, device=device, freq_mhz=freq_mhz, out_root=out_root,
+                            seed=seed, progress=progress, synthesize=synthesize,
+                            pnr_timeout_s=pnr_timeout_s, cache_only=True, pnr=pnr,
+                            router="router2", placer=placer, pnr_retries=pnr_retries)
+            if alt.get("fits") is not None:
+                return alt
         row.update(fits=None, failure="not cached",
                    limit="not measured: no saved result (run without --cached-only)")
         return row
@@ -188,6 +200,8 @@ def run_point(point: StudyPoint, *, device: str = DEFAULT_DEVICE, freq_mhz: floa
         heads_per_s=(res.fmax_mhz * 1e6 / row["cycles_per_head"]) if res.fmax_mhz else None,
         critical_path=res.critical_path, synth_runtime_s=res.runtime_s,
     )
+    if router or placer:
+        row.update(router=router, placer=placer)
     return row
 
 

@@ -143,6 +143,15 @@ def write_report(rows: list[dict], path: Path | str = "docs/efficiency.md", *,
                 f"| {_fmt(inh.get('cycles_per_head'))} / {_fmt(base.get('cycles_per_head'))} "
                 f"| {g(inh, 'heads_per_s')} / {g(base, 'heads_per_s')} |")
         L.append("")
+    other_flow = [r for r in rows if r.get("fits") and (r.get("router") or r.get("placer"))]
+    if other_flow:
+        L.append("Routed with other nextpnr options than the defaults (the default router "
+                 "did not finish):\n")
+        for r in other_flow:
+            opts = ", ".join(f"--{k} {r[k]}" for k in ("router", "placer") if r.get(k))
+            L.append(f"- {r['kind']} {r['size']}x{r['size']} d = {r['d']}: {opts}, "
+                     f"seed {r.get('seed')}")
+        L.append("")
     missing = [r for r in rows if r.get("fits") is None and r.get("limit")]
     if missing:
         L.append("Not measured (the cycle and energy columns are from the formulas):\n")

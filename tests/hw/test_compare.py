@@ -81,3 +81,33 @@ def test_cached_only_point_is_not_measured(tmp_path):
     assert row["fits"] is None
     assert row["limit"] == "not measured: no saved result (run without --cached-only)"
     assert not list(tmp_path.rglob("*.synth.json"))
+
+
+def test_cached_only_falls_back_to_router2(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from inhibitron.hw import synth
+
+    calls = []
+
+    def fake(component, *, top, out_dir, router=None, cache_only=False, **kw):
+        component._MustUse__silence = True     # not elaborated here
+        calls.append((router, cache_only))
+        if router != "router2":
+            raise synth.NotCached(out_dir)
+        return SimpleNamespace(seed=1, lut4=10, carry=1, lut4_equiv=12, ff=5, dsp=0, bram=2,
+                               premap_mul=0, fmax_mhz=80.0, placed_comb=11,
+                               critical_path=None, runtime_s=1.0)
+
+    monkeypatch.setattr(synth, "synthesize_component", fake)
+    row = compare.run_point(compare.StudyPoint("inhibitor", 2, 8, 16), out_root=tmp_path,
+                            cache_only=True, progress=False)
+    assert calls == [(None, True), ("router2", True)]
+    assert (row["fits"], row["fmax_mhz"], row["router"]) == (True, 80.0, "router2")
+    compare_report.write_report([row], tmp_path / "eff.md", command="test")
+    assert "- inhibitor 2x2 d = 8: --router router2, seed 1" in (tmp_path / "eff.md").read_text()
+    # not cache_only: the default flow's outcome stands (no silent switch of router)
+    calls.clear()
+    row = compare.run_point(compare.StudyPoint("inhibitor", 2, 8, 16), out_root=tmp_path,
+                            progress=False)
+    assert calls == [(None, False)] and row["fits"] is None
