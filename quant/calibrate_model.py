@@ -129,7 +129,8 @@ def calibrate_student(
                 raise ValueError(f"{name}: the {what} contain NaN or Inf; the model's weights are broken")
         s_in = float(np.abs(hid).max()) / act_qmax or 1.0
         s_ctx = float(np.abs(ctx).max()) / act_qmax or 1.0
-        gold = golden_from_float(layer["q"], layer["k"], layer["v"], length, lq)  # (B, H, n, d)
+        gold = golden_from_float(layer["q"], layer["k"], layer["v"], length, lq,
+                                 length_norm=inhib.length_norm)  # (B, H, n, d)
         qmask = mask_np[:, None, :, None]
         sq = sqnr_db(np.where(qmask, hq, 0.0), np.where(qmask, gold, 0.0))
         out["layer_quants"].append(lq)

@@ -113,7 +113,8 @@ def export_student(
     CheckpointError
         ``out_dir`` exists without ``force`` (checked before any work).
     ValueError
-        NaN/Inf in a parameter (named, checked before any work).
+        NaN/Inf in a parameter (named, checked before any work); a length-normalised
+        student (``length_norm``), which the manifest cannot describe yet.
     FormatTooNarrowError, ValueError
         See :func:`calibrate_student`, :func:`build_checkpoint`.
     """
@@ -121,6 +122,15 @@ def export_student(
     if out.exists() and not force:
         raise CheckpointError(f"output directory {str(out)!r} already exists; pass --force (force=True) to replace it")
     check_finite_parameters(model)
+    from inhibitron.model.surgery import iter_inhibitors
+
+    for i, inhib in iter_inhibitors(model):
+        if inhib.length_norm != "none":
+            raise ValueError(
+                f"layer {i} has length_norm={inhib.length_norm!r}: the checkpoint manifest has no per-sequence "
+                "output shift yet (QAT and the golden model have it: golden_from_float(..., length_norm=...)); "
+                "export a student without length normalisation"
+            )
     cal = calibrate_student(model, input_ids, attention_mask, formats=formats, seq_len=seq_len, act_bits=act_bits,
                             observer=observer, shared_shifts=shared_shifts, progress=progress)
     dropped = {"onnx": not onnx, "memimages": not memory_images}

@@ -30,6 +30,7 @@ Use :func:`golden_from_float` for float inputs and a
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -43,6 +44,8 @@ __all__ = [
     "dequantize_output",
     "golden_from_float",
     "inhibitor_attention_int",
+    "length_exponents",
+    "length_out_shift",
     "quantize_inputs",
     "valid_len_from_mask",
 ]
@@ -374,7 +377,59 @@ def valid_len_from_mask(mask) -> np.ndarray:
     return length
 
 
-def golden_from_float(q, k, v, valid_len, layer_quant: LayerQuant, *, return_trace: bool = False):
+def length_exponents(length) -> np.ndarray:
+    """``e(L) = round(log2 L)`` of every length (int64, same shape), exactly in integers.
+
+    ``e(L)`` counts the thresholds ``isqrt(2**(2k+1)) + 1`` = 2, 3, 6, 12, 23,
+    46, 91, 182, ... that ``L`` reaches; ``log2 L`` is never a half-integer for
+    an integer ``L``, so there are no ties; ``e(1) = 0``. The same function as
+    :func:`inhibitron.model.attention.length_exponent` (tested), without torch.
+
+    >>> length_exponents([1, 2, 3, 5, 6, 11, 12, 45, 46, 90, 91]).tolist()
+    [0, 1, 2, 2, 3, 3, 4, 5, 6, 6, 7]
+    """
+    length = np.asarray(length)
+    if not np.issubdtype(length.dtype, np.integer) or np.any(length < 1):
+        raise ValueError(f"lengths must be integers >= 1, got {length!r}")
+    length = length.astype(np.int64)
+    top = max(int(length.max(initial=1)).bit_length(), 1)
+    thresholds = np.array([math.isqrt(1 << (2 * k + 1)) + 1 for k in range(top)], dtype=np.int64)
+    return (length[..., None] >= thresholds).sum(axis=-1).astype(np.int64)
+
+
+def length_out_shift(out_shift, valid_len, *, ref_shift: int = 0) -> np.ndarray:
+    """Per (sequence, head) output shift of length normalisation: ``r = r_h + e(L) - r_ref``.
+
+    Parameters
+    ----------
+    out_shift : int array_like (H,)
+        ``r_h`` per head, calibrated on length-normalised outputs.
+    valid_len : int array_like broadcastable to ``(..., H)``, e.g. ``(B, 1)``
+    ref_shift : int
+        ``r_ref``: the exponent ``r_h`` refers to (0: ``r_h`` is the shift of the
+        normalised output itself, which is what calibration produces).
+
+    Returns
+    -------
+    int64 ndarray, the broadcast of ``out_shift`` and ``valid_len``.
+
+    Raises
+    ------
+    ValueError
+        A resulting shift is negative (the core shifts right only).
+
+    >>> length_out_shift([2, 3], [[1], [46]]).tolist()
+    [[2, 3], [8, 9]]
+    """
+    r = np.asarray(out_shift, dtype=np.int64) + length_exponents(valid_len) - int(ref_shift)
+    if np.any(r < 0):
+        raise ValueError(f"length_out_shift: r_h + e(L) - r_ref is negative ({int(r.min())}); the core "
+                         "shifts right only: choose ref_shift <= min(r_h)")
+    return r
+
+
+def golden_from_float(q, k, v, valid_len, layer_quant: LayerQuant, *, return_trace: bool = False,
+                      length_norm: str = "none"):
     """Quantize float Q/K/V, run the golden model, dequantize.
 
     Parameters
@@ -386,15 +441,24 @@ def golden_from_float(q, k, v, valid_len, layer_quant: LayerQuant, *, return_tra
     layer_quant : LayerQuant
     return_trace : bool
         Also return the :class:`GoldenTrace`.
+    length_norm : {"none", "pow2"}
+        ``"pow2"``: the output shift of each (sequence, head) is
+        :func:`length_out_shift` ``(r_h, L)`` = ``r_h + round(log2 L)``, the integer
+        form of the float module's factor ``2**-round(log2 L)``
+        (:class:`~inhibitron.model.attention.InhibitorAttention`).
 
     Returns
     -------
     H : float64 ndarray, shape (..., H, n, d)
         ``s_h * h``; with ``return_trace``, ``(H, trace)``.
     """
+    if length_norm not in ("none", "pow2"):
+        raise ValueError(f"length_norm must be one of ('none', 'pow2'), not {length_norm!r}")
     qi, ki, vi = quantize_inputs(q, k, v, layer_quant)
-    out = inhibitor_attention_int(qi, ki, vi, valid_len, return_trace=return_trace,
-                                  **layer_quant.golden_kwargs())
+    kwargs = layer_quant.golden_kwargs()
+    if length_norm == "pow2":
+        kwargs["out_shift"] = length_out_shift(kwargs["out_shift"], valid_len)
+    out = inhibitor_attention_int(qi, ki, vi, valid_len, return_trace=return_trace, **kwargs)
     h = out.h if return_trace else out
     hf = dequantize_output(h, layer_quant)
     return (hf, out) if return_trace else hf

@@ -16,6 +16,7 @@ estimators (STE) for the gradient::
     zb = relu(z - m - theta)              exact
     c  = relu(x - y) + min(x + y, 0),  x = v * 2**a, y = zb * 2**b   (soft-threshold, y >= 0)
     h  = clamp(floor((sum_j c + 2**(r-1)) / 2**r))   STE                       (B, H, n, d_v)
+         (length_norm="pow2": r = r_h + round(log2 L) per sequence)
     H  = s_h * h
 
 Two ways to hold the quantization constants:
@@ -55,7 +56,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from inhibitron.model.attention import InhibitorAttention
+from inhibitron.model.attention import InhibitorAttention, length_exponents
 
 from .formats import HeadQuant, LayerQuant
 
@@ -159,9 +160,13 @@ class QATInhibitorAttention(InhibitorAttention):
     seq_len : int
         Longest sequence the module will see; every intermediate of that size
         must be exact in float64 (checked, with :meth:`LayerQuant.widths`).
-    dropout, variant, gamma_init, eta_init, delta_init, alpha_init
+    dropout, variant, gamma_init, eta_init, delta_init, alpha_init, length_norm
         As :class:`~inhibitron.model.attention.InhibitorAttention`. Dropout
         (training only) drops (query, key) pairs as the float module does.
+        ``length_norm="pow2"`` adds ``e(L) = round(log2 L)`` to the output
+        shift of each sequence (step 6: ``r = r_h + e(L)``), the integer form
+        of the float factor ``2**-e(L)``, as ``golden_from_float(...,
+        length_norm="pow2")``.
 
     Members
     -------
@@ -193,10 +198,11 @@ class QATInhibitorAttention(InhibitorAttention):
         eta_init: float = 1.0,
         delta_init: float = -0.5,
         alpha_init: float = 0.5,
+        length_norm: str = "none",
     ):
         super().__init__(
             num_heads, head_dim, dropout=dropout, variant=variant, gamma_init=gamma_init,
-            eta_init=eta_init, delta_init=delta_init, alpha_init=alpha_init,
+            eta_init=eta_init, delta_init=delta_init, alpha_init=alpha_init, length_norm=length_norm,
         )
         if not isinstance(frozen, bool):
             raise TypeError(f"frozen must be a bool, not {frozen!r}")
@@ -220,14 +226,9 @@ class QATInhibitorAttention(InhibitorAttention):
         """
         if not isinstance(module, InhibitorAttention):
             raise TypeError(f"module must be an InhibitorAttention, not {type(module).__name__}")
-        if getattr(module, "length_norm", "none") != "none":
-            raise ValueError(
-                f"module has length_norm={module.length_norm!r}: the integer contract has no per-sequence "
-                "output shift (docs/distillation.md, length normalisation); quantize a student without it"
-            )
         qat = cls(
             module.num_heads, module.head_dim, layer_quant, frozen=frozen, seq_len=seq_len,
-            dropout=module.dropout, variant=module.variant,
+            dropout=module.dropout, variant=module.variant, length_norm=module.length_norm,
         )
         ref = next(module.parameters())
         qat.to(dtype=ref.dtype, device=ref.device)
@@ -237,7 +238,8 @@ class QATInhibitorAttention(InhibitorAttention):
 
     def to_float(self) -> InhibitorAttention:
         """A plain float ``InhibitorAttention`` with this module's parameters."""
-        out = InhibitorAttention(self.num_heads, self.head_dim, dropout=self.dropout, variant=self.variant)
+        out = InhibitorAttention(self.num_heads, self.head_dim, dropout=self.dropout, variant=self.variant,
+                                 length_norm=self.length_norm)
         ref = next(self.parameters())
         out.to(dtype=ref.dtype, device=ref.device)
         out.load_state_dict(self.state_dict(), strict=True)
@@ -253,6 +255,12 @@ class QATInhibitorAttention(InhibitorAttention):
                 f"the module has {self.num_heads} heads of dimension {self.head_dim}"
             )
         widths = lq.widths(self.seq_len)
+        if self.length_norm == "pow2":  # the largest per-sequence shift, r_h + e(seq_len)
+            widths = lq.formats.widths(
+                head_dim=lq.head_dim, seq_len=self.seq_len, v_shift=int(lq.v_shift.max()),
+                z_shift=int(lq.z_shift.max()),
+                out_shift=int(lq.out_shift.max()) + int(length_exponents(torch.tensor(self.seq_len))),
+            )
         for field_name in ("sum_bits", "divider_bits", "acc_bits", "round_bits", "mix_bits"):
             bits = getattr(widths, field_name)
             if bits > FLOAT64_EXACT_BITS:
@@ -397,6 +405,9 @@ class QATInhibitorAttention(InhibitorAttention):
         a = hv(self._c("a", dev).to(f64))
         b = hv(self._c("b", dev).to(f64))
         r = hv(self._c("r", dev).to(f64))
+        if self.length_norm == "pow2":
+            # r = r_h + round(log2 L) per (sequence, head): golden.length_out_shift with r_ref = 0.
+            r = r + length_exponents(length).to(f64).view(B, 1, 1, 1)  # (B, H, 1, 1)
 
         # Input codes: rint(X / s) saturated, as golden.quantize_inputs.
         qi = torch.clamp(_round_ste(q.to(f64) / hv(s_qk)), fmt.q.qmin, fmt.q.qmax)  # (B, H, n_q, d)

@@ -146,12 +146,3 @@ def test_fit_scalars_with_the_factor_is_no_worse_than_the_initial_point(tmp_path
         assert all(a <= b + 1e-12 for a, b in zip(rec["rel_error"], rec["rel_error_at_init"]))
         inhib = attention_modules(student)[layer][2].inhibitor
         assert inhib.eta.tolist() == pytest.approx(rec["eta"])
-
-
-def test_int8_cores_refuse_a_length_normalised_student():
-    """The integer contract has no per-sequence output shift (yet): quantizing would silently drop it."""
-    from inhibitron.quant.qat import QATInhibitorAttention
-
-    norm = InhibitorAttention(H, D, length_norm="pow2")
-    with pytest.raises(ValueError, match="length_norm='pow2': the integer contract has no per-sequence"):
-        QATInhibitorAttention.from_float(norm, None)
