@@ -180,13 +180,16 @@ class DotProductAttentionCore(wiring.Component):
             p_ss = Signal(name=f"sres_slot{r}")
             p_s = Signal(signed(sb), name=f"sres_s{r}", reset_less=True)
             p_j = Signal(jb + 1, name=f"sres_j{r}", reset_less=True)
+            # Row maximum over the valid keys j < L (key 0 is always valid and first);
+            # j < L is registered with the score, so only the compare with the
+            # running maximum sits in front of it.
+            p_valid_key = Signal(name=f"sres_validkey{r}", reset_less=True)
             m.d.sync += [p_valid.eq(score.out_valid[r]), p_first.eq(restart),
                          p_last.eq(tag.last & (score.out_col[r] == C - 1)),
-                         p_ss.eq(tag.slot), p_s.eq(score.out_data[r]), p_j.eq(j)]
+                         p_ss.eq(tag.slot), p_s.eq(score.out_data[r]), p_j.eq(j),
+                         p_valid_key.eq(j < Mux(tag.slot, b_len[1], b_len[0]))]
             m.d.comb += [s_wr[r].addr.eq(Cat(p_j[:blk_half], p_ss)), s_wr[r].data.eq(p_s),
                          s_wr[r].en.eq(p_valid)]
-            # Row maximum over the valid keys j < L (key 0 is always valid and first).
-            p_valid_key = p_j < Mux(p_ss, b_len[1], b_len[0])
             for s in range(2):
                 with m.If(p_valid & (p_ss == s)):
                     with m.If(p_first | (p_valid_key & (p_s > mx[s][r]))):
