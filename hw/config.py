@@ -104,6 +104,10 @@ class CoreConfig:
     # r (h = sat((acc + 2**(r-1)) >> r)) is a run-time descriptor field, 0..out_shift_max
     name: str = "inhibitor_attention_core"
 
+    #: The constant of :attr:`first_row_latency`: register stages and handshakes
+    #: on the way from the last Q/K row to the first H beat.
+    LATENCY_STAGES = 28
+
     def __post_init__(self):
         for f in fields(self):
             value = getattr(self, f.name)
@@ -322,13 +326,14 @@ class CoreConfig:
 
         ``d`` (the loader writes the row) ``+ ceil(n/C)*d`` (score job of row
         block 0) ``+ ceil(d/C)*n`` (its mixing job) ``+ z_bits`` (row-statistics
-        divider) ``+ 2*(R + C)`` (the skew of both arrays) ``+ 27`` (register
-        stages and handshakes), with the H stream ready and V and the
-        descriptor already in. Measured in ``tests/hw/test_latency.py``.
+        divider) ``+ 2*(R + C)`` (the skew of both arrays) ``+``
+        :attr:`LATENCY_STAGES` (register stages and handshakes), with the H
+        stream ready and V and the descriptor already in. Measured in
+        ``tests/hw/test_latency.py``.
         """
         n, d, R, C = self.seq_len, self.head_dim, self.rows, self.cols
         return (d + self.key_tiles * d + self.dim_tiles * n + self.widths.z_bits
-                + 2 * (R + C) + 27)
+                + 2 * (R + C) + self.LATENCY_STAGES)
 
     @property
     def useful_pe_cycles_per_head(self) -> int:

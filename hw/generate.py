@@ -181,7 +181,7 @@ def core_description(config: CoreConfig) -> dict:
             "first_row_latency": config.first_row_latency,
             "latency_formula": ("first_row_latency = cycles from the last Q/K row of an isolated "
                                 "head accepted to its first H beat = d + ceil(n/C)*d + "
-                                "ceil(d/C)*n + z_bits + 2*(R+C) + 27"),
+                                f"ceil(d/C)*n + z_bits + 2*(R+C) + {config.LATENCY_STAGES}"),
         },
         "stream_order": "Q, K, V: rows 0..n-1 of each head; one descriptor per head; "
                         "H: rows 0..n-1, tlast on row n-1; heads in input order",
