@@ -247,9 +247,9 @@ class DotProductAttentionCore(wiring.Component):
         m.d.sync += x_ok.eq(sfull.after.bit_select(x_ss_n, 1)
                             & ~ebusy.after.bit_select(x_es_n, 1))
 
-        # The exp pipeline (per lane): read s (1), register (2), x = mx - s (3),
-        # the two halves of x * M (4), u (5), zq/rr split + ROM read of poly(rr) (6),
-        # e (7).
+        # The exp pipeline (per lane): read s (1), register it twice (2, 3),
+        # x = mx - s (4), register x (5), the two halves of x * M (6), register them
+        # (7), u (8), zq/rr split + ROM read of poly(rr) (9), e (10).
         xs_valid = Signal(self.EXP_LATENCY + 1)
         xs_pad = Signal(self.EXP_LATENCY + 1)
         xs_j = [Signal(jb, name=f"xj{i}") for i in range(self.EXP_LATENCY + 1)]
@@ -277,7 +277,9 @@ class DotProductAttentionCore(wiring.Component):
         zq_bits = max(1, (eb).bit_length())
         for r in range(R):
             m.d.comb += s_rd[r].addr.eq(Cat(x_j[:blk_half], x_ss))
+            s_q = Signal(signed(sb), name=f"x_sq{r}", reset_less=True)
             sr = Signal(signed(sb), name=f"x_s{r}", reset_less=True)
+            x_q = Signal(sb + 1, name=f"x_xq{r}", reset_less=True)
             xr = Signal(sb + 1, name=f"x_x{r}", reset_less=True)
             ur = Signal(sb + 1 + cst.m_bits, name=f"x_u{r}", reset_less=True)
             zq = Signal(zq_bits, name=f"x_zq{r}", reset_less=True)
@@ -285,20 +287,27 @@ class DotProductAttentionCore(wiring.Component):
             rom = Memory(shape=unsigned(eb), depth=1 << F, init=poly)
             m.submodules[f"exp_rom{r}"] = rom
             rom_rd = rom.read_port()
-            m.d.sync += [sr.eq(s_rd[r].data),
-                         xr.eq(xm[r] - sr)]                 # >= 0 on valid keys
+            # s: the block RAM's output register (s_q), then a fabric register; x = mx - s
+            # (x_q), then x again (the multipliers' operand registers): the RAM,
+            # the subtractor and the DSP blocks each get a cycle of their own.
+            m.d.sync += [s_q.eq(s_rd[r].data), sr.eq(s_q),
+                         x_q.eq(xm[r] - sr),                # >= 0 on valid keys
+                         xr.eq(x_q)]
             # u = x * M as two registered products of at most 17 x m_bits bits (one
-            # hard multiplier each), added in the next stage: no carry chain behind a
-            # multiplier in the same cycle.
+            # hard multiplier each, its product register inside the DSP), registered
+            # again in the fabric and added in the next stage: no carry chain behind
+            # a multiplier's output in the same cycle.
             lo = min(17, len(xr))
             ul = Signal(lo + cst.m_bits, name=f"x_ul{r}", reset_less=True)
-            m.d.sync += ul.eq(multiply(xr[:lo], x_mult, kind=mul))
+            ul_f = Signal(lo + cst.m_bits, name=f"x_ulf{r}", reset_less=True)
+            m.d.sync += [ul.eq(multiply(xr[:lo], x_mult, kind=mul)), ul_f.eq(ul)]
             if len(xr) > lo:
                 uh = Signal(len(xr) - lo + cst.m_bits, name=f"x_uh{r}", reset_less=True)
-                m.d.sync += [uh.eq(multiply(xr[lo:], x_mult, kind=mul)),
-                             ur.eq(ul + (uh << lo))]
+                uh_f = Signal(len(xr) - lo + cst.m_bits, name=f"x_uhf{r}", reset_less=True)
+                m.d.sync += [uh.eq(multiply(xr[lo:], x_mult, kind=mul)), uh_f.eq(uh),
+                             ur.eq(ul_f + (uh_f << lo))]
             else:
-                m.d.sync += ur.eq(ul)
+                m.d.sync += ur.eq(ul_f)
             big = (ur >> (SH + F)) >= eb
             m.d.comb += rom_rd.addr.eq((ur >> SH)[:F])
             m.d.sync += zq.eq(Mux(big, eb, (ur >> (SH + F))[:zq_bits]))

@@ -177,7 +177,7 @@ class BaselineConfig:
 
     # -- cycles -----------------------------------------------------------------------
     #: Registers from the exp pass's score read address to its exp code (hw/baseline.py).
-    EXP_LATENCY = 7
+    EXP_LATENCY = 10
     #: Registers from the mixing stage's read address to ``p`` at the array.
     NORM_LATENCY = 5
 
