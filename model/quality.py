@@ -153,9 +153,13 @@ def fidelity(teacher, student, sentences: Sequence[str], tokenizer, *, batch_siz
     h_var = [_Moments() for _ in range(n_t)]  # the teacher's statistics per layer
     c_var = [_Moments() for _ in range(n_t)]
     count = 0.0
+    # Batches of sentences of similar length (less padding, the same results up to float rounding);
+    # the per-sentence results are put back in the given order below.
+    n_tokens = [len(x) for x in tokenizer(list(sentences), truncation=True, max_length=max_length)["input_ids"]]
+    order = sorted(range(len(sentences)), key=lambda i: n_tokens[i])
     try:
         for s in tqdm(range(0, len(sentences), batch_size), desc="fidelity", disable=not progress, unit="batch"):
-            enc = tokenizer(list(sentences[s : s + batch_size]), padding=True, truncation=True,
+            enc = tokenizer([sentences[i] for i in order[s : s + batch_size]], padding=True, truncation=True,
                             max_length=max_length, return_tensors="pt")
             ids, mask = enc["input_ids"], enc["attention_mask"]
             t_h, t_c = _run(teacher, ids, mask)
@@ -178,11 +182,13 @@ def fidelity(teacher, student, sentences: Sequence[str], tokenizer, *, batch_siz
     finally:
         teacher.train(modes[0])
         student.train(modes[1])
-    c = torch.cat(cos)
-    n_tok = torch.cat(lengths)
+    back = torch.empty(len(order), dtype=torch.long)
+    back[torch.tensor(order)] = torch.arange(len(order))  # sorted position of each given sentence
+    c = torch.cat(cos)[back]
+    n_tok = torch.cat(lengths)[back]
     hidden = (h_sum / count).tolist()
     context = (c_sum / count).tolist()
-    sim = similarity_agreement(torch.cat(emb_t), torch.cat(emb_s))
+    sim = similarity_agreement(torch.cat(emb_t)[back], torch.cat(emb_s)[back])
     return {
         "sentences": len(sentences),
         "cosine_mean": float(c.mean()),

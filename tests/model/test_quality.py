@@ -105,3 +105,30 @@ def test_fidelity_reports_relative_errors_and_rank_measures(tok):
         t_ctx.append(float(v.var(dim=0, unbiased=False).mean()))
     assert r["context_rel_mse"] == pytest.approx([a / b for a, b in zip(r["context_mse"], t_ctx)], rel=1e-6)
     assert "Spearman" in quality.fidelity_table({"after": r}).splitlines()[0]
+
+
+def test_fidelity_keeps_sentence_order_and_bins_cosine_by_length(tok):
+    """fidelity batches sentences by length; its per-sentence results (the rank measures, the
+    length bins) equal those of embeddings computed one sentence at a time, in the given order."""
+    teacher = make_teacher(vocab_size=tok.vocab_size)
+    student = to_inhibitor(teacher)
+    sents = ["Short one.", " ".join(["word"] * 60), "A middle sized sentence with some more words in it.",
+             "Tiny.", " ".join(["other words"] * 12), "Another short sentence here."]
+    r = quality.fidelity(teacher, student, sents, tok, batch_size=2, progress=False)
+    et = torch.cat([quality.pooled_embeddings(teacher, tok, [s]) for s in sents])
+    es = torch.cat([quality.pooled_embeddings(student, tok, [s]) for s in sents])
+    cos = (et * es).sum(-1)
+    sim = quality.similarity_agreement(et, es)
+    assert r["spearman"] == pytest.approx(sim["spearman"], abs=1e-6) and r["nn_top1"] == sim["nn_top1"]
+    assert r["cosine_mean"] == pytest.approx(float(cos.mean()), abs=1e-6)
+    n_tok = torch.tensor([len(tok(s)["input_ids"]) for s in sents])
+    bins = r["cosine_by_length"]
+    assert list(bins) == ["<16", "16-47", ">=48"]
+    assert sum(b["sentences"] for b in bins.values()) == len(sents)
+    for label, lo, hi in quality.LENGTH_BINS:
+        sel = (n_tok >= lo) & (n_tok <= (hi if hi is not None else 10**9))
+        assert bins[label]["sentences"] == int(sel.sum())
+        if int(sel.sum()):
+            assert bins[label]["cosine_mean"] == pytest.approx(float(cos[sel].mean()), abs=1e-6)
+        else:
+            assert bins[label]["cosine_mean"] is None
