@@ -29,9 +29,10 @@ from inhibitron.model.recipes import DEFAULT_RECIPE
 
 __all__ = ["DEMO_OVERRIDES", "bench_distill_quality", "distill_and_measure", "int8_student"]
 
-#: The distillation of ``inhibitron demo`` (``inhibitron.flow``): recipe and overrides.
+#: The distillation of ``inhibitron demo`` (``inhibitron.flow.DemoConfig``: ``distill_steps``,
+#: ``max_length``, ``full_steps``; keep in step): recipe and overrides.
 DEMO_RECIPE = DEFAULT_RECIPE
-DEMO_OVERRIDES = {"max_steps": 20, "grad_accum": 1, "max_length": 64, "full_max_steps": 100}
+DEMO_OVERRIDES = {"max_steps": 10, "grad_accum": 1, "max_length": 64, "full_max_steps": 150}
 
 
 def int8_student(student, data, seq_len: int, *, sequences: int = 32):

@@ -13,9 +13,13 @@ def register(sub) -> None:
     p.add_argument("--teacher", default=None, help="local BERT/DistilBERT folder (default: embedded MiniLM)")
     p.add_argument("--out", default="out/demo", help="artefact folder (default out/demo; an earlier "
                    "demo there is replaced)")
-    p.add_argument("--distill-steps", type=int, default=20, help="optimizer steps per layer (default 20)")
-    p.add_argument("--full-steps", type=int, default=100,
-                   help="optimizer steps of the full phase after the layer-wise one (default 100)")
+    from inhibitron.flow import DemoConfig
+
+    d = DemoConfig()
+    p.add_argument("--distill-steps", type=int, default=d.distill_steps,
+                   help=f"optimizer steps per layer (default {d.distill_steps})")
+    p.add_argument("--full-steps", type=int, default=d.full_steps,
+                   help=f"optimizer steps of the full phase after the layer-wise one (default {d.full_steps})")
     p.add_argument("--max-length", type=int, default=64, help="tokens per sequence = core n (default 64)")
     p.add_argument("--layer", type=int, default=0, help="layer whose core is generated (default 0)")
     p.add_argument("--rows", type=int, default=8, help="systolic array rows (default 8)")
