@@ -106,7 +106,7 @@ class CoreConfig:
 
     #: The constant of :attr:`first_row_latency`: register stages and handshakes
     #: on the way from the last Q/K row to the first H beat.
-    LATENCY_STAGES = 28
+    LATENCY_STAGES = 27
 
     def __post_init__(self):
         for f in fields(self):

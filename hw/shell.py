@@ -34,14 +34,6 @@ __all__ = ["BlockCollector", "JobSequencer", "OutputRounder", "SlotFlags", "bram
            "terminal_flags"]
 
 
-def _or_all(values):
-    """The bitwise OR of a list of values."""
-    out = values[0]
-    for v in values[1:]:
-        out = out | v
-    return out
-
-
 def bram(shape, depth: int) -> Memory:
     """A zero-initialised memory whose read and write ports never collide.
 
@@ -280,13 +272,9 @@ class BlockCollector(wiring.Component):
     Each goes through an :class:`OutputRounder` (round half up by the
     run-time shift of its output slot, saturate; three stages); the ``C``
     rounded codes of a row are collected and written as one slice (the tile's)
-    of row ``r`` of the output slot named by the tag. The rows' writes (row,
-    slot, slice enable, data) are merged in two registered steps: an OR per
-    group of :attr:`GROUP` rows (at most one row writes per cycle), then an OR
-    of the groups, so no OR of all ``R`` rows, which sit beside their array
-    rows across the device, has to fit in one clock cycle. The slot is
-    committed with the write of row ``R - 1``'s last slice of the block (tag
-    ``last``).
+    of row ``r`` of the output slot named by the tag. The write (row, slot,
+    slice enable, data) is registered once more, and the slot is committed
+    with the write of row ``R - 1``'s last slice of the block (tag ``last``).
 
     Parameters
     ----------
@@ -312,14 +300,12 @@ class BlockCollector(wiring.Component):
         To the :class:`~inhibitron.hw.shell_io.BlockEmitter`'s write side
         (registers).
 
-    Latency: a result on ``i_acc`` at ``t`` is written at ``t + 5``
-    (``OutputRounder.latency`` + the two merge registers).
+    Latency: a result on ``i_acc`` at ``t`` is written at ``t + 4``
+    (``OutputRounder.latency`` + the write register).
     """
 
     #: Cycles from a row's last result to its write.
-    latency = OutputRounder.latency + 2
-    #: Rows merged by one first-step register.
-    GROUP = 4
+    latency = OutputRounder.latency + 1
 
     @staticmethod
     def tag_layout_for(slices: int) -> data.StructLayout:
@@ -355,9 +341,8 @@ class BlockCollector(wiring.Component):
         m = Module()
         R, C, nL, ob = self._rows, self._cols, self._slices, self._out_bits
         rtag = data.StructLayout({"mix": self.tag_layout, "row_end": 1})
-        wr_data, wr_addr, wr_en, wr_full = 0, 0, 0, 0
-        # first merge step: one register set per group of GROUP rows
-        g_data, g_addr, g_en, g_full = [], [], [], []
+        wr_data, wr_addr, wr_en = 0, 0, 0
+        last_req = last_slot = None
         for r in range(R):
             tag0 = self.i_tag[r]
             m.submodules[f"rounder{r}"] = rnd = OutputRounder(
@@ -381,24 +366,16 @@ class BlockCollector(wiring.Component):
             wr_addr = wr_addr | Mux(req, Cat(Const(r, self._row_bits), h_tag.oslot), 0)
             wr_en = wr_en | Mux(req, (Const(1, nL) << h_tag.tile)[:nL], 0)
             if r == R - 1:
-                wr_full = Mux(req & h_tag.last, Const(1, 2) << h_tag.oslot, 0)
-            if r % self.GROUP == self.GROUP - 1 or r == R - 1:
-                g = r // self.GROUP
-                for regs, value, width, kind in (
-                        (g_data, wr_data, C * ob, "data"), (g_addr, wr_addr, self._row_bits + 1, "addr"),
-                        (g_en, wr_en, nL, "en"), (g_full, wr_full, 2, "full")):
-                    reg = Signal(width, name=f"g{g}_{kind}", reset_less=kind in ("data", "addr"))
-                    m.d.sync += reg.eq(value)
-                    regs.append(reg)
-                wr_data, wr_addr, wr_en, wr_full = 0, 0, 0, 0
-        # second merge step: the groups' OR, registered (address, data, enables); the
-        # slot is committed with it.
+                last_req = req & h_tag.last
+                last_slot = h_tag.oslot
+        # The row write is registered once more (address, data, enables); the slot is
+        # committed with it.
         slice_data = Signal(C * ob, reset_less=True)
         ow_addr = Signal(self._row_bits + 1, reset_less=True)
         ow_en = Signal(nL)
         ow_full = Signal(2)
-        m.d.sync += [ow_addr.eq(_or_all(g_addr)), ow_en.eq(_or_all(g_en)),
-                     slice_data.eq(_or_all(g_data)), ow_full.eq(_or_all(g_full))]
+        m.d.sync += [ow_addr.eq(wr_addr), ow_en.eq(wr_en), slice_data.eq(wr_data),
+                     ow_full.eq(Mux(last_req, Const(1, 2) << last_slot, 0))]
         m.d.comb += [self.w_row.eq(ow_addr[:-1]), self.w_slot.eq(ow_addr[-1]),
                      self.w_en.eq(ow_en), self.commit.eq(ow_full),
                      # every slice gets the same data; the enabled one (the tile) keeps it

@@ -180,7 +180,7 @@ class RowLoader(wiring.Component):
         finishing = busy & slast
         accept = self.i.valid & self.i.ready
         # ready is registered: (~busy | finishing) & ~full[slot], one cycle ahead, so
-        # accept is one gate after two flip-flops.
+        # the load enable of the row buffer is one gate after two flip-flops.
         ready = Signal(init=1)
         m.d.comb += self.i.ready.eq(ready)
         if rowwise:
@@ -197,13 +197,6 @@ class RowLoader(wiring.Component):
         slot_next = Mux(accept & (nrow == n - 1), ~nslot, nslot)
         busy_next = Mux(accept, 1, Mux(finishing, 0, busy))
         m.d.sync += ready.eq((~busy_next | last_next) & ~full.after.bit_select(slot_next, 1))
-        # The row buffer's load enable is a flip-flop of its own: ready without the
-        # slot check. It is high whenever ready is, and otherwise only while the
-        # loader is idle or writes its last code, when the buffer holds nothing
-        # needed later. Being a different function, it is not merged with ready,
-        # so the buffer's wide enable fan-out stays off the handshake flip-flop.
-        load = Signal(init=1)
-        m.d.sync += load.eq(~busy_next | last_next)
 
         if rowwise:
             bank = Signal(range(max(2, nb)))        # bank of the row being written
@@ -223,11 +216,11 @@ class RowLoader(wiring.Component):
             m.d.sync += step.eq(step + 1)
             if not rowwise:
                 m.d.sync += addr.eq(addr + n)
-            with m.If(~load):
+            with m.If(~ready):
                 m.d.sync += buf.as_value().eq(buf.as_value() >> (per_step * code_bits))
-        # The buffer loads whenever load is high (valid or not): it holds nothing
-        # needed then, and its load enables hang off a flip-flop.
-        with m.If(load):
+        # The buffer loads whenever the loader is ready (valid or not): it holds
+        # nothing needed then, and its load enables hang off a flip-flop.
+        with m.If(ready):
             m.d.sync += buf.as_value().eq(self.i.payload.as_value())
         with m.If(finishing):
             m.d.sync += busy.eq(0)
