@@ -73,3 +73,35 @@ def random_tokens(n: int, seed: int = 0, *, min_len: int = 5, max_len: int = 20,
     lab = [rng.randint(0, labels - 1) for _ in range(n)] if labels else None
     return TokenDataset(ids, None, lab, 0)
 
+
+
+def assert_eta_is_least_squares(teacher, student, first_loss: float, data) -> None:
+    """Layer 0's fitted eta is a least-squares optimum of the context MSE on *data*.
+
+    *first_loss* is the first logged loss of a one-step, lr ~ 0 layer-wise run
+    on *data* (the MSE right after the fit); scaling any head's eta by 0.9 or
+    1.1 must raise it.
+    """
+    import pytest
+
+    from inhibitron.model.losses import layerwise_loss
+    from inhibitron.model.surgery import attention_modules
+
+    batch = data.collate(list(range(len(data))))
+    loss_fn = layerwise_loss(teacher, student, 0, "student")
+    inhib = attention_modules(student)[0][2].inhibitor
+    count = float(data.lengths(range(len(data))))
+
+    def mse():
+        with torch.no_grad():
+            return float(loss_fn(batch)["context_mse"].value_sum) / count
+
+    best = mse()
+    assert best == pytest.approx(first_loss, rel=1e-5)
+    for h in range(inhib.num_heads):
+        for f in (0.9, 1.1):
+            with torch.no_grad():
+                inhib.eta[h] *= f
+            assert mse() > best
+            with torch.no_grad():
+                inhib.eta[h] /= f

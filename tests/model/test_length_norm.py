@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from inhibitron.model.attention import InhibitorAttention, length_exponent, length_exponents
-from inhibitron.model.losses import DELTA_GRID, GAMMA_GRID, layerwise_loss
+from inhibitron.model.losses import DELTA_GRID, GAMMA_GRID
 from inhibitron.model.recipes import default_config, distill_layerwise
 from inhibitron.model.surgery import attention_modules, load_student, save_student, to_inhibitor
 
-from tiny_models import FULL_BATCH, make_teacher, random_tokens
+from tiny_models import FULL_BATCH, assert_eta_is_least_squares, make_teacher, random_tokens
 
 H, D = 3, 4
 
@@ -114,25 +114,7 @@ def test_layerwise_fit_eta_is_least_squares_with_the_factor(tmp_path):
     info = json.loads((tmp_path / "r" / "phases.jsonl").read_text().splitlines()[0])
     other = json.loads((tmp_path / "p" / "phases.jsonl").read_text().splitlines()[0])
     assert info["eta_after"] != pytest.approx(other["eta_after"], rel=1e-3)  # the factor was applied
-    data = random_tokens(8)
-    batch = data.collate(list(range(8)))
-    loss_fn = layerwise_loss(teacher, student, 0, "student")
-    inhib = attention_modules(student)[0][2].inhibitor
-    count = float(data.lengths(range(8)))
-
-    def mse():
-        with torch.no_grad():
-            return float(loss_fn(batch)["context_mse"].value_sum) / count
-
-    best = mse()
-    assert best == pytest.approx(hist[0]["loss"], rel=1e-5)
-    for h in range(inhib.num_heads):
-        for f in (0.9, 1.1):
-            with torch.no_grad():
-                inhib.eta[h] *= f
-            assert mse() > best
-            with torch.no_grad():
-                inhib.eta[h] /= f
+    assert_eta_is_least_squares(teacher, student, hist[0]["loss"], random_tokens(8))
 
 
 def test_fit_scalars_with_the_factor_is_no_worse_than_the_initial_point(tmp_path):

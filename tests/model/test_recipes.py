@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from inhibitron.model.classifier import classifier_student
-from inhibitron.model.losses import layer_trainable_names, layerwise_loss
+from inhibitron.model.losses import layer_trainable_names
 from inhibitron.model.recipes import (
     default_config,
     distill_full,
@@ -21,7 +21,7 @@ from inhibitron.model.schedule import lr_factor
 from inhibitron.model.surgery import attention_modules, to_inhibitor
 from inhibitron.model.train_metrics import read_metrics
 
-from tiny_models import FULL_BATCH, make_classifier, make_teacher, random_tokens
+from tiny_models import FULL_BATCH, assert_eta_is_least_squares, make_classifier, make_teacher, random_tokens
 
 
 def _snapshot(model):
@@ -53,25 +53,7 @@ def test_layerwise_fit_eta_is_least_squares(tmp_path):
     info = [json.loads(x) for x in (tmp_path / "r" / "phases.jsonl").read_text().splitlines()]
     assert info[0]["phase"] == "layer 0" and info[0]["eta_before"] == [1.0] * 4
     assert all(abs(e) < 0.5 for e in info[0]["eta_after"])  # summing over keys: eta << 1
-    data = random_tokens(8)
-    batch = data.collate(list(range(8)))
-    loss_fn = layerwise_loss(teacher, student, 0, "student")
-    inhib = attention_modules(student)[0][2].inhibitor
-    count = float(data.lengths(range(8)))
-
-    def mse():
-        with torch.no_grad():
-            return float(loss_fn(batch)["context_mse"].value_sum) / count
-
-    best = mse()
-    assert best == pytest.approx(hist[0]["loss"], rel=1e-5)
-    for h in range(4):
-        for f in (0.9, 1.1):
-            with torch.no_grad():
-                inhib.eta[h] *= f
-            assert mse() > best
-            with torch.no_grad():
-                inhib.eta[h] /= f
+    assert_eta_is_least_squares(teacher, student, hist[0]["loss"], random_tokens(8))
 
 
 def test_layerwise_trains_only_current_layer_qkv_and_inhibitor(tmp_path):
