@@ -71,3 +71,9 @@ def test_mac_pe_errors_and_widths():
         MacPE(a_bits=8, b_bits=8, length=4, a_signed=1)
     with pytest.raises(ValueError, match=r"a_bits must be <= 32, not 40"):
         MacPE(a_bits=40, b_bits=8, length=4)
+    # the second, fabric product register is one more cycle of the term pipeline
+    pe = MacPE(a_bits=9, b_bits=8, length=64, input_register=True, fabric_register=True)
+    pe._MustUse__silence = True
+    assert (pe.term_latency, pe.latency) == (3, 4)
+    with pytest.raises(TypeError, match=r"fabric_register must be a bool, not 'yes'"):
+        MacPE(a_bits=8, b_bits=8, length=4, fabric_register="yes")
