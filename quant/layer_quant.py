@@ -270,11 +270,15 @@ class LayerQuant:
         """(num_heads,) folded delta ``theta * s_z``."""
         return self._floats("delta")
 
-    def widths(self, seq_len: int) -> DatapathWidths:
-        """Datapath widths of a core of ``seq_len`` keys serving every head of this layer."""
+    def widths(self, seq_len: int, *, extra_out_shift: int = 0) -> DatapathWidths:
+        """Datapath widths of a core of ``seq_len`` keys serving every head of this layer.
+
+        ``extra_out_shift`` is added to the largest output shift (length
+        normalisation adds up to ``round(log2 seq_len)`` per sequence).
+        """
         return self.formats.widths(
             head_dim=self.head_dim, seq_len=seq_len, v_shift=int(self.v_shift.max()),
-            z_shift=int(self.z_shift.max()), out_shift=int(self.out_shift.max()),
+            z_shift=int(self.z_shift.max()), out_shift=int(self.out_shift.max()) + extra_out_shift,
         )
 
     def golden_kwargs(self) -> dict[str, Any]:

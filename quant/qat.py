@@ -254,13 +254,9 @@ class QATInhibitorAttention(InhibitorAttention):
                 f"{lq.name}: layer_quant has {lq.num_heads} heads of dimension {lq.head_dim}, "
                 f"the module has {self.num_heads} heads of dimension {self.head_dim}"
             )
-        widths = lq.widths(self.seq_len)
-        if self.length_norm == "pow2":  # the largest per-sequence shift, r_h + e(seq_len)
-            widths = lq.formats.widths(
-                head_dim=lq.head_dim, seq_len=self.seq_len, v_shift=int(lq.v_shift.max()),
-                z_shift=int(lq.z_shift.max()),
-                out_shift=int(lq.out_shift.max()) + int(length_exponents(torch.tensor(self.seq_len))),
-            )
+        # with length normalisation the largest per-sequence shift is r_h + e(seq_len)
+        extra = int(length_exponents(torch.tensor(self.seq_len))) if self.length_norm == "pow2" else 0
+        widths = lq.widths(self.seq_len, extra_out_shift=extra)
         for field_name in ("sum_bits", "divider_bits", "acc_bits", "round_bits", "mix_bits"):
             bits = getattr(widths, field_name)
             if bits > FLOAT64_EXACT_BITS:
