@@ -30,7 +30,7 @@ from inhibitron.model.recipes import DEFAULT_RECIPE
 __all__ = ["DEMO_OVERRIDES", "bench_distill_quality", "distill_and_measure", "int8_student"]
 
 #: The distillation of ``inhibitron demo`` (``inhibitron.flow.DemoConfig``: ``distill_steps``,
-#: ``max_length``, ``full_steps``; keep in step): recipe and overrides.
+#: ``max_length``, ``full_steps``; kept in step by tests/test_bench.py): recipe and overrides.
 DEMO_RECIPE = DEFAULT_RECIPE
 DEMO_OVERRIDES = {"max_steps": 10, "grad_accum": 1, "max_length": 64, "full_max_steps": 150}
 

@@ -17,3 +17,13 @@ def test_render_rows_flat_dicts_and_skips():
     assert "| heads_per_s | ratio |" in text and "| 1390 | 12.8 |" in text
     assert "Skipped: not available: x" in text
     assert "cores" in text
+
+
+def test_bench_demo_overrides_follow_the_demo_config():
+    """quant may not import the CLI's DemoConfig (tests/test_layers.py), so the bench keeps a copy."""
+    from inhibitron.flow import DemoConfig
+    from inhibitron.quant.distill_bench import DEMO_OVERRIDES
+
+    d = DemoConfig()
+    assert (DEMO_OVERRIDES["max_steps"], DEMO_OVERRIDES["full_max_steps"], DEMO_OVERRIDES["max_length"]) == (
+        d.distill_steps, d.full_steps, d.max_length)

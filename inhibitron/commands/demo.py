@@ -10,25 +10,26 @@ def register(sub) -> None:
         "then full distillation on the embedded corpus -> calibration and int8 quantization -> quantized "
         "checkpoint -> Verilog of one layer's attention core -> Verilator cosimulation on real "
         "activations (bit-exact) -> bit-accuracy report and synthesis summary.")
-    p.add_argument("--teacher", default=None, help="local BERT/DistilBERT folder (default: embedded MiniLM)")
-    p.add_argument("--out", default="out/demo", help="artefact folder (default out/demo; an earlier "
-                   "demo there is replaced)")
-    from inhibitron.flow import DemoConfig
+    from inhibitron.flow import SYNTH_MODES, DemoConfig
 
     d = DemoConfig()
+    p.add_argument("--teacher", default=d.teacher, help="local BERT/DistilBERT folder (default: embedded MiniLM)")
+    p.add_argument("--out", default=d.out_dir, help=f"artefact folder (default {d.out_dir}; an earlier "
+                   "demo there is replaced)")
     p.add_argument("--distill-steps", type=int, default=d.distill_steps,
                    help=f"optimizer steps per layer (default {d.distill_steps})")
     p.add_argument("--full-steps", type=int, default=d.full_steps,
                    help=f"optimizer steps of the full phase after the layer-wise one (default {d.full_steps})")
-    p.add_argument("--max-length", type=int, default=64, help="tokens per sequence = core n (default 64)")
-    p.add_argument("--layer", type=int, default=0, help="layer whose core is generated (default 0)")
-    p.add_argument("--rows", type=int, default=8, help="systolic array rows (default 8)")
-    p.add_argument("--cols", type=int, default=8, help="systolic array cols (default 8)")
-    p.add_argument("--bits", type=int, default=8, help="code width (default 8)")
-    p.add_argument("--synth", choices=("none", "yosys", "pnr"), default="yosys",
-                   help="synthesis summary: none, yosys (resources; default) or pnr (also Fmax)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2, help="PyTorch CPU threads (default 2)")
+    p.add_argument("--max-length", type=int, default=d.max_length,
+                   help=f"tokens per sequence = core n (default {d.max_length})")
+    p.add_argument("--layer", type=int, default=d.layer, help=f"layer whose core is generated (default {d.layer})")
+    p.add_argument("--rows", type=int, default=d.rows, help=f"systolic array rows (default {d.rows})")
+    p.add_argument("--cols", type=int, default=d.cols, help=f"systolic array cols (default {d.cols})")
+    p.add_argument("--bits", type=int, default=d.bits, help=f"code width (default {d.bits})")
+    p.add_argument("--synth", choices=SYNTH_MODES, default=d.synth,
+                   help=f"synthesis summary: none, yosys (resources) or pnr (also Fmax); default {d.synth}")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--threads", type=int, default=d.threads, help=f"PyTorch CPU threads (default {d.threads})")
     p.add_argument("--quick", action="store_true", help="reduced sizes (CI): 2 steps, 4x4 array, n=32")
     p.set_defaults(func=run)
 
