@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from inhibitron.model.attention import LENGTH_NORMS
 from inhibitron.model.recipes import DEFAULT_RECIPE
 
 __all__ = ["DEMO_OVERRIDES", "bench_distill_quality", "distill_and_measure", "int8_student"]
@@ -187,7 +188,7 @@ def main(argv=None) -> int:
     p.add_argument("--also-eval", action="append", default=[], metavar="CORPUS",
                    help="also measure the float student on 181 held-out sentences of CORPUS")
     p.add_argument("--no-int8", action="store_true")
-    p.add_argument("--length-norm", default="none", choices=("none", "pow2"),
+    p.add_argument("--length-norm", default="none", choices=LENGTH_NORMS,
                    help="the student's per-sequence output factor 2**-round(log2 L) (pow2) or none")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", help="append the result as one JSON line to this file")
