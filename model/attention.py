@@ -44,36 +44,12 @@ import math
 import torch
 from torch import nn
 
+from .length_norm import LENGTH_NORMS, length_exponent, length_thresholds
+
 __all__ = ["LENGTH_NORMS", "InhibitorAttention", "VARIANTS", "length_exponent", "length_exponents"]
 
 #: Supported behaviours, see the module docstring.
 VARIANTS = ("valid", "thesis")
-
-#: Per-sequence output normalisations: none, or ``2**-round(log2 L)`` (module docstring).
-LENGTH_NORMS = ("none", "pow2")
-
-
-def length_exponent(length: int) -> int:
-    """``e(L) = round(log2 L)`` for a valid length ``L >= 1``, computed exactly in integers.
-
-    ``e(L)`` is the number of ``k >= 0`` with ``L**2 > 2**(2k+1)``, i.e. the
-    number of thresholds ``L >= isqrt(2**(2k+1)) + 1`` = 2, 3, 6, 12, 23, 46,
-    91, 182, 363, ... that ``L`` reaches (a comparator bank in hardware).
-    **Ties cannot occur**: ``log2 L`` is a half-integer only if ``L**2`` is an
-    odd power of two, which no integer square is. ``e(1) = 0`` (factor 1).
-
-    >>> [length_exponent(n) for n in (1, 2, 3, 5, 6, 11, 12, 22, 23, 45, 46, 90, 91, 128)]
-    [0, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7]
-
-    Raises
-    ------
-    ValueError
-        ``length`` is not an integer >= 1.
-    """
-    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-        raise ValueError(f"length must be an integer >= 1, not {length!r}")
-    e = length.bit_length() - 1  # floor(log2 L)
-    return e + 1 if length * length > 1 << (2 * e + 1) else e
 
 
 def length_exponents(length: torch.Tensor) -> torch.Tensor:
@@ -85,8 +61,7 @@ def length_exponents(length: torch.Tensor) -> torch.Tensor:
     if bool((length < 1).any()):
         raise ValueError(f"lengths must be >= 1, got a minimum of {int(length.min())}")
     top = max(int(length.max()).bit_length(), 1)
-    thresholds = torch.tensor([math.isqrt(1 << (2 * k + 1)) + 1 for k in range(top)], dtype=torch.int64,
-                              device=length.device)  # (top,)
+    thresholds = torch.tensor(length_thresholds(top), dtype=torch.int64, device=length.device)  # (top,)
     return (length.unsqueeze(-1) >= thresholds).sum(-1)
 
 

@@ -30,11 +30,11 @@ Use :func:`golden_from_float` for float inputs and a
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import numpy as np
 
+from ..model.length_norm import LENGTH_NORMS, length_thresholds
 from ..model.reference import qkv_lead_shape
 from . import rounding
 from .formats import AttentionFormats, IntFormat, LayerQuant
@@ -393,7 +393,7 @@ def length_exponents(length) -> np.ndarray:
         raise ValueError(f"lengths must be integers >= 1, got {length!r}")
     length = length.astype(np.int64)
     top = max(int(length.max(initial=1)).bit_length(), 1)
-    thresholds = np.array([math.isqrt(1 << (2 * k + 1)) + 1 for k in range(top)], dtype=np.int64)
+    thresholds = np.array(length_thresholds(top), dtype=np.int64)
     return (length[..., None] >= thresholds).sum(axis=-1).astype(np.int64)
 
 
@@ -452,8 +452,8 @@ def golden_from_float(q, k, v, valid_len, layer_quant: LayerQuant, *, return_tra
     H : float64 ndarray, shape (..., H, n, d)
         ``s_h * h``; with ``return_trace``, ``(H, trace)``.
     """
-    if length_norm not in ("none", "pow2"):
-        raise ValueError(f"length_norm must be one of ('none', 'pow2'), not {length_norm!r}")
+    if length_norm not in LENGTH_NORMS:
+        raise ValueError(f"length_norm must be one of {LENGTH_NORMS}, not {length_norm!r}")
     qi, ki, vi = quantize_inputs(q, k, v, layer_quant)
     kwargs = layer_quant.golden_kwargs()
     if length_norm == "pow2":
