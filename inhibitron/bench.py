@@ -2,9 +2,15 @@
 
 Each area contributes a function returning a :class:`BenchResult`-like dict
 (``{"title": str, "rows": [dict, ...], "notes": str}``); this module runs the
-ones that exist, records the machine and the command, and renders Markdown.
-Benchmarks are never timed assertions: they measure and report medians and
-ratios, because these machines are noisy.
+ones that exist, records the machine, the command, the date and the load
+average around each run, and renders Markdown. Benchmarks are never timed
+assertions: they measure and report medians and ratios, because these
+machines are noisy.
+
+A run of some benchmarks (``--only``) replaces only their sections of an
+existing report (found by their ``## <what>`` headings) and keeps the others
+as they were, each with the line that says when and by which command it was
+measured: a benchmark of an hour need not be rerun to refresh another.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["BENCHMARKS", "machine_description", "run_benchmarks", "render_markdown"]
+__all__ = ["BENCHMARKS", "machine_description", "merge_sections", "render_markdown", "run_benchmarks"]
 
 #: (module, function, what it measures). Missing modules are reported, not fatal.
 BENCHMARKS = (
@@ -96,9 +102,12 @@ def run_benchmarks(only: list[str] | None = None) -> list[dict]:
             results.append(entry)
             continue
         print(f"[bench] {what} ({module}.{func}) ...", flush=True)
+        load0 = _load_average()
         t0 = time.perf_counter()
         entry["result"] = fn()
         entry["seconds"] = time.perf_counter() - t0
+        entry["load"] = (load0, _load_average())
+        entry["date"] = time.strftime("%Y-%m-%d", time.gmtime())
         results.append(entry)
     return results
 
@@ -120,17 +129,28 @@ def _table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
 def render_markdown(results: list[dict], machine: dict, command: str) -> str:
     """The performance report as Markdown."""
-    out = ["# Performance\n", "Measured by `" + command + "` (results of the last run; medians",
-           "over repeats, ratios where a comparison is meaningful). Benchmarks are",
-           "never timed assertions in tests.\n", "## Machine\n"]
+    out = ["# Performance\n", "Measured by `" + command + "` (each section names the command and",
+           "the date of its run; medians over repeats, ratios where a comparison is",
+           "meaningful). Benchmarks are never timed assertions in tests.\n", "## Machine\n"]
     out.append(f"- CPU: {machine['cpu']} ({machine['cores']} cores), memory {machine['memory']}")
     out.append(f"- OS: {machine['os']}, Python {machine['python']}")
     out.append("- " + ", ".join(f"{k} {v}" for k, v in machine["versions"].items()) + "\n")
     for entry in results:
         out.append(f"## {entry['what']}\n")
-        out.append(f"`{entry['module']}.{entry['function']}()`\n")
+        when = f", measured {entry['date']}" if entry.get("date") else ""
+        load = entry.get("load") or (None, None)
+        if None not in load:
+            when += f" (load average {load[0]:.1f} at the start, {load[1]:.1f} at the end)"
+        out.append(f"`{entry['module']}.{entry['function']}()` by `{command}`{when}\n")
         if "skipped" in entry:
             out.append(f"Skipped: {entry['skipped']}\n")
             continue
@@ -162,12 +182,46 @@ def main_bench(out: str, only: list[str] | None = None) -> Path:
     command = "make bench" if not only else "inhibitron bench --only " + " ".join(only)
     text = render_markdown(results, machine_description(), command)
     path = Path(out)
+    if only and path.is_file():
+        text = merge_sections(path.read_text(), text, [what for _, _, what in BENCHMARKS])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
     tmp.replace(path)
     print(f"[bench] wrote {path}")
     return path
+
+
+def _sections(text: str) -> tuple[list[str], dict[str, list[str]]]:
+    """Split a report into its preamble (up to the first ``## ``) and ``{heading: lines}``."""
+    head, sections, current = [], {}, None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            current = line[3:].strip()
+            sections[current] = []
+        (head if current is None else sections[current]).append(line)
+    return head, sections
+
+
+def merge_sections(old: str, new: str, order: list[str]) -> str:
+    """``new`` (a report of some benchmarks) merged into ``old`` (a whole report).
+
+    The preamble and the machine section come from ``new``; a benchmark section
+    comes from ``new`` where it has one, else from ``old``. Sections follow
+    ``order`` (the headings of :data:`BENCHMARKS`), then any other heading of
+    ``old`` in its order.
+    """
+    _, old_sections = _sections(old)
+    head, new_sections = _sections(new)
+    merged = dict(old_sections)
+    merged.update(new_sections)
+    headings = ["Machine", *[h for h in order if h in merged]]
+    headings += [h for h in merged if h not in headings]
+    lines = list(head)
+    for h in headings:
+        if h in merged:
+            lines += merged[h]
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 

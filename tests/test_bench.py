@@ -12,7 +12,7 @@ def test_render_rows_flat_dicts_and_skips():
         {"module": "m", "function": "h", "what": "missing", "skipped": "not available: x"},
     ]
     text = render_markdown(results, machine_description(), "make bench")
-    assert "Measured by `make bench`" in text
+    assert "Measured by `make bench`" in text and "`m.f()` by `make bench`" in text
     assert "| a | b |" in text and "| 1 | 0.1235 |" in text and "S" in text and "N" in text
     assert "| heads_per_s | ratio |" in text and "| 1390 | 12.8 |" in text
     assert "Skipped: not available: x" in text
@@ -27,3 +27,32 @@ def test_bench_demo_overrides_follow_the_demo_config():
     d = DemoConfig()
     assert (DEMO_OVERRIDES["max_steps"], DEMO_OVERRIDES["full_max_steps"], DEMO_OVERRIDES["max_length"]) == (
         d.distill_steps, d.full_steps, d.max_length)
+
+
+def test_only_run_replaces_its_sections_and_keeps_the_others():
+    from inhibitron.bench import merge_sections
+
+    old = ("# Performance\n\nMeasured by `make bench`.\n\n## Machine\n\n- CPU: old\n\n"
+           "## A\n\nold a (a hand note)\n\n## B\n\nold b\n\n## Z\n\nunknown section\n")
+    new = "# Performance\n\nMeasured by `inhibitron bench --only b`.\n\n## Machine\n\n- CPU: new\n\n## B\n\nnew b\n"
+    text = merge_sections(old, new, ["A", "B", "C"])
+    assert text.startswith("# Performance\n\nMeasured by `inhibitron bench --only b`")
+    assert "- CPU: new" in text and "- CPU: old" not in text
+    assert "old a (a hand note)" in text and "new b" in text and "old b" not in text
+    assert text.index("## Machine") < text.index("## A") < text.index("## B") < text.index("## Z")
+    assert merge_sections(text, new, ["A", "B", "C"]) == text   # idempotent
+
+
+def test_main_bench_only_keeps_other_sections(tmp_path, monkeypatch):
+    import inhibitron.bench as bench
+
+    out = tmp_path / "performance.md"
+    out.write_text("# Performance\n\n## Machine\n\n- x\n\n## cosimulation speed\n\nkept table\n")
+    monkeypatch.setattr(bench, "run_benchmarks", lambda only: [
+        {"module": "m", "function": "bench_golden", "what": "golden integer model throughput",
+         "seconds": 1.0, "date": "2026-11-30", "load": (1.0, 2.0), "result": {"rows": [{"x": 1}]}}])
+    bench.main_bench(str(out), ["bench_golden"])
+    text = out.read_text()
+    assert "kept table" in text and "| x |" in text and "measured 2026-11-30 (load average 1.0" in text
+    assert text.index("## golden integer model") < text.index("## cosimulation speed")
+    assert not list(tmp_path.glob("*.tmp"))

@@ -9,8 +9,9 @@ def register(sub) -> None:
                        "FPGA comparison) and write a Markdown report with the machine and the command.")
     p.add_argument("--out", default="docs/performance.md", help="report path (default docs/performance.md)")
     p.add_argument("--only", nargs="+", metavar="FUNCTION",
-                   help="run only these benchmark functions (an unknown name is an error; the report is "
-                        "written only if at least one benchmark ran)")
+                   help="run only these benchmark functions and replace only their sections of an existing "
+                        "report (an unknown name is an error; the report is written only if at least one "
+                        "benchmark ran)")
     p.set_defaults(func=run)
 
 
