@@ -68,6 +68,10 @@ class RoundedMeanDivider(wiring.Component):
         The rounded mean.
 
     ``latency`` (``start`` to ``done``) is ``mean_width + 1`` cycles.
+
+    :attr:`registers` names the internal registers, for the formal harness's
+    inductive invariant (``sim.formal.DividerHarness``); the design alone
+    drives them.
     """
 
     def __init__(self, *, sum_width: int, max_length: int, mean_width: int):
@@ -75,6 +79,15 @@ class RoundedMeanDivider(wiring.Component):
         self._sum_width = check_int("sum_width", sum_width, minimum=1)
         self._max_length = check_int("max_length", max_length, minimum=1)
         self._mean_width = check_int("mean_width", mean_width, minimum=1)
+        qw = mean_width
+        # Created here (not in elaborate) so that a harness can observe them; named as before.
+        self._registers = {
+            "rem": Signal(bits_for(4 * max_length), name="rem", reset_less=True),   # partial remainder
+            "low": Signal(qw, name="low", reset_less=True),      # remaining numerator bits, MSB first
+            "divisor": Signal(bits_for(2 * max_length), name="divisor", reset_less=True),   # D = 2L
+            "quot": Signal(qw, name="quot", reset_less=True),    # quotient bits so far, LSB last
+            "count": Signal(range(qw + 1), name="count"),        # steps left
+        }
         super().__init__({
             "start": In(1),
             "sum": In(sum_width),
@@ -90,6 +103,13 @@ class RoundedMeanDivider(wiring.Component):
     mean_width = property(lambda self: self._mean_width)
 
     @property
+    def registers(self) -> dict:
+        """The internal registers by name: ``rem`` (``bits(4 * max_length)``), ``low`` and
+        ``quot`` (``mean_width`` bits), ``divisor`` (``bits(2 * max_length)``), ``count``
+        (steps left, ``range(mean_width + 1)``)."""
+        return dict(self._registers)
+
+    @property
     def latency(self) -> int:
         """Cycles from ``start`` to ``done``: ``mean_width + 1``."""
         return self._mean_width + 1
@@ -102,11 +122,9 @@ class RoundedMeanDivider(wiring.Component):
         numer = Signal(self._sum_width + 2)          # N = 2S + L
         m.d.comb += numer.eq((self.sum << 1) + self.length)
 
-        rem = Signal(rw, reset_less=True)
-        low = Signal(qw, reset_less=True)            # remaining numerator bits, MSB first
-        divisor = Signal(dw, reset_less=True)
-        quot = Signal(qw, reset_less=True)
-        count = Signal(range(qw + 1))
+        regs = self._registers
+        rem, low, divisor, quot, count = (regs[k] for k in ("rem", "low", "divisor", "quot", "count"))
+        assert (len(rem), len(divisor)) == (rw, dw)
 
         trial = Signal(rw)
         step = Signal(rw)

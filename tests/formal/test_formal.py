@@ -15,7 +15,6 @@ runs all of them (the slow ones are ``@pytest.mark.slow``).
 from __future__ import annotations
 
 import importlib.util
-import os
 
 import pytest
 
@@ -111,14 +110,15 @@ def test_mutation_overflow_fails(tmp_path):
 
 # -- rounded-mean divider: every S and L in range ----------------------------------------
 
-def _div(max_length, mean_width):
+def _div(max_length, mean_width, **kw):
     sum_width = max(1, (max_length * ((1 << mean_width) - 1)).bit_length())
     return F.DividerHarness(RoundedMeanDivider(sum_width=sum_width, max_length=max_length,
-                                               mean_width=mean_width))
+                                               mean_width=mean_width), **kw)
 
 
 @pytest.mark.parametrize("max_length,mean_width", [(5, 3), (12, 6)])
 def test_divider(max_length, mean_width, tmp_path):
+    """The result against the spec's own division; k-induction twice the latency deep."""
     depth = 2 * (mean_width + 1) + 4
     _check(F.prove(_div(max_length, mean_width), f"div_{max_length}_{mean_width}", tmp_path,
                    mode="prove", depth=depth))
@@ -129,21 +129,26 @@ def test_divider_cover(tmp_path):
     _check(F.prove(_div(5, 3), "div_cover", tmp_path, mode="cover", depth=8))
 
 
+@pytest.mark.parametrize("max_length,mean_width", [(5, 3), (12, 6), (23, 8)])
+def test_divider_invariant(max_length, mean_width, tmp_path):
+    """With restoring division's loop invariant asserted every cycle, induction of depth 2 suffices."""
+    _check(F.prove(_div(max_length, mean_width, invariant=True), f"divinv_{max_length}_{mean_width}",
+                   tmp_path, mode="prove", depth=2, timeout=1800))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("max_length,mean_width", [
-    (23, 8),
-    # the dividers of the 4x4/8-bit d=32 and 8x8/8-bit d=64 cores: k-induction of depth 26 and
-    # 34 with the spec's wide division did not finish in 14 and 6 minutes on the loaded CI
-    # machine; run them with INHIBITRON_FORMAL_LONG=1
-    pytest.param(64, 10, marks=pytest.mark.skipif(not os.environ.get("INHIBITRON_FORMAL_LONG"),
-                                                  reason="long (unfinished after 6-14 min here): set INHIBITRON_FORMAL_LONG=1")),
-    pytest.param(128, 14, marks=pytest.mark.skipif(not os.environ.get("INHIBITRON_FORMAL_LONG"),
-                                                   reason="long (unfinished after 6-14 min here): set INHIBITRON_FORMAL_LONG=1")),
+    (64, 10), (128, 14),   # the dividers of the d = 32 and d = 64 8-bit cores (docs/verification.md)
 ])
-def test_divider_core_sizes(max_length, mean_width, tmp_path):
-    depth = 2 * (mean_width + 1) + 4
-    _check(F.prove(_div(max_length, mean_width), f"div_{max_length}_{mean_width}", tmp_path,
-                   mode="prove", depth=depth, timeout=3600))
+def test_divider_invariant_core_sizes(max_length, mean_width, tmp_path):
+    _check(F.prove(_div(max_length, mean_width, invariant=True), f"divinv_{max_length}_{mean_width}",
+                   tmp_path, mode="prove", depth=2, timeout=3600))
+
+
+@pytest.mark.slow
+def test_divider_23(tmp_path):
+    """The spec's division form at a larger size (k-induction of depth 22)."""
+    _check(F.prove(_div(23, 8), "div_23_8", tmp_path, mode="prove", depth=2 * 9 + 4, timeout=3600))
 
 
 # -- row statistics: masked sum never overflows, t = floor((2S+L)/(2L)) + theta ------------
