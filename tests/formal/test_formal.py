@@ -15,6 +15,7 @@ runs all of them (the slow ones are ``@pytest.mark.slow``).
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import pytest
 
@@ -138,7 +139,11 @@ def test_divider_invariant(max_length, mean_width, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("max_length,mean_width", [
-    (64, 10), (128, 14),   # the dividers of the d = 32 and d = 64 8-bit cores (docs/verification.md)
+    (64, 10),   # the divider of the d = 32 8-bit cores (docs/verification.md): 143 s
+    # the divider of the d = 64 8-bit cores: its induction step had not finished after 30 minutes
+    pytest.param(128, 14, marks=pytest.mark.skipif(
+        not os.environ.get("INHIBITRON_FORMAL_LONG"),
+        reason="long (unfinished after 30 min here): set INHIBITRON_FORMAL_LONG=1")),
 ])
 def test_divider_invariant_core_sizes(max_length, mean_width, tmp_path):
     _check(F.prove(_div(max_length, mean_width, invariant=True), f"divinv_{max_length}_{mean_width}",
