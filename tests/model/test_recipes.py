@@ -184,7 +184,9 @@ def test_paper_defaults():
     assert (lw.fit_scalars, lw.student_dropout, full.student_dropout) == (True, False, False)
     lwf = default_config("layerwise_full")
     assert (lwf.full_epochs, lwf.full_lr, lwf.fit_scalars, lwf.student_dropout, lwf.alpha_cos) == (
-        3.0, 3e-4, True, False, 1.0)
+        12.0, 3e-4, True, False, 1.0)
+    assert (lwf.max_steps, lwf.full_max_steps, lwf.batch_size, lwf.grad_accum, lwf.max_length) == (
+        10, 2400, 8, 1, 64)
     assert full.alpha_cos == 0.0  # the paper's Exp. 1b loss; the term was measured in layerwise_full only
     assert ft.student_dropout and task.student_dropout  # no teacher in eval mode to match / not measured
 
