@@ -138,9 +138,10 @@ def _load_average() -> float | None:
 
 def render_markdown(results: list[dict], machine: dict, command: str) -> str:
     """The performance report as Markdown."""
-    out = ["# Performance\n", "Measured by `" + command + "` (each section names the command and",
-           "the date of its run; medians over repeats, ratios where a comparison is",
-           "meaningful). Benchmarks are never timed assertions in tests.\n", "## Machine\n"]
+    out = ["# Performance\n", "Measured by `make bench` (`inhibitron bench`; `--only` reruns some sections and",
+           "keeps the others): each section names the command and the date of its run.",
+           "Medians over repeats, ratios where a comparison is meaningful. Benchmarks",
+           "are never timed assertions in tests.\n", "## Machine\n"]
     out.append(f"- CPU: {machine['cpu']} ({machine['cores']} cores), memory {machine['memory']}")
     out.append(f"- OS: {machine['os']}, Python {machine['python']}")
     out.append("- " + ", ".join(f"{k} {v}" for k, v in machine["versions"].items()) + "\n")
@@ -219,8 +220,10 @@ def merge_sections(old: str, new: str, order: list[str]) -> str:
     headings += [h for h in merged if h not in headings]
     lines = list(head)
     for h in headings:
-        if h in merged:
-            lines += merged[h]
+        body = list(merged[h])
+        while body and not body[-1].strip():
+            body.pop()
+        lines += [*body, ""]                    # one blank line between sections
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

@@ -37,6 +37,7 @@ def test_only_run_replaces_its_sections_and_keeps_the_others():
     new = "# Performance\n\nMeasured by `inhibitron bench --only b`.\n\n## Machine\n\n- CPU: new\n\n## B\n\nnew b\n"
     text = merge_sections(old, new, ["A", "B", "C"])
     assert text.startswith("# Performance\n\nMeasured by `inhibitron bench --only b`")
+    assert "old a (a hand note)\n\n## B" in text          # sections stay apart
     assert "- CPU: new" in text and "- CPU: old" not in text
     assert "old a (a hand note)" in text and "new b" in text and "old b" not in text
     assert text.index("## Machine") < text.index("## A") < text.index("## B") < text.index("## Z")
