@@ -15,9 +15,9 @@ runs all of them (the slow ones are ``@pytest.mark.slow``).
 from __future__ import annotations
 
 import importlib.util
-import os
 
 import pytest
+from amaranth.hdl import Elaboratable, Module, Signal
 
 from inhibitron.hw.config import CoreConfig
 from inhibitron.hw.pe import L1PE, SoftThresholdPE
@@ -130,24 +130,48 @@ def test_divider_cover(tmp_path):
     _check(F.prove(_div(5, 3), "div_cover", tmp_path, mode="cover", depth=8))
 
 
-@pytest.mark.parametrize("max_length,mean_width", [(5, 3), (12, 6), (23, 8)])
+@pytest.mark.parametrize("max_length,mean_width", [
+    (5, 3), (12, 6), (23, 8),
+    (64, 10), (128, 14),   # the dividers of the d = 32 and d = 64 8-bit cores (docs/verification.md)
+])
 def test_divider_invariant(max_length, mean_width, tmp_path):
     """With restoring division's loop invariant asserted every cycle, induction of depth 2 suffices."""
     _check(F.prove(_div(max_length, mean_width, invariant=True), f"divinv_{max_length}_{mean_width}",
                    tmp_path, mode="prove", depth=2, timeout=1800))
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("max_length,mean_width", [
-    (64, 10),   # the divider of the d = 32 8-bit cores (docs/verification.md): 143 s
-    # the divider of the d = 64 8-bit cores: its induction step had not finished after 30 minutes
-    pytest.param(128, 14, marks=pytest.mark.skipif(
-        not os.environ.get("INHIBITRON_FORMAL_LONG"),
-        reason="long (unfinished after 30 min here): set INHIBITRON_FORMAL_LONG=1")),
-])
-def test_divider_invariant_core_sizes(max_length, mean_width, tmp_path):
-    _check(F.prove(_div(max_length, mean_width, invariant=True), f"divinv_{max_length}_{mean_width}",
-                   tmp_path, mode="prove", depth=2, timeout=3600))
+class _SumBitFlipped(Elaboratable):
+    """A wrong divider: a real one fed ``sum ^ 1`` (same ports, registers and latency)."""
+
+    def __init__(self, div):
+        self.inner = div
+        for name in ("busy", "done", "mean", "start", "length", "latency", "mean_width", "sum_width",
+                     "max_length", "registers"):
+            setattr(self, name, getattr(div, name))
+        self.sum = Signal(div.sum_width)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.inner = self.inner
+        m.d.comb += self.inner.sum.eq(self.sum ^ 1)
+        return m
+
+
+def test_divider_invariant_catches_a_wrong_divider(tmp_path):
+    """The invariant harness is not vacuous: a divider off by one LSB of S is not proved, and a
+    bounded check from reset finds its wrong quotient, with a trace."""
+    ml, mw = 12, 6
+    sw = (ml * ((1 << mw) - 1)).bit_length()
+
+    def harness():
+        div = _SumBitFlipped(RoundedMeanDivider(sum_width=sw, max_length=ml, mean_width=mw))
+        return F.DividerHarness(div, invariant=True)
+
+    res = F.prove(harness(), "divinv_wrong", tmp_path / "prove", mode="prove", depth=2)
+    assert res.status != "PASS", res.summary()
+    res = F.prove(harness(), "divinv_wrong", tmp_path / "bmc", mode="bmc", depth=mw + 5)
+    assert res.status == "FAIL", res.summary()
+    assert res.traces, res.summary()
 
 
 @pytest.mark.slow
