@@ -98,6 +98,11 @@ class DistillConfig:
         ``full`` and the full phase of ``layerwise_full``: weight of ``1 - cos`` between the
         teacher's and the student's mean-pooled last hidden states, per sequence (the
         sentence embedding; ours; 0 = the paper's hidden-state MSE alone).
+    alpha_sim : float
+        The same phases: weight of the similarity-structure term, per sequence: the mean
+        over the other sequences of the micro-batch (of one process) of the squared
+        difference between the teacher's and the student's cosine similarity of the two
+        mean-pooled embeddings (ours; 0 = off).
     temperature : float
         ``task`` only: softmax temperature of the soft targets.
     alpha_kd, alpha_hidden : float
@@ -136,6 +141,7 @@ class DistillConfig:
     full_lr: float = 3e-4  # layerwise_full: peak lr of the final full phase
     full_max_steps: int | None = None  # layerwise_full: step cap of the final full phase
     alpha_cos: float = 0.0  # full phases: weight of the pooled-embedding cosine term
+    alpha_sim: float = 0.0  # full phases: weight of the in-batch similarity-structure term
     temperature: float = 4.0  # task: soft-target temperature
     alpha_kd: float = 0.5  # task: weight of the KL term
     alpha_hidden: float = 0.5  # task: weight of the hidden-state MSE
@@ -176,7 +182,7 @@ class DistillConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not (lo < v < hi):
                 bad(name, "a positive number")
-        for name in ("weight_decay", "max_grad_norm", "alpha_kd", "alpha_hidden", "alpha_cos"):
+        for name in ("weight_decay", "max_grad_norm", "alpha_kd", "alpha_hidden", "alpha_cos", "alpha_sim"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not (0.0 <= v < math.inf):
                 bad(name, "a number >= 0")

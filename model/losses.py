@@ -319,11 +319,29 @@ def _pooled_cosine_sum(t_last: torch.Tensor, s_last: torch.Tensor, mask: torch.T
     return (1.0 - F.cosine_similarity(ps, pt, dim=-1)).sum()
 
 
-def full_loss(teacher, student, alpha_cos: float = 0.0):
+def _pooled_similarity_sum(t_last: torch.Tensor, s_last: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sum over sequences i of the mean over j != i of ``(cos_s(i, j) - cos_t(i, j))**2``: the
+    cosine similarities of the mean-pooled last hidden states (B, n, D) within the batch.
+    0 for a batch of one."""
+    b = mask.shape[0]
+    if b < 2:
+        return s_last.float().sum() * 0.0
+    m = mask.to(torch.float32).unsqueeze(-1)
+    pt = F.normalize((t_last.float() * m).sum(1) / m.sum(1).clamp_min(1.0), dim=-1)  # (B, D)
+    ps = F.normalize((s_last.float() * m).sum(1) / m.sum(1).clamp_min(1.0), dim=-1)
+    diff = ps @ ps.T - pt @ pt.T                                                      # (B, B)
+    off = 1.0 - torch.eye(b, dtype=diff.dtype, device=diff.device)
+    return (diff.pow(2) * off).sum() / (b - 1)
+
+
+def full_loss(teacher, student, alpha_cos: float = 0.0, alpha_sim: float = 0.0):
     """Loss of Exp. 1b: ``hidden_mse``, the sum over student layers of the hidden-state
     MSE (B, n, D) against the mapped teacher layer, summed over valid tokens; with
     ``alpha_cos > 0`` also ``pooled_cos`` (per sequence, weight ``alpha_cos``): ``1 - cos``
-    of the mean-pooled last hidden states, the sentence embedding the model is used for."""
+    of the mean-pooled last hidden states, the sentence embedding the model is used for;
+    with ``alpha_sim > 0`` also ``pooled_sim`` (per sequence, weight ``alpha_sim``): the
+    squared error of the in-batch cosine-similarity structure of those embeddings
+    (:func:`_pooled_similarity_sum`; within one process's micro-batch)."""
     def loss(batch):
         inputs = model_inputs(batch)
         with torch.no_grad():
@@ -334,6 +352,9 @@ def full_loss(teacher, student, alpha_cos: float = 0.0):
         if alpha_cos > 0:
             terms["pooled_cos"] = LossTerm(_pooled_cosine_sum(t.hidden_states[-1], s.hidden_states[-1],
                                                               batch["attention_mask"]), "sequences", alpha_cos)
+        if alpha_sim > 0:
+            terms["pooled_sim"] = LossTerm(_pooled_similarity_sum(t.hidden_states[-1], s.hidden_states[-1],
+                                                                  batch["attention_mask"]), "sequences", alpha_sim)
         return terms
 
     return loss

@@ -286,7 +286,7 @@ def distill_full(teacher, student, data, config: DistillConfig, out_dir, *,
     _expect(config, "full")
     env = prepare_models(teacher, student, env)
     names = [n for n, _ in student.named_parameters()]
-    phases = [Phase("full", None, names, full_loss(teacher, student, config.alpha_cos))]
+    phases = [Phase("full", None, names, full_loss(teacher, student, config.alpha_cos, config.alpha_sim))]
     return run_phases(student, phases, data, config, out_dir, env=env, tokenizer=tokenizer, resume=resume,
                       stop_after_steps=stop_after_steps, progress=progress, run_info=run_info)
 
@@ -329,7 +329,8 @@ def distill_layerwise_full(teacher, student, data, config: DistillConfig, out_di
                                 len(data))
     names = [n for n, _ in student.named_parameters()]
     phases = [*_layer_phases(teacher, student, config),
-              Phase("full", None, names, full_loss(teacher, student, config.alpha_cos), steps=full_steps,
+              Phase("full", None, names, full_loss(teacher, student, config.alpha_cos, config.alpha_sim),
+                    steps=full_steps,
                     lr=config.full_lr)]
     return run_phases(student, phases, data, config, out_dir, env=env, tokenizer=tokenizer, resume=resume,
                       stop_after_steps=stop_after_steps, progress=progress, run_info=run_info)

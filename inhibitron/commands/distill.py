@@ -26,6 +26,7 @@ _OVERRIDES = {
     "max_length": int, "layer_input": str, "temperature": float, "alpha_kd": float,
     "alpha_hidden": float, "checkpoint_every": int, "keep_checkpoints": int,
     "scalar_lr_mult": float, "full_epochs": float, "full_lr": float, "full_max_steps": int, "alpha_cos": float,
+    "alpha_sim": float,
 }
 
 #: Boolean DistillConfig fields with a --flag / --no-flag pair (default: the recipe's).

@@ -95,3 +95,32 @@ def test_pooled_cosine_term_of_the_full_loss():
     other = full_loss(teacher, to_inhibitor(teacher), alpha_cos=0.5)(batch)
     assert 0.0 < float(other["pooled_cos"].value_sum.detach()) <= 8.0  # 4 sequences, 1 - cos in [0, 2]
     assert set(full_loss(teacher, teacher)(batch)) == {"hidden_mse"}
+
+
+def test_similarity_structure_term_hand_checked():
+    from inhibitron.model.losses import _pooled_similarity_sum
+
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1]])
+    # mean-pooled embeddings: teacher e1, e2, e1 (cos 0, 1, 0); student e1, e2, e2 (cos 0, 0, 1)
+    e1, e2 = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+
+    def hidden(rows):
+        return torch.stack([torch.stack([r, r, r * 7.0]) for r in rows])   # the masked token must not count
+
+    t, s = hidden([e1, e2, e1]), hidden([e1, e2, e2])
+    # pairs (0,2): teacher 1, student 0; (1,2): teacher 0, student 1; (0,1): both 0
+    # per sequence i: mean over j != i of the squared differences: 1/2, 1/2, 2/2 -> sum 2
+    assert float(_pooled_similarity_sum(t, s, mask)) == pytest.approx(2.0)
+    assert float(_pooled_similarity_sum(t, t, mask)) == pytest.approx(0.0, abs=1e-7)
+    assert float(_pooled_similarity_sum(t[:1], s[:1], mask[:1])) == 0.0      # one sequence: no pairs
+
+
+def test_similarity_structure_term_of_the_full_loss():
+    teacher = make_teacher()
+    batch = random_tokens(4).collate([0, 1, 2, 3])
+    terms = full_loss(teacher, to_inhibitor(teacher), alpha_sim=2.0)(batch)
+    assert set(terms) == {"hidden_mse", "pooled_sim"}
+    assert terms["pooled_sim"].kind == "sequences" and terms["pooled_sim"].weight == 2.0
+    assert 0.0 < float(terms["pooled_sim"].value_sum.detach()) <= 4 * 4.0
+    with pytest.raises(ValueError, match="alpha_sim must be a number >= 0"):
+        default_config("full", alpha_sim=-1.0)
