@@ -85,7 +85,7 @@ class RoundedMeanDivider(wiring.Component):
             "rem": Signal(bits_for(4 * max_length), name="rem", reset_less=True),   # partial remainder
             "low": Signal(qw, name="low", reset_less=True),      # remaining numerator bits, MSB first
             "divisor": Signal(bits_for(2 * max_length), name="divisor", reset_less=True),   # D = 2L
-            "quot": Signal(qw, name="quot", reset_less=True),    # quotient bits so far, LSB last
+            "quot": Signal(qw, name="quot", reset_less=True),    # quotient bits, the newest at bit 0
             "count": Signal(range(qw + 1), name="count"),        # steps left
         }
         super().__init__({
@@ -117,14 +117,11 @@ class RoundedMeanDivider(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         qw = self._mean_width
-        dw = bits_for(2 * self._max_length)            # D = 2L
-        rw = bits_for(4 * self._max_length)            # partial remainder before a subtract
-        numer = Signal(self._sum_width + 2)          # N = 2S + L
-        m.d.comb += numer.eq((self.sum << 1) + self.length)
-
         regs = self._registers
         rem, low, divisor, quot, count = (regs[k] for k in ("rem", "low", "divisor", "quot", "count"))
-        assert (len(rem), len(divisor)) == (rw, dw)
+        rw = len(rem)                                # partial remainder before a subtract
+        numer = Signal(self._sum_width + 2)          # N = 2S + L
+        m.d.comb += numer.eq((self.sum << 1) + self.length)
 
         trial = Signal(rw)
         step = Signal(rw)

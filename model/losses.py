@@ -33,6 +33,7 @@ from torch import nn
 
 from . import ddp
 from .distill_config import DistillConfig
+from .pooling import mean_pool
 from .surgery import attention_modules
 
 __all__ = [
@@ -326,9 +327,7 @@ def _pooled_similarity_sum(t_last: torch.Tensor, s_last: torch.Tensor, mask: tor
     b = mask.shape[0]
     if b < 2:
         return s_last.float().sum() * 0.0
-    m = mask.to(torch.float32).unsqueeze(-1)
-    pt = F.normalize((t_last.float() * m).sum(1) / m.sum(1).clamp_min(1.0), dim=-1)  # (B, D)
-    ps = F.normalize((s_last.float() * m).sum(1) / m.sum(1).clamp_min(1.0), dim=-1)
+    pt, ps = mean_pool(t_last.float(), mask), mean_pool(s_last.float(), mask)         # (B, D), unit rows
     diff = ps @ ps.T - pt @ pt.T                                                      # (B, B)
     off = 1.0 - torch.eye(b, dtype=diff.dtype, device=diff.device)
     return (diff.pow(2) * off).sum() / (b - 1)

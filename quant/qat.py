@@ -56,7 +56,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from inhibitron.model.attention import InhibitorAttention, length_exponents
+from inhibitron.model.attention import InhibitorAttention, length_exponent, length_exponents
 
 from .formats import HeadQuant, LayerQuant
 
@@ -255,7 +255,7 @@ class QATInhibitorAttention(InhibitorAttention):
                 f"the module has {self.num_heads} heads of dimension {self.head_dim}"
             )
         # with length normalisation the largest per-sequence shift is r_h + e(seq_len)
-        extra = int(length_exponents(torch.tensor(self.seq_len))) if self.length_norm == "pow2" else 0
+        extra = length_exponent(self.seq_len) if self.length_norm == "pow2" else 0
         widths = lq.widths(self.seq_len, extra_out_shift=extra)
         for field_name in ("sum_bits", "divider_bits", "acc_bits", "round_bits", "mix_bits"):
             bits = getattr(widths, field_name)

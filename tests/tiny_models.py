@@ -74,7 +74,6 @@ def random_tokens(n: int, seed: int = 0, *, min_len: int = 5, max_len: int = 20,
     return TokenDataset(ids, None, lab, 0)
 
 
-
 def assert_eta_is_least_squares(teacher, student, first_loss: float, data) -> None:
     """Layer 0's fitted eta is a least-squares optimum of the context MSE on *data*.
 
