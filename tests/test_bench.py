@@ -57,3 +57,13 @@ def test_main_bench_only_keeps_other_sections(tmp_path, monkeypatch):
     assert "kept table" in text and "| x |" in text and "measured 2026-11-30 (load average 1.0" in text
     assert text.index("## golden integer model") < text.index("## cosimulation speed")
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_distill_bench_row_carries_both_wall_times():
+    from inhibitron.quant.distill_bench import _row
+
+    fid = {"cosine_mean": 0.9, "cosine_min": 0.7, "spearman": 0.85, "nn_top1": 0.5, "context_rel_mse": [0.4, 0.6]}
+    row = _row("run", {"steps": 3, "train_s": 1.5, "total_s": 2.5, "float": fid,
+                       "float embedded:fortunes": fid})
+    assert (row["train s"], row["total s"], row["ctx rel. MSE (mean)"]) == (1.5, 2.5, 0.5)
+    assert list(row)[-1] == "total s" and row["fortunes: cos"] == 0.9
