@@ -29,6 +29,8 @@ BENCHMARKS = (
     ("inhibitron.quant.bench", "bench_golden", "golden integer model throughput"),
     ("inhibitron.sim.bench", "bench_utilization", "PE utilization of the inhibitor core"),
     ("inhibitron.sim.bench", "bench_cosim_speed", "cosimulation speed"),
+    ("inhibitron.sim.bench", "bench_standalone_scaling",
+     "standalone testbench speed against the core's size (2x2, 4x4, 8x8; n = 128, d = 64)"),
     ("inhibitron.hw.compare", "bench_compare", "inhibitor vs dot-product baseline on FPGA"),
     ("inhibitron.sim.energy_run", "bench_energy",
      "energy per head from switching activity, inhibitor vs baseline (4x4, n = d = 32)"),

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,8 @@ __all__ = [
     "GlueLayout",
     "LabelledDataError",
     "LabelledExample",
+    "SENTENCE_SPLIT",
+    "TEXT_UNITS",
     "TokenDataset",
     "epoch_permutation",
     "eval_sentences",
@@ -340,8 +343,20 @@ def _pad_id(tokenizer) -> int:
     return 0 if pid is None else int(pid)
 
 
-def text_dataset(tokenizer, paragraphs: Sequence[str], *, max_length: int = 128, min_tokens: int = 8) -> TokenDataset:
-    """Tokenize paragraphs and cut them into windows of at most ``max_length`` tokens.
+#: What :func:`text_dataset` makes examples of: ``"window"``, each paragraph cut into
+#: windows of at most ``max_length`` tokens; ``"sentence"``, each sentence of a paragraph
+#: (:data:`SENTENCE_SPLIT`) on its own, cut the same way when longer; ``"both"``, the two sets.
+TEXT_UNITS = ("window", "sentence", "both")
+
+#: Where a paragraph is split into sentences: white space after ``.``, ``!`` or ``?``
+#: and before a capital letter (the evaluation sentences are cut the same way).
+SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
+
+
+def text_dataset(tokenizer, paragraphs: Sequence[str], *, max_length: int = 128, min_tokens: int = 8,
+                 unit: str = "window") -> TokenDataset:
+    """Tokenize paragraphs (or their sentences, ``unit``, one of :data:`TEXT_UNITS`) and cut
+    them into windows of at most ``max_length`` tokens.
 
     Each window gets the tokenizer's special tokens (``[CLS] ... [SEP]``);
     windows with fewer than ``min_tokens`` content tokens are dropped.
@@ -357,8 +372,13 @@ def text_dataset(tokenizer, paragraphs: Sequence[str], *, max_length: int = 128,
     sep = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
     if cls is None or sep is None:
         raise ValueError(f"tokenizer {type(tokenizer).__name__} has no [CLS]/[SEP] (or BOS/EOS) token")
+    if unit not in TEXT_UNITS:
+        raise ValueError(f"unit must be one of {TEXT_UNITS}, not {unit!r}")
     body = max_length - 2
-    enc = tokenizer(list(paragraphs), add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+    texts = list(paragraphs) if unit != "sentence" else []
+    if unit != "window":
+        texts += [s for p in paragraphs for s in SENTENCE_SPLIT.split(p)]
+    enc = tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
     windows: list[list[int]] = []
     for ids in enc:
         for s in range(0, len(ids), body):
@@ -407,14 +427,11 @@ def split_heldout(paragraphs: Sequence[str], fraction: float = 0.1) -> tuple[lis
 
 
 def _heldout_pool(corpus, fraction: float, min_words: int, max_words: int) -> list[str]:
-    import re
-
     paras = embedded_paragraphs() if corpus is None else load_corpus(corpus)
     _, held = split_heldout(paras, fraction)
-    splitter = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
     pool, seen = [], set()
     for para in held:
-        for s in splitter.split(para):
+        for s in SENTENCE_SPLIT.split(para):
             if min_words <= len(s.split()) <= max_words and s not in seen:
                 seen.add(s)
                 pool.append(s)

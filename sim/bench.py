@@ -7,6 +7,8 @@
   between the last H beats of consecutive heads.
 * :func:`bench_cosim_speed` — simulated cycles per second and checked output
   elements per second, cocotb + Verilator vs ``amaranth.sim`` on the same core.
+* :func:`bench_standalone_scaling` — cycles per second of the standalone
+  testbench (``verilator --binary``) against the core's word-level cells.
 
 Each returns ``{"summary": str, "rows": [dict, ...], "notes": str}``.
 Never used as timed assertions in tests.
@@ -20,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["bench_utilization", "bench_cosim_speed", "measure_utilization"]
+__all__ = ["bench_utilization", "bench_cosim_speed", "bench_standalone_scaling", "measure_utilization",
+           "word_level_cells"]
 
 
 def measure_utilization(cfg, *, heads: int = 4, build_root=None, seed: int = 0) -> dict:
@@ -128,4 +131,90 @@ def bench_cosim_speed() -> dict:
                   "Others: wall time of the simulation loop only (Verilator build and golden model "
                   "excluded); one await per cycle, wide packed ports, only the top module "
                   "public to VPI."),
+    }
+
+
+#: Yosys script counting the word-level cells a cycle-based simulator evaluates every cycle:
+#: the core flattened, processes and memories kept as word-level cells, identical cells merged.
+_WORD_CELLS_SCRIPT = ("read_verilog -sv {verilog}; hierarchy -top {top}; proc; flatten; opt -full; wreduce; "
+                      "opt_merge -share_all; opt -full; memory -nomap; opt_clean -purge; tee -q -o {stat} stat")
+
+#: Flip-flop cell types of the word-level netlist (:data:`_WORD_CELLS_SCRIPT`).
+_FF_CELLS = ("$dff", "$dffe", "$sdff", "$sdffe", "$sdffce", "$adff", "$adffe")
+
+
+def word_level_cells(verilog: Path, top: str) -> dict:
+    """Word-level cells of a Verilog core after Yosys' ``proc; flatten; opt -full`` (merged
+    duplicates, no technology mapping): ``{"cells": int, "flip_flops": int, "by_type": {type: int}}``
+    (``flip_flops`` counts word-level register cells, not bits)."""
+    import re
+
+    from inhibitron.hw.toolchain import run_yosys
+
+    verilog = Path(verilog)
+    stat = f"{top}_word_cells.txt"
+    run_yosys(_WORD_CELLS_SCRIPT.format(verilog=verilog.name, top=top, stat=stat), cwd=verilog.parent)
+    text = (verilog.parent / stat).read_text()
+    by_type = {t: int(n) for n, t in re.findall(r"^\s+(\d+)\s+(\$\w+)\s*$", text, re.M)}
+    total = re.search(r"^\s+(\d+)\s+cells\s*$", text, re.M)
+    if total is None:
+        raise RuntimeError(f"no cell count in the Yosys statistics of {verilog}:\n{text[-2000:]}")
+    return {"cells": int(total.group(1)), "flip_flops": sum(by_type.get(t, 0) for t in _FF_CELLS),
+            "by_type": by_type}
+
+
+def bench_standalone_scaling(*, repeats: int = 5) -> dict:
+    """Why the standalone testbench runs at the speed it does: simulated cycles per second of
+    ``verilator --binary`` against the core's word-level cells, 2x2, 4x4 and 8x8 at n = 128, d = 64.
+
+    Verilator evaluates every cell of the model every cycle, so cycles/s x cells (cell
+    evaluations per second) is about constant across sizes: it says how many cells a core
+    may have to reach a given cycles/s on this machine. Each core runs about a million cycles
+    of random heads at full rate; the binaries run ``repeats`` times, alternating, and the
+    median counts.
+    """
+    from inhibitron.hw.core import CoreConfig
+
+    from .standalone import run, stimulus_heads, write_testbench
+    from .standalone_run import build
+
+    shapes = [(2, 2, 4), (4, 4, 16), (8, 8, 64)]  # rows, cols, heads (about 1.06M cycles each)
+    with tempfile.TemporaryDirectory(prefix="inhibitron-scaling-") as tmp:
+        benches, runners, rows = [], [], []
+        for r, c, heads in shapes:
+            cfg = CoreConfig(rows=r, cols=c, seq_len=128, head_dim=64, name=f"scale_{r}x{c}")
+            bench = write_testbench(cfg, stimulus_heads(cfg, kind="random", heads=heads),
+                                    Path(tmp) / cfg.name, stimulus="random")
+            benches.append(bench)
+            runners.append(build(bench, "verilator"))
+            rows.append({"core": f"{r}x{c}, n=128, d=64", "PEs (2 arrays)": 2 * r * c,
+                         **{k: v for k, v in word_level_cells(bench.verilog, cfg.name).items()
+                            if k != "by_type"}})
+        speeds: list[list[float]] = [[] for _ in shapes]
+        for _ in range(repeats):
+            for i, bench in enumerate(benches):
+                res = run(bench, "verilator", runner=runners[i])
+                if not res["passed"]:
+                    raise RuntimeError(f"the standalone testbench of {bench.top} failed:\n{res['output'][-2000:]}")
+                speeds[i].append(res["cycles_per_s"])
+                rows[i]["cycles"] = res["cycles"]
+    for row, s in zip(rows, speeds):
+        row["cycles_per_s"] = float(np.median(s))
+        row["cell_evaluations_per_s"] = row["cycles_per_s"] * row["cells"]
+    rate = float(np.median([row["cell_evaluations_per_s"] for row in rows]))
+    big = rows[-1]
+    return {
+        "summary": (f"verilator --binary evaluates about {rate:.3g} word-level cells per second on this "
+                    f"machine (median over 2x2, 4x4, 8x8; each core within "
+                    f"{min(r['cell_evaluations_per_s'] for r in rows) / rate:.2f}-"
+                    f"{max(r['cell_evaluations_per_s'] for r in rows) / rate:.2f}x of it). The 8x8 core has "
+                    f"{big['cells']} cells and runs at {big['cycles_per_s']:.3g} cycles/s; 1M cycles/s would "
+                    f"need at most about {round(rate / 1e6)} cells."),
+        "rows": rows,
+        "notes": ("cells: Yosys `proc; flatten; opt -full; wreduce; opt_merge -share_all; memory -nomap` "
+                  "of the generated core (word-level, duplicates merged, no technology mapping); "
+                  "flip_flops: word-level register cells among them. cycles_per_s: the testbench's own "
+                  f"count over the executable's wall time, median of {repeats} runs alternating between "
+                  "the cores, random heads at full rate, bit-exact. cell_evaluations_per_s = "
+                  "cycles_per_s x cells."),
     }

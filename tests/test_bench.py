@@ -67,3 +67,18 @@ def test_distill_bench_row_carries_both_wall_times():
                        "float embedded:fortunes": fid})
     assert (row["train s"], row["total s"], row["ctx rel. MSE (mean)"]) == (1.5, 2.5, 0.5)
     assert list(row)[-1] == "total s" and row["fortunes: cos"] == 0.9
+
+
+def test_word_level_cells_counts_a_hand_checked_module(tmp_path):
+    """An 8-bit adder into a register and a 4-bit register with enable: 3 cells, 2 of them
+    registers; the duplicate adder is merged."""
+    from inhibitron.sim.bench import word_level_cells
+
+    v = tmp_path / "t.v"
+    v.write_text("module t(input clk, input en, input [7:0] a, input [7:0] b, input [3:0] c,\n"
+                 "         output reg [7:0] y, output reg [7:0] z, output reg [3:0] w);\n"
+                 "  always @(posedge clk) begin y <= a + b; z <= a + b; if (en) w <= c; end\n"
+                 "endmodule\n")
+    cells = word_level_cells(v, "t")
+    assert cells["by_type"] == {"$add": 1, "$dff": 1, "$dffe": 1}, cells
+    assert (cells["cells"], cells["flip_flops"]) == (3, 2)

@@ -119,6 +119,16 @@ def test_text_and_labelled_datasets_with_real_tokenizer():
     assert len(ds) == 10 + 1  # 300 tokens in windows of 30, plus the short paragraph
     with pytest.raises(CorpusError, match="no window of at least 8 tokens"):
         D.text_dataset(tok, ["tiny"], max_length=32)
+    two = ["The first sentence has exactly nine words in it. The second one is also long enough here."]
+    first, second = (tok(t, add_special_tokens=False)["input_ids"] for t in
+                     ("The first sentence has exactly nine words in it.", "The second one is also long enough here."))
+    whole = [tok.cls_token_id, *tok(two[0], add_special_tokens=False)["input_ids"], tok.sep_token_id]
+    assert D.text_dataset(tok, two, max_length=64).input_ids == [whole]
+    by_sentence = [[tok.cls_token_id, *first, tok.sep_token_id], [tok.cls_token_id, *second, tok.sep_token_id]]
+    assert D.text_dataset(tok, two, max_length=64, unit="sentence").input_ids == by_sentence
+    assert D.text_dataset(tok, two, max_length=64, unit="both").input_ids == [whole, *by_sentence]
+    with pytest.raises(ValueError, match="unit must be one of"):
+        D.text_dataset(tok, two, unit="paragraph")
     lab = D.labelled_dataset(tok, [D.LabelledExample("a b", "c d", 1), D.LabelledExample("e", "f g h", 0)])
     assert lab.labels == [1, 0] and lab.token_type_ids is not None
 
