@@ -34,6 +34,7 @@ from typing import Sequence
 import torch
 
 from .corpus import CorpusError, embedded_paragraphs, load_corpus
+from .distill_config import TEXT_UNITS
 
 __all__ = [
     "GLUE_TASKS",
@@ -343,11 +344,6 @@ def _pad_id(tokenizer) -> int:
     return 0 if pid is None else int(pid)
 
 
-#: What :func:`text_dataset` makes examples of: ``"window"``, each paragraph cut into
-#: windows of at most ``max_length`` tokens; ``"sentence"``, each sentence of a paragraph
-#: (:data:`SENTENCE_SPLIT`) on its own, cut the same way when longer; ``"both"``, the two sets.
-TEXT_UNITS = ("window", "sentence", "both")
-
 #: Where a paragraph is split into sentences: white space after ``.``, ``!`` or ``?``
 #: and before a capital letter (the evaluation sentences are cut the same way).
 SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
@@ -355,8 +351,9 @@ SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 
 def text_dataset(tokenizer, paragraphs: Sequence[str], *, max_length: int = 128, min_tokens: int = 8,
                  unit: str = "window") -> TokenDataset:
-    """Tokenize paragraphs (or their sentences, ``unit``, one of :data:`TEXT_UNITS`) and cut
-    them into windows of at most ``max_length`` tokens.
+    """Tokenize paragraphs (or their sentences, split at :data:`SENTENCE_SPLIT`: ``unit``, one
+    of :data:`~inhibitron.model.distill_config.TEXT_UNITS`) and cut them into windows of at
+    most ``max_length`` tokens.
 
     Each window gets the tokenizer's special tokens (``[CLS] ... [SEP]``);
     windows with fewer than ``min_tokens`` content tokens are dropped.

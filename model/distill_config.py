@@ -22,6 +22,12 @@ __all__ = ["SCHEDULES", "DistillConfig"]
 #: Learning-rate schedules after the linear warm-up.
 SCHEDULES = ("cosine", "linear", "constant")
 
+#: What the training examples of a text corpus are (``DistillConfig.text_unit``,
+#: :func:`inhibitron.model.data.text_dataset`): ``"window"``, each paragraph cut into
+#: windows of at most ``max_length`` tokens; ``"sentence"``, each sentence of a paragraph on
+#: its own (cut the same way when longer); ``"both"``, the two sets together.
+TEXT_UNITS = ("window", "sentence", "both")
+
 
 @dataclass(frozen=True)
 class DistillConfig:
@@ -58,6 +64,11 @@ class DistillConfig:
         Seeds parameter init of new heads, data order and dropout.
     max_length : int
         Tokens per sequence window (special tokens included).
+    text_unit : str
+        What a training example of a text corpus is, one of :data:`TEXT_UNITS`:
+        ``"window"`` (the paper's: paragraphs cut into ``max_length``-token
+        windows), ``"sentence"`` (each sentence on its own, the unit a
+        sentence-embedding model is used on) or ``"both"``. Labelled data ignores it.
     layer_input : str
         ``layerwise`` only: what the trained layer sees, ``"student"`` (its own
         lower, already distilled layers: the thesis code) or ``"teacher"``
@@ -130,6 +141,7 @@ class DistillConfig:
     max_steps: int | None = None  # cap on optimizer steps per phase
     seed: int = 42  # thesis seed
     max_length: int = 128  # tokens per window
+    text_unit: str = "window"  # training examples of a corpus: windows, sentences or both
     layer_input: str = "student"  # layerwise: input of the trained layer
     layers: tuple[int, ...] | None = None  # layerwise: which layers (None = all)
     fit_eta: bool = True  # layerwise: least-squares eta before each layer trains
@@ -160,6 +172,8 @@ class DistillConfig:
             bad("recipe", f"one of {recipe_names()}")
         if self.schedule not in SCHEDULES:
             bad("schedule", f"one of {SCHEDULES}")
+        if self.text_unit not in TEXT_UNITS:
+            bad("text_unit", f"one of {TEXT_UNITS}")
         if self.layer_input not in ("student", "teacher"):
             bad("layer_input", "'student' or 'teacher'")
         for name in ("batch_size", "grad_accum", "max_length", "log_every", "keep_checkpoints"):

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from inhibitron.model.attention import LENGTH_NORMS
+from inhibitron.model.distill_config import TEXT_UNITS
 from inhibitron.model.recipes import DEFAULT_RECIPE
 
 __all__ = ["DEMO_OVERRIDES", "bench_distill_quality", "distill_and_measure", "int8_student"]
@@ -56,7 +57,7 @@ def int8_student(student, data, seq_len: int, *, sequences: int = 32):
 def distill_and_measure(recipe: str, overrides: dict | None = None, *, corpus=None, eval_corpus=None,
                         eval_length: int = 128, int8: bool = True, threads: int | None = None,
                         out_dir=None, progress: bool = False, also_eval: tuple = (),
-                        length_norm: str = "none", text_unit: str = "window") -> dict:
+                        length_norm: str = "none") -> dict:
     """Distil the embedded teacher with ``recipe`` (``default_config(recipe, **overrides)``) and measure.
 
     ``length_norm`` is the student's per-sequence output normalisation
@@ -86,7 +87,7 @@ def distill_and_measure(recipe: str, overrides: dict | None = None, *, corpus=No
     teacher, tok = load_teacher()
     student = to_inhibitor(teacher, length_norm=length_norm)
     train_paras, _ = split_heldout(load_corpus(corpus))
-    data = text_dataset(tok, train_paras, max_length=config.max_length, unit=text_unit)
+    data = text_dataset(tok, train_paras, max_length=config.max_length, unit=config.text_unit)
     sentences = eval_sentences(eval_corpus if eval_corpus is not None else corpus)
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(out_dir) if out_dir else Path(tmp) / "run"
@@ -198,8 +199,9 @@ def main(argv=None) -> int:
     p.add_argument("--length-norm", default="none", choices=LENGTH_NORMS,
                    help="the student's per-sequence output factor 2**-round(log2 L) (pow2) or none")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--text-unit", default="window", choices=("window", "sentence", "both"),
-                   help="training examples: 64/128-token windows of paragraphs, sentences, or both")
+    p.add_argument("--text-unit", choices=TEXT_UNITS,
+                   help="training examples: windows of paragraphs, sentences, or both (DistillConfig.text_unit; "
+                        "default: the recipe's)")
     p.add_argument("--json", help="append the result as one JSON line to this file")
     p.add_argument("--transformers-warmup", action="store_true",
                    help="ablation only: warm-up from learning rate 0 at the first step (transformers' schedule)")
@@ -215,7 +217,7 @@ def main(argv=None) -> int:
 
         training.lr_factor = old
     overrides = {}
-    for name in ("max_steps", "max_length", "grad_accum"):
+    for name in ("max_steps", "max_length", "grad_accum", "text_unit"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     for item in args.set:
@@ -223,9 +225,8 @@ def main(argv=None) -> int:
         overrides[k] = _value(v)
     r = distill_and_measure(args.recipe, overrides, corpus=args.corpus, eval_corpus=args.eval_corpus,
                             int8=not args.no_int8, threads=args.threads, also_eval=tuple(args.also_eval),
-                            length_norm=args.length_norm, text_unit=args.text_unit)
+                            length_norm=args.length_norm)
     r["label"] = args.label
-    r["text_unit"] = args.text_unit
     row = _row(args.label or args.recipe, r)
     print(json.dumps(row))
     if args.json:

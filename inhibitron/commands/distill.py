@@ -26,7 +26,7 @@ _OVERRIDES = {
     "max_length": int, "layer_input": str, "temperature": float, "alpha_kd": float,
     "alpha_hidden": float, "checkpoint_every": int, "keep_checkpoints": int,
     "scalar_lr_mult": float, "full_epochs": float, "full_lr": float, "full_max_steps": int, "alpha_cos": float,
-    "alpha_sim": float,
+    "alpha_sim": float, "text_unit": str,
 }
 
 #: Boolean DistillConfig fields with a --flag / --no-flag pair (default: the recipe's).
@@ -194,7 +194,7 @@ def _run(args, config, env) -> int:
     else:
         paras = load_corpus(args.corpus)
         train_paras, _ = split_heldout(paras, args.heldout)
-        data = text_dataset(tokenizer, train_paras, max_length=config.max_length)
+        data = text_dataset(tokenizer, train_paras, max_length=config.max_length, unit=config.text_unit)
         if args.fidelity == -1:
             held = eval_sentences(args.corpus, fraction=args.heldout)
         elif args.fidelity:

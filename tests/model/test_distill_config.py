@@ -16,6 +16,8 @@ def test_config_validation():
         default_config("full", batch_size=0)
     with pytest.raises(ValueError, match="schedule must be one of"):
         default_config("full", schedule="step")
+    with pytest.raises(ValueError, match="text_unit must be one of"):
+        default_config("full", text_unit="paragraph")
     with pytest.raises(ValueError, match="layers must be strictly increasing"):
         default_config("layerwise", layers=(1, 0))
     with pytest.raises(ValueError, match="alpha_kd and alpha_hidden are both 0"):
