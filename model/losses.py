@@ -314,10 +314,8 @@ def _hidden_terms(t_hidden, s_hidden, mask, *, average: bool) -> torch.Tensor:
 
 def _pooled_cosine_sum(t_last: torch.Tensor, s_last: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Sum over sequences of ``1 - cos`` between mean-pooled (valid tokens) last hidden states (B, n, D)."""
-    m = mask.to(torch.float32).unsqueeze(-1)  # (B, n, 1)
-    pt = (t_last.float() * m).sum(1) / m.sum(1).clamp_min(1.0)  # (B, D)
-    ps = (s_last.float() * m).sum(1) / m.sum(1).clamp_min(1.0)
-    return (1.0 - F.cosine_similarity(ps, pt, dim=-1)).sum()
+    pt, ps = mean_pool(t_last.float(), mask), mean_pool(s_last.float(), mask)  # (B, D), unit rows
+    return (1.0 - (ps * pt).sum(-1)).sum()
 
 
 def _pooled_similarity_sum(t_last: torch.Tensor, s_last: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
