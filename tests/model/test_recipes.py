@@ -185,8 +185,9 @@ def test_paper_defaults():
     lwf = default_config("layerwise_full")
     assert (lwf.full_epochs, lwf.full_lr, lwf.fit_scalars, lwf.student_dropout, lwf.alpha_cos) == (
         12.0, 3e-4, True, False, 1.0)
-    assert (lwf.max_steps, lwf.full_max_steps, lwf.batch_size, lwf.grad_accum, lwf.max_length) == (
-        10, 2400, 8, 1, 64)
+    assert (lwf.max_steps, lwf.full_max_steps, lwf.batch_size, lwf.grad_accum, lwf.max_length, lwf.text_unit) == (
+        10, 3000, 8, 1, 64, "sentence")
+    assert lw.text_unit == full.text_unit == "window"  # the paper's recipes keep its windows
     assert full.alpha_cos == 0.0  # the paper's Exp. 1b loss; the term was measured in layerwise_full only
     assert ft.student_dropout and task.student_dropout  # no teacher in eval mode to match / not measured
 
