@@ -228,10 +228,11 @@ def run_demo(config: DemoConfig) -> DemoResult:
     measure(student, "before distill")
 
     # 2. Distillation: layer-wise, then full ---------------------------------
-    t = stage(2, f"distillation: layer-wise (Exp. 1a) {cfg.distill_steps} steps per layer, then full "
-                 f"(Exp. 1b) {cfg.full_steps} steps; embedded corpus, {cfg.max_length}-token windows")
     dcfg = default_config("layerwise_full", max_steps=cfg.distill_steps, full_max_steps=cfg.full_steps,
                           grad_accum=1, max_length=cfg.max_length, seed=cfg.seed, checkpoint_every=0)
+    t = stage(2, f"distillation: layer-wise (Exp. 1a) {cfg.distill_steps} steps per layer, then full "
+                 f"(Exp. 1b) {cfg.full_steps} steps; embedded corpus, {dcfg.text_unit}s of at most "
+                 f"{cfg.max_length} tokens")
     train_paras, _ = split_heldout(load_corpus(None))
     data = text_dataset(tok, train_paras, max_length=cfg.max_length, unit=dcfg.text_unit)
     run_dir = out / "distill"

@@ -148,7 +148,7 @@ def bench_distill_quality() -> dict:
     cfg = default_config(DEFAULT_RECIPE)
     rows.append(_row(f"inhibitron distill (default {DEFAULT_RECIPE}: {cfg.max_steps} steps per layer, then "
                      f"{cfg.full_epochs:g} full epochs of at most {cfg.full_max_steps} steps, batch "
-                     f"{cfg.batch_size} x {cfg.grad_accum}, {cfg.max_length} tokens)", pipeline))
+                     f"{cfg.batch_size} x {cfg.grad_accum}, {cfg.text_unit}s of at most {cfg.max_length} tokens)", pipeline))
     return {"rows": rows,
             "notes": "Teacher: the embedded all-MiniLM-L6-v2; training text: the embedded corpus minus its "
                      "held-out 10%; evaluation: its 181 held-out sentences. cos: teacher-vs-student cosine of "
