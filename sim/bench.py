@@ -137,7 +137,7 @@ def bench_cosim_speed() -> dict:
 #: Yosys script counting the word-level cells a cycle-based simulator evaluates every cycle:
 #: the core flattened, processes and memories kept as word-level cells, identical cells merged.
 _WORD_CELLS_SCRIPT = ("read_verilog -sv {verilog}; hierarchy -top {top}; proc; flatten; opt -full; wreduce; "
-                      "opt_merge -share_all; opt -full; memory -nomap; opt_clean -purge; tee -q -o {stat} stat")
+                      "opt_merge -share_all; opt -full; memory -nomap; opt_clean -purge; tee -q -o {stat} stat -json")
 
 #: Flip-flop cell types of the word-level netlist (:data:`_WORD_CELLS_SCRIPT`).
 _FF_CELLS = ("$dff", "$dffe", "$sdff", "$sdffe", "$sdffce", "$adff", "$adffe")
@@ -147,19 +147,17 @@ def word_level_cells(verilog: Path, top: str) -> dict:
     """Word-level cells of a Verilog core after Yosys' ``proc; flatten; opt -full`` (merged
     duplicates, no technology mapping): ``{"cells": int, "flip_flops": int, "by_type": {type: int}}``
     (``flip_flops`` counts word-level register cells, not bits)."""
-    import re
+    import json
 
+    from inhibitron.hw.synth_reports import module_stat
     from inhibitron.hw.toolchain import run_yosys
 
     verilog = Path(verilog)
-    stat = f"{top}_word_cells.txt"
+    stat = f"{top}_word_cells.json"
     run_yosys(_WORD_CELLS_SCRIPT.format(verilog=verilog.name, top=top, stat=stat), cwd=verilog.parent)
-    text = (verilog.parent / stat).read_text()
-    by_type = {t: int(n) for n, t in re.findall(r"^\s+(\d+)\s+(\$\w+)\s*$", text, re.M)}
-    total = re.search(r"^\s+(\d+)\s+cells\s*$", text, re.M)
-    if total is None:
-        raise RuntimeError(f"no cell count in the Yosys statistics of {verilog}:\n{text[-2000:]}")
-    return {"cells": int(total.group(1)), "flip_flops": sum(by_type.get(t, 0) for t in _FF_CELLS),
+    mod = module_stat(json.loads((verilog.parent / stat).read_text()), top)
+    by_type = dict(mod.get("num_cells_by_type", {}))
+    return {"cells": int(mod["num_cells"]), "flip_flops": sum(by_type.get(t, 0) for t in _FF_CELLS),
             "by_type": by_type}
 
 
