@@ -123,7 +123,7 @@ class DotProductAttentionCore(wiring.Component):
         # ------------------------------------------------ input/output shell
         qld, kld, vld, desc, emit = add_stream_shell(
             m, self, qk_bits=cfg.qk_bits, v_bits=cfg.v_bits, out_bits=cfg.out_bits, rows=R,
-            cols=C, seq_len=n, head_dim=d, last_rows=R)
+            cols=C, seq_len=n, head_dim=d, last_rows=R, slices=cfg.stream_slices)
         q_half, k_half, v_half = qld.index_bits, kld.index_bits, vld.index_bits
 
         # Score memory (s per row and key) and exp memory (e), one bank per PE row,

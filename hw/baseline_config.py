@@ -61,6 +61,10 @@ class BaselineConfig:
         to hard multipliers, ``MULT18X18D`` on ECP5); ``"fabric"`` writes it as
         a sum of shifted partial products (:func:`inhibitron.hw.mac_pe.multiply`),
         so no synthesis tool infers a DSP and the design needs none.
+    stream_slices : bool
+        A register slice on every stream at the core's boundary, as for the
+        inhibitor core (:attr:`CoreConfig.stream_slices
+        <inhibitron.hw.config.CoreConfig.stream_slices>`). Off by default.
     """
 
     rows: int = 4                 # R
@@ -71,6 +75,7 @@ class BaselineConfig:
     name: str = "baseline_attention_core"
     constants: SoftmaxConstants = field(default_factory=lambda: DEFAULT_CONSTANTS)
     multipliers: str = "dsp"      # "dsp": hard multipliers; "fabric": shift-add in LUTs
+    stream_slices: bool = False   # register slices on the core's streams
 
     def __post_init__(self):
         for name in ("rows", "cols", "seq_len", "head_dim"):
@@ -83,6 +88,8 @@ class BaselineConfig:
         check_identifier("name", self.name)
         if self.head_dim % self.cols:
             raise ValueError(f"head_dim must be a multiple of cols={self.cols}, not {self.head_dim}")
+        if not isinstance(self.stream_slices, bool):
+            raise TypeError(f"stream_slices must be a bool, not {self.stream_slices!r}")
         if self.multipliers not in MULTIPLIERS:
             raise ValueError(f"multipliers must be one of {MULTIPLIERS}, not {self.multipliers!r}")
         if not isinstance(self.constants, SoftmaxConstants):

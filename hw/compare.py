@@ -52,7 +52,9 @@ class StudyPoint:
 
     ``kind`` is one of :data:`ALL_KINDS`. The baselines need ``size`` to divide
     ``n`` and ``d``; the inhibitor core takes any ``size <= min(n, d)`` (its
-    last tiles are partial).
+    last tiles are partial). ``slices`` builds the core with register slices
+    on its streams (``stream_slices`` of its configuration; the tag ends in
+    ``_sl``).
     """
 
     kind: str
@@ -60,10 +62,13 @@ class StudyPoint:
     head_dim: int
     seq_len: int = 64
     bits: int = 8
+    slices: bool = False
 
     def __post_init__(self):
         if self.kind not in ALL_KINDS:
             raise ValueError(f"kind must be one of {ALL_KINDS}, not {self.kind!r}")
+        if not isinstance(self.slices, bool):
+            raise TypeError(f"slices must be a bool, not {self.slices!r}")
         for name in ("size", "head_dim", "seq_len", "bits"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -80,7 +85,8 @@ class StudyPoint:
     def tag(self) -> str:
         """Name of the design (its Verilog top module and build folder)."""
         kind = self.kind.replace("-", "_")
-        return f"{kind}_{self.size}x{self.size}_d{self.head_dim}_n{self.seq_len}_b{self.bits}"
+        sl = "_sl" if self.slices else ""
+        return f"{kind}_{self.size}x{self.size}_d{self.head_dim}_n{self.seq_len}_b{self.bits}{sl}"
 
     def build_config(self):
         """The :class:`~inhibitron.hw.config.CoreConfig` or :class:`~inhibitron.hw.baseline_config.BaselineConfig` of this point."""
@@ -90,7 +96,7 @@ class StudyPoint:
 
         b = self.bits
         kw = dict(rows=self.size, cols=self.size, seq_len=self.seq_len, head_dim=self.head_dim,
-                  formats=AttentionFormats(b, b, b))
+                  formats=AttentionFormats(b, b, b), stream_slices=self.slices)
         if self.kind == "inhibitor":
             return CoreConfig(**kw)
         return BaselineConfig(**kw, multipliers="fabric" if self.kind == "baseline-fabric" else "dsp")
@@ -153,7 +159,7 @@ def run_point(point: StudyPoint, *, device: str = DEFAULT_DEVICE, freq_mhz: floa
     s = summarize(ops)
     row = {
         "kind": point.kind, "size": point.size, "d": point.head_dim, "n": point.seq_len,
-        "bits": point.bits, "device": device, "cycles_per_head": point.cycles_per_head(),
+        "bits": point.bits, "slices": point.slices, "device": device, "cycles_per_head": point.cycles_per_head(),
         "adds_per_head": s["adds"], "muls_per_head": s["muls"],
         "energy_pj_per_head": s["energy_pj"], "energy_by_stage": s["by_stage"],
         "pnr": pnr,

@@ -87,6 +87,13 @@ class CoreConfig:
         nonzero); elaboration-time constants of the mixing PEs.
     name : str
         Verilog module name (an identifier).
+    stream_slices : bool
+        A register slice on every stream at the core's boundary
+        (:class:`inhibitron.hw.shell_io.RegisterSlice`): nothing outside
+        reaches the handshake logic, for timing closure inside a larger
+        design; :attr:`first_row_latency` grows by
+        :func:`~inhibitron.hw.shell_io.shell_slice_latency`, the steady state
+        is unchanged. Off by default.
 
     The output shift ``r`` is not a parameter: it is a run-time field of each
     head's descriptor, ``0 <= r <= out_shift_max = acc_bits`` (see
@@ -103,6 +110,7 @@ class CoreConfig:
     z_shift: int = 0           # b: zb << b before the soft-threshold
     # r (h = sat((acc + 2**(r-1)) >> r)) is a run-time descriptor field, 0..out_shift_max
     name: str = "inhibitor_attention_core"
+    stream_slices: bool = False  # register slices on the core's streams
 
     #: The constant of :attr:`first_row_latency`: register stages and handshakes
     #: on the way from the last Q/K row to the first H beat.
@@ -117,6 +125,10 @@ class CoreConfig:
             if f.name == "formats":
                 if not isinstance(value, AttentionFormats):
                     raise TypeError(f"formats must be an AttentionFormats, not {value!r}")
+                continue
+            if f.name == "stream_slices":
+                if not isinstance(value, bool):
+                    raise TypeError(f"stream_slices must be a bool, not {value!r}")
                 continue
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"{f.name} must be an integer, not {value!r}")
@@ -327,13 +339,17 @@ class CoreConfig:
         ``d`` (the loader writes the row) ``+ ceil(n/C)*d`` (score job of row
         block 0) ``+ ceil(d/C)*n`` (its mixing job) ``+ z_bits`` (row-statistics
         divider) ``+ 2*(R + C)`` (the skew of both arrays) ``+``
-        :attr:`LATENCY_STAGES` (register stages and handshakes), with the H
-        stream ready and V and the descriptor already in. Measured in
+        :attr:`LATENCY_STAGES` (register stages and handshakes) ``+`` the
+        stream slices' latency with :attr:`stream_slices`, with the H stream
+        ready and V and the descriptor already in. Measured in
         ``tests/hw/test_latency.py``.
         """
+        from .shell_io import shell_slice_latency
+
         n, d, R, C = self.seq_len, self.head_dim, self.rows, self.cols
+        slices = shell_slice_latency(d) if self.stream_slices else 0
         return (d + self.key_tiles * d + self.dim_tiles * n + self.widths.z_bits
-                + 2 * (R + C) + self.LATENCY_STAGES)
+                + 2 * (R + C) + self.LATENCY_STAGES + slices)
 
     @property
     def useful_pe_cycles_per_head(self) -> int:

@@ -122,7 +122,7 @@ class InhibitorAttentionCore(wiring.Component):
         # streamed out as H (shell_io.add_stream_shell).
         qld, kld, vld, desc, emit = add_stream_shell(
             m, self, qk_bits=cfg.qk_bits, v_bits=cfg.v_bits, out_bits=cfg.out_bits, rows=R,
-            cols=C, seq_len=n, head_dim=d, last_rows=n - (nI - 1) * R)
+            cols=C, seq_len=n, head_dim=d, last_rows=n - (nI - 1) * R, slices=cfg.stream_slices)
         q_half, k_half, v_half = qld.index_bits, kld.index_bits, vld.index_bits
 
         # The score memory: double-buffered by row block (z slot), one bank per row.
