@@ -297,8 +297,11 @@ def run_study(*, sizes=DEFAULT_SIZES, dims=DEFAULT_DIMS, seq_len: int = 64, bits
               device: str = DEFAULT_DEVICE, freq_mhz: float = 150.0,
               out_root: Path | str = "build/compare", progress: bool = True,
               kinds=KINDS, jobs: int = 1, cache_only: bool = False, pnr: bool = True,
-              seed: int = 1, scheduler: str | None = None) -> list[dict]:
+              seed: int = 1, scheduler: str | None = None, slices: bool = False) -> list[dict]:
     """Run every point of the sweep (smallest first), with a tqdm bar; return the rows.
+
+    With ``slices`` every core has register slices on its streams
+    (:attr:`StudyPoint.slices`).
 
     Points run on ``dask.distributed``: on the scheduler at ``scheduler``
     (``"tcp://host:8786"``; its workers must import this package and see
@@ -321,7 +324,7 @@ def run_study(*, sizes=DEFAULT_SIZES, dims=DEFAULT_DIMS, seq_len: int = 64, bits
 
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be a positive integer, not {jobs!r}")
-    points = [StudyPoint(kind, s, d, seq_len, bits) for d in dims for s in sorted(sizes)
+    points = [StudyPoint(kind, s, d, seq_len, bits, slices) for d in dims for s in sorted(sizes)
               for kind in kinds]
     kw = dict(device=device, freq_mhz=freq_mhz, cache_only=cache_only, pnr=pnr, seed=seed)
     root = Path(out_root) if scheduler else Path(out_root).resolve()

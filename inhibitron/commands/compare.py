@@ -7,6 +7,7 @@ Examples::
     inhibitron compare --no-synth          # cycle and energy columns only (seconds)
     inhibitron compare --sizes 2 4 --dims 8 --seq-len 16 --no-pnr --jobs 2   # Yosys only
     inhibitron compare --scheduler tcp://10.0.0.5:8786   # points on a running Dask cluster
+    inhibitron compare --sizes 8 --dims 64 --seq-len 128 --freq 200 --stream-slices
 
 Points run on ``dask.distributed`` (a ``LocalCluster`` of ``--jobs`` workers, or
 the scheduler at ``--scheduler``); ``--jobs 1`` runs them in this process.
@@ -56,6 +57,9 @@ def register(subparsers) -> None:
     p.add_argument("--no-pnr", action="store_true",
                    help="synthesis only (Yosys): resources, no place-and-route, no Fmax")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    p.add_argument("--stream-slices", action="store_true",
+                   help="build every core with register slices on its streams "
+                        "(stream_slices; designs tagged _sl)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument("--cached-only", action="store_true",
                    help="report only what --build already holds; run no synthesis (missing "
@@ -103,12 +107,13 @@ def run(args) -> int:
                              bits=args.bits, device=args.device, freq_mhz=args.freq,
                              out_root=args.build, jobs=jobs, cache_only=args.cached_only,
                              pnr=not args.no_pnr, seed=args.seed, scheduler=args.scheduler,
-                             progress=not args.quiet)
+                             progress=not args.quiet, slices=args.stream_slices)
     cmd = ("inhibitron compare --sizes " + " ".join(map(str, args.sizes)) + " --dims "
            + " ".join(map(str, args.dims)) + f" --seq-len {args.seq_len} --device {args.device}"
            + (f" --bits {args.bits}" if args.bits != 8 else "")
            + f" --freq {args.freq:g}" + (" --cached-only" if args.cached_only else "")
            + (" --no-pnr" if args.no_pnr else "") + (f" --seed {args.seed}" if args.seed != 1 else "")
+           + (" --stream-slices" if args.stream_slices else "")
            + (f" --note {args.note}" if args.note else ""))
     try:
         pes = None if args.no_pnr else compare.run_pes(

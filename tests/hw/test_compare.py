@@ -31,6 +31,18 @@ def test_point_errors():
         compare.StudyPoint("x", 2, 8)
     with pytest.raises(ValueError, match=r"must be multiples of the array size 3"):
         compare.StudyPoint("baseline", 3, 8, 16)
+    with pytest.raises(TypeError, match=r"slices must be a bool, not 'yes'"):
+        compare.StudyPoint("inhibitor", 2, 8, 16, slices="yes")
+
+
+def test_sliced_points_are_their_own_designs():
+    """slices=True builds the core with stream_slices, under its own tag, same cycles."""
+    for kind in ("inhibitor", "baseline", "baseline-fabric"):
+        plain, sliced = (compare.StudyPoint(kind, 2, 8, 16, slices=s) for s in (False, True))
+        assert sliced.tag == plain.tag + "_sl"
+        assert sliced.build_config().stream_slices and not plain.build_config().stream_slices
+        assert sliced.cycles_per_head() == plain.cycles_per_head()
+        assert compare.run_point(sliced, synthesize=False)["slices"] is True
 
 
 def test_predicted_dsp_limit_skips_synthesis():

@@ -40,6 +40,7 @@ def test_core_bit_exact(name):
     (dict(qk_bits=1), ValueError, "qk_bits must be in 2..32"),
     (dict(v_shift=1, z_shift=2), ValueError, "at most one of v_shift and z_shift"),
     (dict(seq_len=2.0), TypeError, "seq_len must be an integer, not 2.0"),
+    (dict(stream_slices=1), TypeError, "stream_slices must be a bool, not 1"),
     (dict(name="1bad name"), ValueError, "name must be a Verilog identifier"),
     (dict(qk_bits=32, head_dim=2**31, rows=1, cols=1), ValueError, "would be .* bits"),
 ])
@@ -51,6 +52,10 @@ def test_config_errors(kwargs, exc, message):
 def test_config_roundtrip_and_derived():
     cfg = CoreConfig(rows=8, cols=8, seq_len=128, head_dim=64)
     assert CoreConfig.from_dict(cfg.to_dict()) == cfg
+    sliced = cfg.replace(stream_slices=True)
+    assert CoreConfig.from_dict(sliced.to_dict()) == sliced != cfg
+    # slices add latency, never steady-state cycles
+    assert sliced.cycles_per_head == cfg.cycles_per_head
     assert (cfg.row_blocks, cfg.key_tiles, cfg.dim_tiles) == (16, 16, 8)
     assert cfg.score_job_cycles == cfg.mix_job_cycles == 1024
     assert cfg.ideal_utilization > 0.9

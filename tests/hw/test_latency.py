@@ -56,3 +56,13 @@ def test_first_row_latency_formula(shape):
     rows, cols, n, d = shape
     cfg = CoreConfig(rows=rows, cols=cols, seq_len=n, head_dim=d)
     assert _first_row_latency(cfg) == cfg.first_row_latency
+
+
+@pytest.mark.parametrize("shape", [(2, 2, 8, 8), (2, 4, 12, 16), (1, 1, 4, 1), (2, 1, 6, 1)])
+def test_first_row_latency_formula_with_stream_slices(shape):
+    """Light Q/K slices (d >= 2) and full-rate ones (d = 1), the full-rate H slice."""
+    rows, cols, n, d = shape
+    cfg = CoreConfig(rows=rows, cols=cols, seq_len=n, head_dim=d, stream_slices=True)
+    plain = cfg.replace(stream_slices=False)
+    assert cfg.first_row_latency > plain.first_row_latency
+    assert _first_row_latency(cfg) == cfg.first_row_latency

@@ -13,7 +13,7 @@ from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
 from amaranth.sim import Simulator
 
-from inhibitron.hw.shell_io import BlockEmitter, DescriptorSlots, RowLoader
+from inhibitron.hw.shell_io import BlockEmitter, DescriptorSlots, RegisterSlice, RowLoader
 
 
 def _pack(codes, bits):
@@ -418,3 +418,68 @@ def test_mix_job_control_claims_releases_and_delays():
     assert [m for _, m in seen["head_clr"]] == [0b01, 0b10]       # heads 0 and 1 (last blocks)
     assert len(seen["rd"]) == 2 * n * tiles
     assert seen["a"] == [c + delay for c in seen["rd"]]
+
+
+# -------------------------------------------------------------- RegisterSlice
+
+@pytest.mark.parametrize("full_rate", [False, True])
+@pytest.mark.parametrize("idle,stall", [(0.0, 0.0), (0.3, 0.4)])
+def test_register_slice_passes_every_beat_in_order(full_rate, idle, stall):
+    dut = RegisterSlice(data.ArrayLayout(signed(4), 3), full_rate=full_rate)
+    rng = np.random.default_rng(11)
+    beats = [int(x) for x in rng.integers(0, 1 << 12, 40)]
+    got, cycles = [], {}
+
+    async def producer(ctx):
+        for b in beats:
+            await _put(ctx, dut.i, b, rng, idle)
+
+    async def consumer(ctx):
+        cycle = 0
+        while len(got) < len(beats):
+            ready = int(rng.random() >= stall)
+            ctx.set(dut.o.ready, ready)
+            _, _, valid, payload = await ctx.tick().sample(dut.o.valid,
+                                                           dut.o.payload.as_value())
+            cycle += 1
+            if valid and ready:
+                got.append(payload)
+                cycles.setdefault("first", cycle)
+                cycles["last"] = cycle
+
+    _run(dut, producer, consumer)
+    assert got == beats
+    if not idle and not stall:
+        # one beat per cycle (full rate) or per two cycles (light), after the latency
+        per_beat = 1 if full_rate else 2
+        assert cycles["first"] == dut.latency + 1
+        assert cycles["last"] - cycles["first"] == per_beat * (len(beats) - 1)
+
+
+@pytest.mark.parametrize("full_rate", [False, True])
+def test_register_slice_has_no_path_across(full_rate):
+    """i.ready does not follow o.ready, nor o.valid/o.payload i.valid/i.payload, in a cycle."""
+    dut = RegisterSlice(data.ArrayLayout(signed(4), 2), full_rate=full_rate)
+    rng = np.random.default_rng(3)
+
+    async def tb(ctx):
+        for _ in range(200):
+            seen = set()
+            for ready in (0, 1):
+                ctx.set(dut.o.ready, ready)
+                for valid in (0, 1):
+                    ctx.set(dut.i.valid, valid)
+                    ctx.set(dut.i.payload.as_value(), int(rng.integers(0, 256)))
+                    seen.add((ctx.get(dut.i.ready), ctx.get(dut.o.valid),
+                              ctx.get(dut.o.payload.as_value())))
+            assert len(seen) == 1, seen
+            ctx.set(dut.o.ready, int(rng.integers(0, 2)))
+            ctx.set(dut.i.valid, int(rng.integers(0, 2)))
+            await ctx.tick()
+
+    _run(dut, tb)
+
+
+def test_register_slice_errors():
+    with pytest.raises(TypeError, match=r"full_rate must be a bool, not 1"):
+        RegisterSlice(unsigned(4), full_rate=1)

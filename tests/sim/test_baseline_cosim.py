@@ -14,6 +14,8 @@ SHAPES = {
     "2x2_n8_d4_4bit": dict(rows=2, cols=2, seq_len=8, head_dim=4, qk_bits=4, v_bits=6,
                            out_bits=6),
     "1x1_n8_d6": dict(rows=1, cols=1, seq_len=8, head_dim=6),
+    # register slices on every stream
+    "2x4_n8_d8_sl": dict(rows=2, cols=4, seq_len=8, head_dim=8, stream_slices=True),
 }
 
 
@@ -58,6 +60,8 @@ def test_baseline_config_errors():
         BaselineConfig.from_dict({"theta": 1})
     with pytest.raises(ValueError, match=r"multipliers must be one of \('dsp', 'fabric'\), not 'lut'"):
         BaselineConfig(multipliers="lut")
+    with pytest.raises(TypeError, match=r"stream_slices must be a bool, not 'no'"):
+        BaselineConfig(stream_slices="no")
     with pytest.raises(TypeError, match=r"config must be a BaselineConfig"):
         DotProductAttentionCore({"rows": 2})
 

@@ -29,6 +29,11 @@ CI_CONFIGS = {
     # 12-bit inputs, non-power-of-two n and a non-square array, z_shift
     "s12_d32_n10_2x4": dict(rows=2, cols=4, seq_len=10, head_dim=32, qk_bits=12, v_bits=12,
                             out_bits=12, z_shift=2),
+    # register slices on every stream (light on Q, K, V and the descriptors)
+    "s8_d32_n12_4x4_sl": dict(rows=4, cols=4, seq_len=12, head_dim=32, stream_slices=True),
+    # register slices, a full-rate one on V (its loader writes a row per cycle)
+    "s6_d3_n5_1x3_sl": dict(rows=1, cols=3, seq_len=5, head_dim=3, qk_bits=6, v_bits=6,
+                            out_bits=6, stream_slices=True),
 }
 
 # one-PE-wide arrays (rows or cols = 1) and a 1x1 array
@@ -101,6 +106,9 @@ ICARUS_CONFIGS = {
     # non-power-of-two n and d, a non-square array, v_shift
     "icarus_npot": dict(rows=3, cols=2, seq_len=7, head_dim=6, qk_bits=8, v_bits=6, out_bits=8,
                         v_shift=1),
+    # the register slices' memories and registers are X-free after reset too
+    "icarus_slices": dict(rows=2, cols=2, seq_len=5, head_dim=2, qk_bits=4, v_bits=4,
+                          out_bits=6, stream_slices=True),
 }
 
 
