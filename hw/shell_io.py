@@ -459,6 +459,11 @@ class BlockEmitter(wiring.Component):
 
 
 
+#: Cycles from a beat's handshake at an empty :class:`RegisterSlice` to its output valid,
+#: by ``full_rate``.
+SLICE_LATENCY = {False: 1, True: 2}
+
+
 def shell_slice_latency(head_dim: int) -> int:
     """Cycles :func:`add_stream_shell`'s slices add from the last Q/K row to the first H beat.
 
@@ -473,11 +478,6 @@ def shell_slice_latency(head_dim: int) -> int:
     """
     lead = head_dim - 1 if head_dim >= 2 else SLICE_LATENCY[True]
     return lead + SLICE_LATENCY[True]
-
-
-#: Cycles from a beat's handshake at an empty :class:`RegisterSlice` to its output valid,
-#: by ``full_rate``.
-SLICE_LATENCY = {False: 1, True: 2}
 
 
 class RegisterSlice(wiring.Component):
