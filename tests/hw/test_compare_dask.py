@@ -65,3 +65,13 @@ def test_row_cache_follows_flow_options(tmp_path):
     assert compare._row_key(p, kw, src) == compare._row_key(p, dict(kw), src)
     assert compare._row_key(p, kw, src) != compare._row_key(p, dict(kw, pnr=True), src)
     assert compare._row_key(p, kw, src) != compare._row_key(p, kw, "0" * 16)
+
+
+def test_sliced_sweep_synthesises_with_the_slices_registers(tmp_path):
+    """``run_study(slices=True)`` builds the cores with stream slices: own rows, more flip-flops."""
+    plain = compare.run_study(out_root=tmp_path, jobs=1, **TINY)
+    sliced = compare.run_study(out_root=tmp_path, jobs=1, slices=True, **TINY)
+    for p, s in zip(plain, sliced):
+        assert (p["kind"], p["slices"], s["slices"], s["fits"]) == (s["kind"], False, True, True)
+        # Q, K, V: 4 codes of 4 bits in a light slice each; H in a full-rate one
+        assert s["ff"] >= p["ff"] + 3 * 16
