@@ -181,7 +181,9 @@ def core_description(config: CoreConfig) -> dict:
             "first_row_latency": config.first_row_latency,
             "latency_formula": ("first_row_latency = cycles from the last Q/K row of an isolated "
                                 "head accepted to its first H beat = d + ceil(n/C)*d + "
-                                f"ceil(d/C)*n + z_bits + 2*(R+C) + {config.LATENCY_STAGES}"),
+                                f"ceil(d/C)*n + z_bits + 2*(R+C) + {config.LATENCY_STAGES}"
+                                + (" + the stream slices' (d - 1) + 2 (Q and K sent back to "
+                                   "back; 4 when d = 1)" if config.stream_slices else "")),
         },
         "stream_order": "Q, K, V: rows 0..n-1 of each head; one descriptor per head; "
                         "H: rows 0..n-1, tlast on row n-1; heads in input order",

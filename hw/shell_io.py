@@ -509,11 +509,13 @@ class RegisterSlice(wiring.Component):
     """
 
     def __init__(self, shape, *, full_rate: bool):
+        self._MustUse__silence = True
         if not isinstance(full_rate, bool):
             raise TypeError(f"full_rate must be a bool, not {full_rate!r}")
         self._full_rate = full_rate
         self._width = Shape.cast(shape).width
         super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
+        self._MustUse__silence = False
 
     full_rate = property(lambda self: self._full_rate)
 
