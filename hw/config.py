@@ -31,6 +31,7 @@ from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
 
 from ..quant.formats import AttentionFormats, DatapathWidths
+from .shell_io import shell_slice_latency
 
 __all__ = ["CoreConfig", "MANIFEST_VERSIONS", "ceil_div", "check_identifier"]
 
@@ -89,7 +90,7 @@ class CoreConfig:
         Verilog module name (an identifier).
     stream_slices : bool
         A register slice on every stream at the core's boundary
-        (:class:`inhibitron.hw.shell_io.RegisterSlice`): nothing outside
+        (:class:`inhibitron.hw.stream_slice.RegisterSlice`): nothing outside
         reaches the handshake logic, for timing closure inside a larger
         design; :attr:`first_row_latency` grows by
         :func:`~inhibitron.hw.shell_io.shell_slice_latency`, the steady state
@@ -344,8 +345,6 @@ class CoreConfig:
         ready and V and the descriptor already in. Measured in
         ``tests/hw/test_latency.py``.
         """
-        from .shell_io import shell_slice_latency
-
         n, d, R, C = self.seq_len, self.head_dim, self.rows, self.cols
         slices = shell_slice_latency(d) if self.stream_slices else 0
         return (d + self.key_tiles * d + self.dim_tiles * n + self.widths.z_bits

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .core import CoreConfig
+from .shell_io import shell_slice_latency
 
 __all__ = ["GeneratedCore", "WAIVERS", "convert_verilog", "core_description", "core_verilog", "generate",
            "drop_zero_width_wires", "lint", "time_zero_events"]
@@ -182,8 +183,9 @@ def core_description(config: CoreConfig) -> dict:
             "latency_formula": ("first_row_latency = cycles from the last Q/K row of an isolated "
                                 "head accepted to its first H beat = d + ceil(n/C)*d + "
                                 f"ceil(d/C)*n + z_bits + 2*(R+C) + {config.LATENCY_STAGES}"
-                                + (" + the stream slices' (d - 1) + 2 (Q and K sent back to "
-                                   "back; 4 when d = 1)" if config.stream_slices else "")),
+                                + (f" + {shell_slice_latency(config.head_dim)} (the stream "
+                                   "slices: shell_io.shell_slice_latency(d))"
+                                   if config.stream_slices else "")),
         },
         "stream_order": "Q, K, V: rows 0..n-1 of each head; one descriptor per head; "
                         "H: rows 0..n-1, tlast on row n-1; heads in input order",

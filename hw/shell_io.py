@@ -13,9 +13,9 @@ double-buffered memories, shared by the inhibitor core
 * :class:`BlockEmitter` -- output blocks of ``rows_per_block`` rows, two
   slots, written row slice by row slice, streamed out as one row per beat
   with a ``last`` flag on the final row of a head;
-* :class:`RegisterSlice` -- an optional register slice on a stream at the
-  core's boundary (``stream_slices`` of the core configurations), so that
-  no wire of the outside world reaches the shell's handshake logic.
+* :func:`shell_slice_latency` -- the latency the optional register slices
+  (:class:`~inhibitron.hw.stream_slice.RegisterSlice`, ``stream_slices`` of
+  the core configurations) add at the core's boundary.
 
 Every slot is a :class:`~inhibitron.hw.shell.SlotFlags` pair handled the same
 way: the producer sets a slot's flag when it is complete, the consumer clears
@@ -28,17 +28,17 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from amaranth.hdl import Cat, Module, Mux, Shape, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from .pe import check_int
 from .shell import SlotFlags, bram
+from .stream_slice import SLICE_LATENCY, RegisterSlice
 
 __all__ = ["BlockEmitter", "DescriptorSlots", "RowLoader", "StreamShell", "add_stream_shell",
-           "RegisterSlice", "shell_slice_latency", "slot_bits", "SLICE_LATENCY"]
+           "shell_slice_latency", "slot_bits"]
 
 
 def slot_bits(entries: int) -> int:
@@ -459,11 +459,6 @@ class BlockEmitter(wiring.Component):
 
 
 
-#: Cycles from a beat's handshake at an empty :class:`RegisterSlice` to its output valid,
-#: by ``full_rate``.
-SLICE_LATENCY = {False: 1, True: 2}
-
-
 def shell_slice_latency(head_dim: int) -> int:
     """Cycles :func:`add_stream_shell`'s slices add from the last Q/K row to the first H beat.
 
@@ -478,61 +473,6 @@ def shell_slice_latency(head_dim: int) -> int:
     """
     lead = head_dim - 1 if head_dim >= 2 else SLICE_LATENCY[True]
     return lead + SLICE_LATENCY[True]
-
-
-class RegisterSlice(wiring.Component):
-    """A register slice on a stream: :attr:`i` in, :attr:`o` out, no path across.
-
-    Every output (``i.ready``, ``o.valid``, ``o.payload``) is a flip-flop or
-    one gate after flip-flops, and ``i.valid`` / ``o.ready`` reach only
-    flip-flops, through one gate each, so logic on either side never sees the
-    other side's wires (an AXI-Stream register slice). Built from Amaranth's
-    :class:`~amaranth.lib.fifo.SyncFIFOBuffered`:
-
-    * ``full_rate=False``: its one-register form (a "light" slice), one beat
-      per two cycles at most, for streams that carry a beat per two cycles or
-      fewer: 1 cycle of latency, a register of the payload's width;
-    * ``full_rate=True``: depth 3 (two entries of distributed RAM and the
-      output register), one beat per cycle: 2 cycles of latency.
-
-    Parameters
-    ----------
-    shape : ShapeLike
-        The payload.
-    full_rate : bool
-        See above.
-
-    Members
-    -------
-    i : In(stream.Signature(shape))
-    o : Out(stream.Signature(shape))
-    """
-
-    def __init__(self, shape, *, full_rate: bool):
-        self._MustUse__silence = True
-        if not isinstance(full_rate, bool):
-            raise TypeError(f"full_rate must be a bool, not {full_rate!r}")
-        self._full_rate = full_rate
-        self._width = Shape.cast(shape).width
-        super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
-        self._MustUse__silence = False
-
-    full_rate = property(lambda self: self._full_rate)
-
-    @property
-    def latency(self) -> int:
-        """Cycles from a beat's handshake at :attr:`i` to its ``o.valid`` (an empty slice)."""
-        return SLICE_LATENCY[self._full_rate]
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.fifo = fifo = SyncFIFOBuffered(width=self._width,
-                                                    depth=3 if self._full_rate else 1)
-        m.d.comb += [fifo.w_data.eq(self.i.payload), fifo.w_en.eq(self.i.valid),
-                     self.i.ready.eq(fifo.w_rdy),
-                     self.o.payload.eq(fifo.r_data), self.o.valid.eq(fifo.r_rdy),
-                     fifo.r_en.eq(self.o.ready)]
-        return m
 
 
 class StreamShell(NamedTuple):
@@ -558,7 +498,8 @@ def add_stream_shell(m: Module, core, *, qk_bits: int, v_bits: int, out_bits: in
     two output blocks of ``R`` rows (``last_rows`` for a head's last block),
     ``ceil(d / C)`` slices of ``C`` codes of ``out_bits`` each.
 
-    With ``slices`` every stream passes a :class:`RegisterSlice` at the core's
+    With ``slices`` every stream passes a
+    :class:`~inhibitron.hw.stream_slice.RegisterSlice` at the core's
     boundary: light ones (1 cycle) on Q and K (a row takes ``d`` cycles to
     write), on V unless its loader writes a row per cycle and on the
     descriptors, a full-rate one (2 cycles) on H. The steady state is
@@ -576,27 +517,21 @@ def add_stream_shell(m: Module, core, *, qk_bits: int, v_bits: int, out_bits: in
     m.submodules.emit = emit = BlockEmitter(
         shape=signed(out_bits), row_len=d, slice_len=C, slices=-(-d // C), block_rows=R,
         last_rows=last_rows)
-    if not slices:
-        wiring.connect(m, wiring.flipped(core.q), qld.i)
-        wiring.connect(m, wiring.flipped(core.k), kld.i)
-        wiring.connect(m, wiring.flipped(core.v), vld.i)
-        wiring.connect(m, wiring.flipped(core.desc), desc.i)
-        wiring.connect(m, emit.o, wiring.flipped(core.h))
-        return StreamShell(qld, kld, vld, desc, emit)
-    # A register slice on every stream: light where the consumer takes a beat per
-    # two cycles or fewer (a loader writing a row over several cycles, one
-    # descriptor per head), full-rate where it may take one per cycle (H, and a
-    # loader that writes a row per cycle).
-    for port, loader in (("q", qld), ("k", kld), ("v", vld)):
-        outside = getattr(core, port)
-        m.submodules[f"{port}_slice"] = sl = RegisterSlice(
-            outside.payload.shape(), full_rate=loader.cycles_per_row < 2)
-        wiring.connect(m, wiring.flipped(outside), sl.i)
-        wiring.connect(m, sl.o, loader.i)
-    m.submodules.desc_slice = dsl = RegisterSlice(core.desc_layout, full_rate=False)
-    wiring.connect(m, wiring.flipped(core.desc), dsl.i)
-    wiring.connect(m, dsl.o, desc.i)
-    m.submodules.h_slice = hsl = RegisterSlice(emit.h_layout, full_rate=True)
-    wiring.connect(m, emit.o, hsl.i)
-    wiring.connect(m, hsl.o, wiring.flipped(core.h))
+    # Each stream: (name, outside end, shell end, may carry a beat per cycle). With
+    # slices, a RegisterSlice sits between the two ends: light where the consumer
+    # takes a beat per two cycles or fewer (a loader writing a row over several
+    # cycles, one descriptor per head), full-rate on H and on a loader that writes
+    # a row per cycle.
+    streams = [("q", wiring.flipped(core.q), qld.i, qld.cycles_per_row < 2),
+               ("k", wiring.flipped(core.k), kld.i, kld.cycles_per_row < 2),
+               ("v", wiring.flipped(core.v), vld.i, vld.cycles_per_row < 2),
+               ("desc", wiring.flipped(core.desc), desc.i, False),
+               ("h", emit.o, wiring.flipped(core.h), True)]
+    for name, src, dst, full_rate in streams:
+        if slices:
+            m.submodules[f"{name}_slice"] = sl = RegisterSlice(src.payload.shape(),
+                                                               full_rate=full_rate)
+            wiring.connect(m, src, sl.i)
+            src = sl.o
+        wiring.connect(m, src, dst)
     return StreamShell(qld, kld, vld, desc, emit)

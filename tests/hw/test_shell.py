@@ -13,7 +13,8 @@ from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
 from amaranth.sim import Simulator
 
-from inhibitron.hw.shell_io import BlockEmitter, DescriptorSlots, RegisterSlice, RowLoader
+from inhibitron.hw.shell_io import BlockEmitter, DescriptorSlots, RowLoader
+from inhibitron.hw.stream_slice import RegisterSlice
 
 
 def _pack(codes, bits):
