@@ -312,20 +312,19 @@ def _hidden_terms(t_hidden, s_hidden, mask, *, average: bool) -> torch.Tensor:
     return total / s_layers if average else total
 
 
-def _pooled_cosine_sum(t_last: torch.Tensor, s_last: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Sum over sequences of ``1 - cos`` between mean-pooled (valid tokens) last hidden states (B, n, D)."""
-    pt, ps = mean_pool(t_last.float(), mask), mean_pool(s_last.float(), mask)  # (B, D), unit rows
+def _pooled_cosine_sum(pt: torch.Tensor, ps: torch.Tensor) -> torch.Tensor:
+    """Sum over sequences of ``1 - cos`` between the teacher's and the student's sentence
+    embeddings ``pt``, ``ps`` (B, D), unit rows (:func:`mean_pool` of the last hidden states)."""
     return (1.0 - (ps * pt).sum(-1)).sum()
 
 
-def _pooled_similarity_sum(t_last: torch.Tensor, s_last: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def _pooled_similarity_sum(pt: torch.Tensor, ps: torch.Tensor) -> torch.Tensor:
     """Sum over sequences i of the mean over j != i of ``(cos_s(i, j) - cos_t(i, j))**2``: the
-    cosine similarities of the mean-pooled last hidden states (B, n, D) within the batch.
-    0 for a batch of one."""
-    b = mask.shape[0]
+    cosine similarities within the batch of the sentence embeddings ``pt``, ``ps`` (B, D),
+    unit rows (:func:`mean_pool`). 0 for a batch of one."""
+    b = pt.shape[0]
     if b < 2:
-        return s_last.float().sum() * 0.0
-    pt, ps = mean_pool(t_last.float(), mask), mean_pool(s_last.float(), mask)         # (B, D), unit rows
+        return ps.sum() * 0.0
     diff = ps @ ps.T - pt @ pt.T                                                      # (B, B)
     off = 1.0 - torch.eye(b, dtype=diff.dtype, device=diff.device)
     return (diff.pow(2) * off).sum() / (b - 1)
@@ -346,12 +345,15 @@ def full_loss(teacher, student, alpha_cos: float = 0.0, alpha_sim: float = 0.0):
         s = student(**inputs, output_hidden_states=True)
         terms = {"hidden_mse": LossTerm(_hidden_terms(t.hidden_states, s.hidden_states,
                                                       batch["attention_mask"], average=False), "tokens")}
+        if alpha_cos > 0 or alpha_sim > 0:
+            # the sentence embeddings (B, D), pooled once for both terms
+            mask = batch["attention_mask"]
+            pt = mean_pool(t.hidden_states[-1].float(), mask)
+            ps = mean_pool(s.hidden_states[-1].float(), mask)
         if alpha_cos > 0:
-            terms["pooled_cos"] = LossTerm(_pooled_cosine_sum(t.hidden_states[-1], s.hidden_states[-1],
-                                                              batch["attention_mask"]), "sequences", alpha_cos)
+            terms["pooled_cos"] = LossTerm(_pooled_cosine_sum(pt, ps), "sequences", alpha_cos)
         if alpha_sim > 0:
-            terms["pooled_sim"] = LossTerm(_pooled_similarity_sum(t.hidden_states[-1], s.hidden_states[-1],
-                                                                  batch["attention_mask"]), "sequences", alpha_sim)
+            terms["pooled_sim"] = LossTerm(_pooled_similarity_sum(pt, ps), "sequences", alpha_sim)
         return terms
 
     return loss

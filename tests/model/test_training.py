@@ -99,6 +99,7 @@ def test_pooled_cosine_term_of_the_full_loss():
 
 def test_similarity_structure_term_hand_checked():
     from inhibitron.model.losses import _pooled_similarity_sum
+    from inhibitron.model.pooling import mean_pool
 
     mask = torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1]])
     # mean-pooled embeddings: teacher e1, e2, e1 (cos 0, 1, 0); student e1, e2, e2 (cos 0, 0, 1)
@@ -107,12 +108,12 @@ def test_similarity_structure_term_hand_checked():
     def hidden(rows):
         return torch.stack([torch.stack([r, r, r * 7.0]) for r in rows])   # the masked token must not count
 
-    t, s = hidden([e1, e2, e1]), hidden([e1, e2, e2])
+    t, s = mean_pool(hidden([e1, e2, e1]), mask), mean_pool(hidden([e1, e2, e2]), mask)
     # pairs (0,2): teacher 1, student 0; (1,2): teacher 0, student 1; (0,1): both 0
     # per sequence i: mean over j != i of the squared differences: 1/2, 1/2, 2/2 -> sum 2
-    assert float(_pooled_similarity_sum(t, s, mask)) == pytest.approx(2.0)
-    assert float(_pooled_similarity_sum(t, t, mask)) == pytest.approx(0.0, abs=1e-7)
-    assert float(_pooled_similarity_sum(t[:1], s[:1], mask[:1])) == 0.0      # one sequence: no pairs
+    assert float(_pooled_similarity_sum(t, s)) == pytest.approx(2.0)
+    assert float(_pooled_similarity_sum(t, t)) == pytest.approx(0.0, abs=1e-7)
+    assert float(_pooled_similarity_sum(t[:1], s[:1])) == 0.0      # one sequence: no pairs
 
 
 def test_similarity_structure_term_of_the_full_loss():
