@@ -258,7 +258,11 @@ class OutputRounder(wiring.Component):
         above = t >= 2 * hmax + 1
         below = t < 2 * hmin - 1
         low = Signal(ob + 1, name="round")
-        m.d.comb += low.eq(t[:ob + 1] + 1)
+        if len(t) < ob + 1:
+            # an accumulator narrower than the output: sign-extend t before the slice
+            m.d.comb += low.eq(Cat(t, t[-1].replicate(ob + 1 - len(t))) + 1)
+        else:
+            m.d.comb += low.eq(t[:ob + 1] + 1)
         m.d.sync += [self.o_h.eq(Mux(above, hmax, Mux(below, hmin, low[1:].as_signed()))),
                      self.o_valid.eq(ok2), self.o_tag.eq(tag2)]
         return m
