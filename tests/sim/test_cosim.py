@@ -34,6 +34,9 @@ CI_CONFIGS = {
     # register slices, a full-rate one on V (its loader writes a row per cycle)
     "s6_d3_n5_1x3_sl": dict(rows=1, cols=3, seq_len=5, head_dim=3, qk_bits=6, v_bits=6,
                             out_bits=6, stream_slices=True),
+    # 16-bit output wider than the 11-bit accumulator: negative h sign-extended
+    "s8_d8_n6_2x2_o16": dict(rows=2, cols=2, seq_len=6, head_dim=8, qk_bits=8, v_bits=8,
+                             out_bits=16),
 }
 
 # one-PE-wide arrays (rows or cols = 1) and a 1x1 array
