@@ -252,12 +252,24 @@ class RowLoader(wiring.Component):
 
 
 class DescriptorSlots(wiring.Component):
-    """Two slots of per-head descriptors, filled from a stream in turn.
+    """Two slots of per-head descriptors, filled from a stream in turn, read by two stages.
 
-    Descriptor ``h`` (counting from 0) goes to slot ``h mod 2``; the slot's
-    :attr:`full` flag rises two cycles after the handshake (the registered
-    pulses of :class:`~inhibitron.hw.shell.SlotFlags`) and stays up until a
-    ``clr`` pulse. ``i.ready`` is ``~full[slot]`` (one multiplexer after flip-flops).
+    Descriptor ``h`` (counting from 0) goes to slot ``h mod 2``. A head's
+    descriptor is read by a *first* consumer (the score stage, which copies
+    its fields at every job start) and a *last* one (the mixing stage), and
+    the first is done with a head before the last is. Each has its own
+    :class:`~inhibitron.hw.shell.SlotFlags`: :attr:`first_full` and
+    :attr:`full` both rise two cycles after the handshake (the registered
+    pulses of :class:`~inhibitron.hw.shell.SlotFlags`); :attr:`first_full`
+    falls at a ``first_clr`` pulse, :attr:`full` at a ``clr`` pulse, and only
+    then may the slot take the next descriptor (``i.ready`` is
+    ``~full[slot]``, one multiplexer after flip-flops).
+
+    The first consumer waits for :attr:`first_full`, not :attr:`full`: after
+    it has released head ``h``'s slot, ``full`` stays up until the last
+    consumer releases it too, and would otherwise let the first consumer
+    start head ``h + 2`` on head ``h``'s descriptor (possible when a head's
+    Q and K load faster than the mixing stage finishes the head before).
 
     Parameters
     ----------
@@ -271,10 +283,12 @@ class DescriptorSlots(wiring.Component):
         One descriptor per head.
     slots : Out(ArrayLayout(layout, 2))
         The stored descriptors (registers; valid while the slot is full).
-    clr : In(2)
-        The consumer is done with a slot (one-cycle pulse per slot bit).
+    first_clr, clr : In(2)
+        The first / last consumer is done with a slot (one-cycle pulse per slot bit).
+    first_full, first_full_next : Out(2)
+        The first consumer's flags and (combinational) their next value.
     full, full_next : Out(2)
-        The flags and (combinational) their next value.
+        The last consumer's flags and their next value.
     """
 
     def __init__(self, layout):
@@ -283,7 +297,10 @@ class DescriptorSlots(wiring.Component):
         super().__init__({
             "i": In(stream.Signature(layout)),
             "slots": Out(data.ArrayLayout(layout, 2)),
+            "first_clr": In(2),
             "clr": In(2),
+            "first_full": Out(2),
+            "first_full_next": Out(2),
             "full": Out(2),
             "full_next": Out(2),
         })
@@ -294,16 +311,20 @@ class DescriptorSlots(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.flags = flags = SlotFlags()
+        m.submodules.first_flags = first = SlotFlags()
         slot = Signal()
         m.d.comb += [flags.clr.eq(self.clr), self.full.eq(flags.flags),
                      self.full_next.eq(flags.after),
+                     first.clr.eq(self.first_clr), self.first_full.eq(first.flags),
+                     self.first_full_next.eq(first.after),
                      self.i.ready.eq(~flags.flags.bit_select(slot, 1))]
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += slot.eq(~slot)
             for s in range(2):
                 with m.If(slot == s):
                     m.d.sync += self.slots[s].eq(self.i.payload)
-            m.d.comb += flags.set.bit_select(slot, 1).eq(1)
+            m.d.comb += [flags.set.bit_select(slot, 1).eq(1),
+                         first.set.bit_select(slot, 1).eq(1)]
         return m
 
 

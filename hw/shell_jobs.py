@@ -78,9 +78,10 @@ def connect_score_stage(m: Module, sctl, qld, kld, desc, dst_flags, score) -> No
     the array's control from ``sctl`` is aligned with it.
     """
     m.d.comb += [sctl.q_full_next.eq(qld.full_next), sctl.k_full_next.eq(kld.full_next),
-                 sctl.desc_full_next.eq(desc.full_next), sctl.dst_busy_after.eq(dst_flags.after),
+                 sctl.desc_full_next.eq(desc.first_full_next),
+                 sctl.dst_busy_after.eq(dst_flags.after),
                  dst_flags.set.eq(sctl.dst_set), qld.clr.eq(sctl.head_clr),
-                 kld.clr.eq(sctl.head_clr),
+                 kld.clr.eq(sctl.head_clr), desc.first_clr.eq(sctl.head_clr),
                  qld.r_slot.eq(sctl.head), qld.r_index.eq(sctl.q_index),
                  kld.r_slot.eq(sctl.head), kld.r_index.eq(sctl.k_index)]
     for r, q in enumerate(qld.r_data):

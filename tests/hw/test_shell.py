@@ -126,35 +126,46 @@ def test_row_loader_errors(kwargs, message):
 
 # ------------------------------------------------------------ DescriptorSlots
 
-@pytest.mark.parametrize("idle,slow", [(0.0, 0), (0.4, 6)])
+@pytest.mark.parametrize("idle,slow", [(0.0, 0), (0.0, 12), (0.4, 6)])
 def test_descriptor_slots(idle, slow):
+    """Two consumers: a fast first one (first_full, first_clr) and a slower last one (full, clr).
+
+    Each must read every descriptor once, in order; the first one runs up to
+    two heads ahead of the last and must never see a slot's previous
+    descriptor (it would, were it waiting on ``full``).
+    """
     layout = data.StructLayout({"length": unsigned(4), "theta": signed(6), "shift": unsigned(3)})
     dut = DescriptorSlots(layout)
-    rng = np.random.default_rng(5)
+    rng = np.random.default_rng(5 + slow)
     descs = [dict(length=int(rng.integers(0, 16)), theta=int(rng.integers(-32, 32)),
                   shift=int(rng.integers(0, 8))) for _ in range(9)]
-    got = []
+    got = {"first": [], "last": []}
 
     async def producer(ctx):
         for desc in descs:
             await _put(ctx, dut.i, layout.const(desc), rng, idle)
 
-    async def consumer(ctx):
-        for h in range(len(descs)):
-            slot = h % 2
-            while not (ctx.get(dut.full) >> slot) & 1:
+    def consumer(which, flags, clr, delay):
+        async def run(ctx):
+            for h in range(len(descs)):
+                slot = h % 2
+                # (the last consumer is done with a head after the first one, as in a core)
+                while not (ctx.get(flags) >> slot) & 1 or (which == "last" and len(got["first"]) <= h):
+                    await ctx.tick()
+                for _ in range(int(rng.integers(0, delay + 1))):
+                    await ctx.tick()
+                value = ctx.get(dut.slots[slot])
+                got[which].append(dict(length=value.length, theta=value.theta, shift=value.shift))
+                ctx.set(clr, 1 << slot)
                 await ctx.tick()
-            for _ in range(int(rng.integers(0, slow + 1))):
+                ctx.set(clr, 0)
                 await ctx.tick()
-            value = ctx.get(dut.slots[slot])
-            got.append(dict(length=value.length, theta=value.theta, shift=value.shift))
-            ctx.set(dut.clr, 1 << slot)
-            await ctx.tick()
-            ctx.set(dut.clr, 0)
-            await ctx.tick()
+        return run
 
-    _run(dut, producer, consumer)
-    assert got == descs
+    _run(dut, producer, consumer("first", dut.first_full, dut.first_clr, 0),
+         consumer("last", dut.full, dut.clr, slow))
+    assert got["first"] == descs
+    assert got["last"] == descs
 
 
 # --------------------------------------------------------------- BlockEmitter

@@ -16,6 +16,9 @@ SHAPES = {
     "1x1_n8_d6": dict(rows=1, cols=1, seq_len=8, head_dim=6),
     # register slices on every stream
     "2x4_n8_d8_sl": dict(rows=2, cols=4, seq_len=8, head_dim=8, stream_slices=True),
+    # short heads (one or two row blocks): the score stage reaches head h + 2 while the
+    # mixing stage still holds head h's descriptor slot
+    "2x2_n4_d4": dict(rows=2, cols=2, seq_len=4, head_dim=4),
     # 24-bit output wider than the 19-bit accumulator: negative h sign-extended
     "2x2_n6_d8_o24": dict(rows=2, cols=2, seq_len=6, head_dim=8, out_bits=24),
 }
