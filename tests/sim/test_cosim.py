@@ -44,6 +44,8 @@ NARROW_CONFIGS = {
     "s8_d3_n5_2x1": dict(rows=2, cols=1, seq_len=5, head_dim=3),
     "s6_d3_n5_1x3": dict(rows=1, cols=3, seq_len=5, head_dim=3, qk_bits=6, v_bits=6, out_bits=6),
     "s4_d2_n3_1x1": dict(rows=1, cols=1, seq_len=3, head_dim=2, qk_bits=4, v_bits=4, out_bits=4),
+    # one row block per head (n = R): every block is a head's first and last
+    "s8_d2_n2_2x1": dict(rows=2, cols=1, seq_len=2, head_dim=2),
 }
 
 SLOW_CONFIGS = {
@@ -63,10 +65,14 @@ def _check(res):
 
 
 def _check_cycle_formula(cfg, full):
-    """Every two consecutive heads at full rate take exactly ``cfg.cycles_per_two_heads``."""
+    """Every two consecutive heads at full rate take exactly ``cfg.cycles_per_two_heads``
+    (at least that with one row block per head, where the formula is a lower bound)."""
     steady = full["cycles_per_head"]
     assert len(steady) >= 2
     pairs = [a + b for a, b in zip(steady, steady[1:])]
+    if cfg.row_blocks == 1:
+        assert min(pairs) >= cfg.cycles_per_two_heads, (steady, cfg.cycles_per_two_heads)
+        return
     assert pairs == [cfg.cycles_per_two_heads] * len(pairs), (steady, cfg.cycles_per_two_heads)
     assert sum(steady) / len(steady) <= cfg.cycles_per_head
 
