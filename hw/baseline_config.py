@@ -235,10 +235,12 @@ class BaselineConfig:
     def cycles_per_two_heads(self) -> int:
         """Steady-state cycles per two consecutive heads: ``max((n/R) * pair_period, 2 n d)``.
 
-        Exact when the inputs keep up, the output is never stalled and a head
-        has at least two row blocks (checked against the cosimulation); with
-        one (``n <= R``) a lower bound (measured 17 cycles more on 3x1, n = 3,
-        d = 8). ``2 n d`` is the Q/K loaders' bound (one code per cycle).
+        Exact when the inputs keep up, the output is never stalled and heads
+        have enough row blocks (checked against the cosimulation on every CI
+        shape); for short heads a lower bound, since a head's descriptor slot
+        is held from its first score job to its last mixing job (measured 17
+        cycles more on 3x1, n = 3, d = 8; 13 on 3x1, n = 6, d = 9 with
+        slices). ``2 n d`` is the Q/K loaders' bound (one code per cycle).
         """
         return max(self.row_blocks * self.pair_period, 2 * self.seq_len * self.head_dim)
 
