@@ -21,7 +21,7 @@ from .devices import get_device
 from .energy_report import ENERGY_BEGIN, ENERGY_COMMAND, ENERGY_END, energy_section, write_energy_section
 from .opcount import baseline_ops, inhibitor_ops, summarize
 
-__all__ = ["write_report", "TIMING_TARGETS_MHZ", "L1PE_LUT4_TARGET",
+__all__ = ["write_report", "load_rows", "pes_path", "ROW_KEYS", "TIMING_TARGETS_MHZ", "L1PE_LUT4_TARGET",
            # re-exported from compare_plots and energy_report
            "write_plots", "ENERGY_BEGIN", "ENERGY_END", "ENERGY_COMMAND", "energy_section",
            "write_energy_section"]
@@ -246,7 +246,45 @@ def write_report(rows: list[dict], path: Path | str = "docs/efficiency.md", *,
     # so re-rendering from saved results rewrites the JSON byte for byte.
     saved = [{k: v for k, v in r.items() if k != "from_cache"} for r in rows]
     path.with_suffix(".json").write_text(json.dumps(saved, indent=1, sort_keys=True) + "\n")
+    if pe_rows:
+        pes_path(path).write_text(json.dumps(pe_rows, indent=1, sort_keys=True) + "\n")
     return path
+
+
+def pes_path(path: Path | str) -> Path:
+    """Where :func:`write_report` saves the single-PE rows of the report ``path`` (or of its
+    rows' JSON): ``<stem>_pes.json`` beside it."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}_pes.json")
+
+
+#: Keys every saved row has (the raw rows of :func:`write_report`'s JSON).
+ROW_KEYS = ("kind", "size", "d", "n", "bits", "fits", "cycles_per_head", "energy_pj_per_head")
+
+
+def load_rows(path: Path | str) -> list[dict]:
+    """The raw rows saved beside an earlier report (its ``.json``), checked for the row keys.
+
+    (The report's single-PE rows, if it had them, are beside it: :func:`pes_path`.)
+    Raises ``ValueError`` naming the file and what is wrong with it.
+    """
+    path = Path(path)
+    try:
+        rows = json.loads(path.read_text())
+    except OSError as exc:
+        raise ValueError(f"cannot read rows from {str(path)!r}: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{str(path)!r} is not JSON: {exc.msg} (line {exc.lineno})") from None
+    if not isinstance(rows, list) or not rows:
+        raise ValueError(f"{str(path)!r} holds no rows (expected a JSON list of objects)")
+    for i, row in enumerate(rows):
+        missing = [k for k in ROW_KEYS if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise ValueError(f"{str(path)!r}: row {i} lacks {', '.join(missing)}")
+        if row["kind"] not in KINDS:
+            raise ValueError(f"{str(path)!r}: row {i} has kind {row['kind']!r}, not one of "
+                             f"{', '.join(KINDS)}")
+    return rows
 
 
 #: Timing targets of the inhibitor core on ECP5-85F speed 6 (MHz): required, aimed for.

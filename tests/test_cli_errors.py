@@ -579,3 +579,18 @@ def test_distill_max_steps_is_called_a_cap(capsys):
     _, out, _ = cli(capsys, "distill", "--help")
     flat = " ".join(out.split())
     assert "--max-steps MAX_STEPS a cap on the optimizer steps per phase" in flat
+
+
+def test_compare_rows_that_are_not_rows_are_refused(capsys, tmp_path):
+    cases = {"missing.json": None, "bad.json": "{not json", "empty.json": "[]",
+             "short.json": '[{"kind": "inhibitor", "size": 2}]'}
+    expected = {"missing.json": "cannot read rows", "bad.json": "is not JSON",
+                "empty.json": "holds no rows", "short.json": "row 0 lacks d, n, bits"}
+    for name, text in cases.items():
+        path = tmp_path / name
+        if text is not None:
+            path.write_text(text)
+        rc, _, err = cli(capsys, "compare", "--rows", str(path), "--out", str(tmp_path / "r" / "e.md"))
+        line = one_line_error(err, "compare")
+        assert rc == 1 and "--rows" in line and name in line and expected[name] in line, line
+    assert not (tmp_path / "r").exists()

@@ -8,6 +8,7 @@ Examples::
     inhibitron compare --sizes 2 4 --dims 8 --seq-len 16 --no-pnr --jobs 2   # Yosys only
     inhibitron compare --scheduler tcp://10.0.0.5:8786   # points on a running Dask cluster
     inhibitron compare --sizes 8 --dims 64 --seq-len 128 --freq 200 --stream-slices
+    inhibitron compare --rows docs/efficiency.json --note docs/efficiency_note.md  # re-render
 
 Points run on ``dask.distributed`` (a ``LocalCluster`` of ``--jobs`` workers, or
 the scheduler at ``--scheduler``); ``--jobs 1`` runs them in this process.
@@ -17,6 +18,7 @@ resumes where it stopped.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 
@@ -67,6 +69,10 @@ def register(subparsers) -> None:
     p.add_argument("--note", type=Path, metavar="FILE.md",
                    help="Markdown paragraph placed under the report's header (e.g. what this "
                         "run could not measure and why)")
+    p.add_argument("--rows", type=Path, metavar="FILE.json",
+                   help="render the report from the rows saved beside an earlier one (e.g. "
+                        "docs/efficiency.json) instead of running or looking up the sweep "
+                        "(the sweep options are then unused); runs no tool")
     p.add_argument("--no-synth", action="store_true",
                    help="skip synthesis: cycles and energy only (printed, no report)")
     p.set_defaults(func=run)
@@ -99,6 +105,23 @@ def run(args) -> int:
                           f"{r['cycles_per_head']:8d} cycles/head, "
                           f"{r['energy_pj_per_head'] / 1e3:9.2f} nJ/head "
                           f"({r['adds_per_head']} adds, {r['muls_per_head']} mults)")
+        return 0
+    if args.rows is not None:
+        try:
+            rows = compare_report.load_rows(args.rows)
+        except ValueError as exc:
+            raise UserError(f"--rows: {exc}") from None
+        device = rows[0].get("device", args.device)
+        cmd = f"inhibitron compare --rows {args.rows}" + (f" --note {args.note}" if args.note else "")
+        saved_pes = compare_report.pes_path(args.rows)
+        try:
+            pes = json.loads(saved_pes.read_text()) if saved_pes.is_file() else None
+        except json.JSONDecodeError as exc:
+            raise UserError(f"--rows: {str(saved_pes)!r} is not JSON: {exc.msg}") from None
+        path = compare_report.write_report(rows, args.out, command=cmd, device=device,
+                                           freq_mhz=args.freq, pe_rows=pes,
+                                           note=args.note.read_text() if args.note else "")
+        print(f"wrote {path} (+ {path.with_suffix('.json').name}, plots in {path.parent / 'img'})")
         return 0
     import os
 

@@ -130,3 +130,19 @@ def test_cached_only_falls_back_to_router2(tmp_path, monkeypatch):
     row = compare.run_point(compare.StudyPoint("inhibitor", 2, 8, 16), out_root=tmp_path,
                             progress=False)
     assert calls == [(None, False)] and row["fits"] is None
+
+
+def test_report_rerendered_from_its_saved_rows(capsys, tmp_path):
+    from inhibitron.cli import main
+
+    rows = [_row(k, s, 8) for s in (2, 4) for k in ("inhibitor", "baseline")]
+    first = compare_report.write_report(rows, tmp_path / "a" / "eff.md", command="pytest")
+    rc = main(["compare", "--rows", str(first.with_suffix(".json")), "--out",
+               str(tmp_path / "b" / "eff.md"), "-q"])
+    assert rc == 0
+    again = tmp_path / "b" / "eff.md"
+    assert again.with_suffix(".json").read_bytes() == first.with_suffix(".json").read_bytes()
+    # the same page, but for the command that made it
+    strip = lambda p: [ln for ln in p.read_text().splitlines() if not ln.startswith("Produced by")]  # noqa: E731
+    assert strip(again) == strip(first)
+    assert "inhibitron compare --rows" in again.read_text()
