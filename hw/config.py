@@ -315,12 +315,13 @@ class CoreConfig:
     def cycles_per_two_heads(self) -> int:
         """Steady-state cycles per two consecutive heads: ``max(ceil(n/R) * pair_period, 2*n*d)``.
 
-        Exact when inputs keep up and the output is never stalled and a head
-        has at least two row blocks (checked against the cosimulation); with
-        one (``n <= R``) a lower bound (measured up to 2 cycles more). When ``ceil(n/R)`` and ``pair_period`` are
-        both odd, consecutive heads alternate around the mean; the input
-        loaders take ``n*d`` cycles per head for Q and K (one code per cycle
-        and stream), which bounds small ``n``.
+        Exact when inputs keep up, the output is never stalled and a head has
+        at least two row blocks (checked against the cosimulation); with one
+        (``n <= R``) a lower bound (measured up to 2 cycles more). When
+        ``ceil(n/R)`` and ``pair_period`` are both odd, consecutive heads
+        alternate around the mean; the input loaders take ``n*d`` cycles per
+        head for Q and K (one code per cycle and stream), which bounds small
+        ``n``.
         """
         return max(self.row_blocks * self.pair_period, 2 * self.seq_len * self.head_dim)
 
