@@ -80,7 +80,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from inhibitron.cli import UserError, check_output_dir, check_output_file
-    from inhibitron.hw import compare, compare_report, synth
+    from inhibitron.hw import compare, compare_report
 
     if not args.no_synth:  # before hours of synthesis
         check_output_file(args.out, "--out")
@@ -106,24 +106,37 @@ def run(args) -> int:
                           f"{r['energy_pj_per_head'] / 1e3:9.2f} nJ/head "
                           f"({r['adds_per_head']} adds, {r['muls_per_head']} mults)")
         return 0
-    if args.rows is not None:
-        try:
-            rows = compare_report.load_rows(args.rows)
-        except ValueError as exc:
-            raise UserError(f"--rows: {exc}") from None
-        device = rows[0].get("device", args.device)
-        cmd = f"inhibitron compare --rows {args.rows}" + (f" --note {args.note}" if args.note else "")
-        saved_pes = compare_report.pes_path(args.rows)
-        try:
-            pes = json.loads(saved_pes.read_text()) if saved_pes.is_file() else None
-        except json.JSONDecodeError as exc:
-            raise UserError(f"--rows: {str(saved_pes)!r} is not JSON: {exc.msg}") from None
-        path = compare_report.write_report(rows, args.out, command=cmd, device=device,
-                                           freq_mhz=args.freq, pe_rows=pes,
-                                           note=args.note.read_text() if args.note else "")
-        print(f"wrote {path} (+ {path.with_suffix('.json').name}, plots in {path.parent / 'img'})")
-        return 0
+    rows, device, cmd, pes = _saved_rows(args) if args.rows is not None else _sweep_rows(args)
+    cmd += f" --note {args.note}" if args.note else ""
+    path = compare_report.write_report(rows, args.out, command=cmd, device=device,
+                                       freq_mhz=args.freq, pe_rows=pes,
+                                       note=args.note.read_text() if args.note else "")
+    print(f"wrote {path} (+ {path.with_suffix('.json').name}, plots in {path.parent / 'img'})")
+    return 0
+
+
+def _saved_rows(args):
+    """``--rows``: the rows, device, command and single-PE rows of an earlier report."""
+    from inhibitron.cli import UserError
+    from inhibitron.hw import compare_report
+
+    try:
+        rows = compare_report.load_rows(args.rows)
+    except ValueError as exc:
+        raise UserError(f"--rows: {exc}") from None
+    saved_pes = compare_report.pes_path(args.rows)
+    try:
+        pes = json.loads(saved_pes.read_text()) if saved_pes.is_file() else None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--rows: {str(saved_pes)!r} is not JSON: {exc.msg}") from None
+    return rows, rows[0].get("device", args.device), f"inhibitron compare --rows {args.rows}", pes
+
+
+def _sweep_rows(args):
+    """The sweep's rows (run, or looked up with ``--cached-only``), device, command and PE rows."""
     import os
+
+    from inhibitron.hw import compare, synth
 
     jobs = args.jobs if args.jobs is not None else max(1, min(4, os.cpu_count() or 1))
     rows = compare.run_study(sizes=args.sizes, dims=args.dims, seq_len=args.seq_len,
@@ -136,16 +149,11 @@ def run(args) -> int:
            + (f" --bits {args.bits}" if args.bits != 8 else "")
            + f" --freq {args.freq:g}" + (" --cached-only" if args.cached_only else "")
            + (" --no-pnr" if args.no_pnr else "") + (f" --seed {args.seed}" if args.seed != 1 else "")
-           + (" --stream-slices" if args.stream_slices else "")
-           + (f" --note {args.note}" if args.note else ""))
+           + (" --stream-slices" if args.stream_slices else ""))
     try:
         pes = None if args.no_pnr else compare.run_pes(
             device=args.device, bits=args.bits, out_root=args.build,
             cache_only=args.cached_only, progress=not args.quiet)
     except synth.NotCached:
         pes = None
-    path = compare_report.write_report(rows, args.out, command=cmd, device=args.device,
-                                freq_mhz=args.freq, pe_rows=pes,
-                                note=args.note.read_text() if args.note else "")
-    print(f"wrote {path} (+ {path.with_suffix('.json').name}, plots in {path.parent / 'img'})")
-    return 0
+    return rows, args.device, cmd, pes
