@@ -77,8 +77,11 @@ def check_cycle_formula(cfg, steady, *, exact=None):
         assert pairs == [cfg.cycles_per_two_heads] * len(pairs), (steady, cfg.cycles_per_two_heads)
 
 
-def _cosim(name, kwargs, tmp_path_factory, *, random_count, simulator="verilator",
-           every_length=True):
+def cosim(name, kwargs, tmp_path_factory, *, random_count, simulator="verilator",
+          every_length=True):
+    """The core of ``kwargs`` (a flat config) on mixed heads, at full rate and with idle
+    inputs and backpressure: every code bit-exact, the labels' heads all present, the
+    steady state against the cycle formula. Returns the config and both results."""
     cfg = CoreConfig.from_dict(dict(kwargs, name=f"core_{name}"))
     rng = np.random.default_rng(zlib.crc32(name.encode()))   # reproducible across runs
     heads = mixed_heads(cfg, rng, random_count=random_count, every_length=every_length,
@@ -98,7 +101,7 @@ def _cosim(name, kwargs, tmp_path_factory, *, random_count, simulator="verilator
 @pytest.mark.cosim
 @pytest.mark.parametrize("name", sorted(CI_CONFIGS))
 def test_cosim_bit_exact(name, tmp_path_factory):
-    _cosim(name, CI_CONFIGS[name], tmp_path_factory, random_count=3)
+    cosim(name, CI_CONFIGS[name], tmp_path_factory, random_count=3)
 
 
 @pytest.mark.cosim
@@ -106,8 +109,8 @@ def test_cosim_bit_exact(name, tmp_path_factory):
 @pytest.mark.parametrize("name", sorted(SLOW_CONFIGS))
 def test_cosim_bit_exact_large(name, tmp_path_factory):
     kwargs = SLOW_CONFIGS[name]
-    _cosim(name, kwargs, tmp_path_factory, random_count=4,
-           every_length=kwargs["seq_len"] <= 64)
+    cosim(name, kwargs, tmp_path_factory, random_count=4,
+          every_length=kwargs["seq_len"] <= 64)
 
 
 ICARUS_CONFIGS = {
@@ -127,7 +130,7 @@ ICARUS_CONFIGS = {
 @pytest.mark.parametrize("name", sorted(ICARUS_CONFIGS))
 def test_cosim_icarus(name, tmp_path_factory):
     """The 4-state simulator: bit-exact from the first cycle after reset, full rate and stalled."""
-    _cosim(name, ICARUS_CONFIGS[name], tmp_path_factory, random_count=3, simulator="icarus")
+    cosim(name, ICARUS_CONFIGS[name], tmp_path_factory, random_count=3, simulator="icarus")
 
 
 @pytest.mark.cosim
@@ -147,4 +150,4 @@ def test_cosim_verilator_random_x(seed, tmp_path_factory):
 @pytest.mark.cosim
 @pytest.mark.parametrize("name", sorted(NARROW_CONFIGS))
 def test_cosim_narrow_arrays(name, tmp_path_factory):
-    _cosim(name, NARROW_CONFIGS[name], tmp_path_factory, random_count=3)
+    cosim(name, NARROW_CONFIGS[name], tmp_path_factory, random_count=3)

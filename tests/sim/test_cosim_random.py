@@ -23,9 +23,8 @@ import pytest
 
 from inhibitron.hw.baseline_config import BaselineConfig
 from inhibitron.hw.core import CoreConfig
-from inhibitron.sim.runner import build_core, run_cosim
-from inhibitron.sim.stimulus import REAL_VECTORS, mixed_heads
-from test_cosim import check_cycle_formula
+from test_baseline_cosim import baseline_cosim
+from test_cosim import cosim
 
 pytestmark = [pytest.mark.slow, pytest.mark.cosim]
 
@@ -54,30 +53,13 @@ def _draw(kind: str, index: int):
 
 
 @pytest.mark.parametrize("index", range(DRAWS))
-def test_inhibitor_random_configuration(index, tmp_path):
-    cfg = _draw("inhibitor", index)
-    heads = mixed_heads(cfg, np.random.default_rng(index), random_count=4, every_length=True,
-                        real_path=REAL_VECTORS, real_count=2)
-    build = build_core(cfg, tmp_path)
-    for name, kw in (("full", {}), ("backpressure", dict(idle_prob=0.25, stall_prob=0.35))):
-        res = run_cosim(build, heads, name=name, seed=index, **kw)
-        first = "; ".join(f"head {m['head']} row {m['row']} col {m['col']}: got {m['got']}, "
-                          f"expected {m['expected']}" for m in res.get("first_mismatches", []))
-        assert res["passed"] and res["mismatches"] == 0, f"{cfg.to_dict()}: {name}: {first}"
-        assert res["elements_compared"] == len(heads) * cfg.seq_len * cfg.head_dim
-        if name == "full":
-            check_cycle_formula(cfg, res["cycles_per_head"])
+def test_inhibitor_random_configuration(index, tmp_path_factory):
+    cosim(f"random{index}", _draw("inhibitor", index).to_dict(), tmp_path_factory, random_count=4)
 
 
 @pytest.mark.parametrize("index", range(DRAWS))
 def test_baseline_random_configuration(index, tmp_path):
-    from inhibitron.sim.tb_baseline import run_baseline_cosim
-
-    cfg = _draw("baseline", index)
-    # raises, naming the first mismatching codes, on any mismatch or stall
-    res = run_baseline_cosim(cfg, build_dir=tmp_path, heads=4, seed=index)
-    assert res["rows_checked"] == 5 * cfg.seq_len
-    assert res["backpressure"]["rows_checked"] == 5 * cfg.seq_len
-    # a lower bound: with few row blocks per head a head's descriptor slot, held from its
-    # first score job to its last mixing job, can bind (docs/baseline.md, Cycles)
-    check_cycle_formula(cfg, res["head_cycles"], exact=False)
+    # the cycle formula as a lower bound: with few row blocks per head a head's descriptor
+    # slot, held from its first score job to its last mixing job, can bind
+    # (docs/baseline.md, Cycles)
+    baseline_cosim(_draw("baseline", index), tmp_path, seed=index, exact=False)
